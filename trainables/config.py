@@ -1,0 +1,185 @@
+"""The trial contract: one plain config dict in, one metrics dict out.
+
+`TrialConfig` validates the config dict a trial receives (from the CLI, a Ray Tune
+search space or a study spec); `TrialMetrics` is the dict it returns. Search, tracking
+and analysis all read these names, so they are defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+METHODS = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
+GATED_METHODS = ("taugate", "threshold_only")  # methods with a learned threshold tau
+DATASETS = ("mnist5k", "mnist")
+DEVICES = ("auto", "cpu", "cuda", "mps", "directml")
+
+
+class ConfigError(ValueError):
+    """Invalid trial input. The message names the offending field."""
+
+
+def angle_key(angle: float) -> str:
+    """Metric-name suffix of a rotation mode: 45 -> "45", -30 -> "m30", 22.5 -> "22p5"."""
+    text = f"{angle:g}" if angle != int(angle) else str(int(angle))
+    return text.replace("-", "m").replace(".", "p")
+
+
+class TrialConfig(BaseModel):
+    """Everything one trial needs. Defaults reproduce the paper's setting on the bundled data.
+
+    Defaults were chosen by running `taugate paper` on the 5,000-digit MNIST subset: the
+    foundation is deliberately epoch-limited (the paper's accuracies, ~0.83-0.89, are far below
+    a converged MNIST MLP), and each method gets a learning rate suited to its parameter count.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "taugate"
+    seed: int = Field(0, ge=0)
+
+    # TauGate knobs (used by gated methods: taugate, threshold_only)
+    gate_sharpness: float = Field(10.0, gt=0, description="s in sigmoid(s * (z - tau))")
+    sparsity_weight: float = Field(0.0, ge=0, description="lambda in the loss term lambda * mean(g)")
+    gate_init_margin: float = Field(
+        4.0, gt=0, description="tau starts at -margin/s, so gates start open (g >= sigmoid(margin))"
+    )
+    # LoRA knobs
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: float = Field(8.0, gt=0)
+
+    # data
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    download: bool = False
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="mnist5k stratified test split")
+    angles: list[float] = Field(default_factory=lambda: [0.0, 45.0], min_length=1)
+    target_angle: float = 45.0
+    foundation_weights: list[float] | None = Field(
+        None, description="mixture weights over `angles` for the foundation; default uniform"
+    )
+
+    # model
+    hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1)
+
+    # foundation stage
+    foundation_epochs: int = Field(1, ge=0)
+    foundation_lr: float = Field(1e-3, gt=0)
+    foundation_batch_size: int = Field(64, gt=0)
+
+    # specialisation stage (lr None = the method's default, see trainables.methods)
+    epochs: int = Field(5, ge=0)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int = Field(64, gt=0)
+
+    device: str = "auto"
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in DEVICES:
+            raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICES)}")
+        return value
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: list[int]) -> list[int]:
+        if any(width <= 0 for width in value):
+            raise ValueError("every hidden width must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_modes(self) -> TrialConfig:
+        if len(set(self.angles)) != len(self.angles):
+            raise ValueError("angles: duplicate angle")
+        if self.target_angle not in self.angles:
+            raise ValueError(f"target_angle: {self.target_angle:g} is not one of angles {self.angles}")
+        if self.foundation_weights is not None:
+            if len(self.foundation_weights) != len(self.angles):
+                raise ValueError("foundation_weights: needs one weight per angle")
+            if any(w < 0 for w in self.foundation_weights) or sum(self.foundation_weights) <= 0:
+                raise ValueError("foundation_weights: weights must be >= 0 with a positive sum")
+        return self
+
+    @property
+    def gated(self) -> bool:
+        return self.method in GATED_METHODS
+
+    def foundation_key(self) -> dict[str, Any]:
+        """The settings that determine a foundation: trials sharing them share one foundation."""
+        names = (
+            "seed", "dataset", "data_root", "test_fraction", "angles", "foundation_weights",
+            "hidden", "foundation_epochs", "foundation_lr", "foundation_batch_size",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
+
+def parse_config(raw: dict[str, Any]) -> TrialConfig:
+    """Validate a config dict; raise `ConfigError` whose message names each bad field."""
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+_ACC_NAME = re.compile(r"^acc_[0-9mp]+(_hard)?$")
+
+
+class TrialMetrics(BaseModel):
+    """The metrics dict a trial returns. `acc_<angle>` (and `acc_<angle>_hard` for gated
+    methods) are extra fields, one per evaluated mode; every value is finite."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "diverged"]
+    method: str
+    seed: int
+    trainable_params: int
+    train_seconds: float
+    final_loss: float | None = None
+    high_activation_ratio: float | None = None
+    active_ratio: float | None = None
+    mean_gate: float | None = None
+    diverged_at_step: int | None = None
+
+    @model_validator(mode="after")
+    def _accuracy_names_and_finite(self) -> TrialMetrics:
+        for name, value in (self.model_extra or {}).items():
+            if not _ACC_NAME.match(name):
+                raise ValueError(f"unexpected metric {name!r}")
+            if not isinstance(value, float | int) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict: fields that do not apply (None) are left out, never NaN."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}

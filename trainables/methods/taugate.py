@@ -1,0 +1,87 @@
+"""TauGate: a learned threshold `tau` and gain `gamma` per hidden neuron gate its activation.
+
+    a = gamma * g * relu(z),   g = sigmoid(s * (z - tau))  (soft, training)
+                               g = 1[z > tau]              (hard, inference)
+
+The Linear layers stay frozen; the gate replaces the hidden ReLU modules. `tau` starts at
+-margin/s, so every gate starts open and the adapted model starts at the foundation's function.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.config import TrialConfig
+from trainables.model import MLP
+
+NAME = "taugate"
+DEFAULT_LR = 1e-2
+DIMENSIONS: tuple[str, ...] = ("gate_sharpness", "sparsity_weight")
+
+
+class GatedReLU(nn.Module):
+    """ReLU with a per-neuron gain and (optionally) a thresholded gate."""
+
+    def __init__(self, width: int, sharpness: float, init_margin: float, learn_tau: bool, learn_gamma: bool):
+        super().__init__()
+        self.sharpness = sharpness
+        self.has_gate = learn_tau
+        self.hard = False
+        self.last_gate: torch.Tensor | None = None  # the soft gates of the latest forward, for the sparsity loss
+        tau = torch.full((width,), -init_margin / sharpness)
+        gamma = torch.ones(width)
+        # A tensor the method does not learn stays a buffer: it is saved, never trained or counted.
+        self._register("tau", tau, learn_tau)
+        self._register("gamma", gamma, learn_gamma)
+
+    def _register(self, name: str, value: torch.Tensor, learn: bool) -> None:
+        if learn:
+            self.register_parameter(name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
+
+    def gate(self, z: torch.Tensor, hard: bool | None = None) -> torch.Tensor:
+        hard = self.hard if hard is None else hard
+        if not self.has_gate:
+            return torch.ones_like(z)
+        if hard:
+            return (z > self.tau).to(z.dtype)
+        return torch.sigmoid(self.sharpness * (z - self.tau))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        g = self.gate(z)
+        self.last_gate = g if self.has_gate else None
+        return self.gamma * g * torch.relu(z)
+
+    def extra_repr(self) -> str:
+        return f"width={self.gamma.numel()}, s={self.sharpness:g}, gate={self.has_gate}, hard={self.hard}"
+
+
+def install_gates(model: MLP, config: TrialConfig, learn_tau: bool, learn_gamma: bool) -> None:
+    for index, width in enumerate(model.hidden):
+        model.activations[index] = GatedReLU(
+            width, config.gate_sharpness, config.gate_init_margin, learn_tau=learn_tau, learn_gamma=learn_gamma
+        )
+
+
+def install(model: MLP, config: TrialConfig) -> None:
+    install_gates(model, config, learn_tau=True, learn_gamma=True)
+
+
+def gates(model: nn.Module) -> list[GatedReLU]:
+    return [module for module in model.modules() if isinstance(module, GatedReLU) and module.has_gate]
+
+
+def mean_soft_gate(model: nn.Module) -> torch.Tensor | None:
+    """Mean gate over hidden units and batch of the latest forward (the sparsity term's g)."""
+    latest = [g.last_gate for g in gates(model) if g.last_gate is not None]
+    if not latest:
+        return None
+    return torch.cat([g.flatten() for g in latest]).mean()
+
+
+def set_hard(model: nn.Module, hard: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, GatedReLU):
+            module.hard = hard

@@ -1,0 +1,82 @@
+"""One trial: a config dict in, a metrics dict out (plus optional artifacts on disk)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from trainables.checkpoints import save_adapter
+from trainables.config import TrialConfig, TrialMetrics, angle_key, parse_config
+from trainables.data import load_modes
+from trainables.device import resolve_device
+from trainables.methods import count_trainable
+from trainables.model import MLP
+from trainables.train import evaluate, gate_statistics, specialise, train_foundation
+
+GATE_STATS_FILE = "gate_stats.json"
+FoundationProvider = Callable[[TrialConfig, dict], MLP]
+
+
+def run_trial(
+    raw_config: dict[str, Any] | TrialConfig,
+    foundation: FoundationProvider | None = None,
+    artifact_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train (or fetch) the foundation, specialise it and evaluate every mode.
+
+    `foundation(config, modes)` supplies a shared foundation (the study caches them); by
+    default the trial trains its own. With `artifact_dir` the adapter and the per-neuron
+    gate statistics are written there. Raises `ConfigError` for invalid input; a diverging
+    run is not an error but `status: "diverged"`.
+    """
+    config = raw_config if isinstance(raw_config, TrialConfig) else parse_config(raw_config)
+    device = resolve_device(config.device)
+    modes = load_modes(config, device)
+    base = (foundation or train_foundation)(config, modes)
+
+    started = time.perf_counter()
+    model, fit = specialise(base, config, modes[config.target_angle])
+    metrics: dict[str, Any] = {
+        "method": config.method,
+        "seed": config.seed,
+        "trainable_params": count_trainable(model),
+        "train_seconds": time.perf_counter() - started,
+    }
+    if fit.diverged_at_step is not None:
+        return TrialMetrics(status="diverged", diverged_at_step=fit.diverged_at_step, **metrics).to_dict()
+
+    for angle, mode in modes.items():
+        metrics[f"acc_{angle_key(angle)}"] = evaluate(model, mode)
+        if config.gated:
+            metrics[f"acc_{angle_key(angle)}_hard"] = evaluate(model, mode, hard=True)
+    stats = {angle: gate_statistics(model, mode) for angle, mode in modes.items()}
+    target = stats[config.target_angle]
+    metrics |= {
+        "final_loss": fit.final_loss,
+        "high_activation_ratio": target.high_activation_ratio,
+        "active_ratio": target.active_ratio,
+        "mean_gate": target.mean_gate,
+    }
+    if artifact_dir is not None:
+        write_artifacts(model, config, stats, Path(artifact_dir))
+    return TrialMetrics(status="ok", **metrics).to_dict()
+
+
+def write_artifacts(model: MLP, config: TrialConfig, stats: dict, folder: Path) -> None:
+    save_adapter(model, config, folder / "adapter")
+    by_mode = {angle_key(angle): _rounded(asdict(s)) for angle, s in stats.items()}
+    (folder / GATE_STATS_FILE).write_text(json.dumps({"method": config.method, "modes": by_mode}))
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 5)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
