@@ -38,3 +38,36 @@ def summarise(results: list[dict[str, Any]], metric: str, method: str) -> tuple[
         return None
     mean, std = mean_std(values)
     return mean, std, len(values)
+
+
+COMPARISON_COLUMNS = (
+    "method",
+    "params",
+    "acc 0 ours",
+    "acc 0 paper",
+    "acc 45 ours",
+    "acc 45 paper",
+    "high-act ours",
+    "paper",
+)
+
+
+def _cell(stat: tuple[float, float] | tuple[float, float, int] | None) -> str:
+    return "-" if stat is None else f"{stat[0]:.3f} ± {stat[1]:.3f}"
+
+
+def comparison_rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Our seed means beside the paper's, one row per paper method (cells as text)."""
+    rows = []
+    for row in PAPER_TABLE:
+        params = summarise(results, "trainable_params", row.method)
+        ratio = summarise(results, "high_activation_ratio", row.method)
+        rows.append((
+            row.label,
+            f"{params[0]:.0f}" if params else "-",
+            _cell(summarise(results, "acc_0", row.method)), _cell(row.acc_0),
+            _cell(summarise(results, "acc_45", row.method)), _cell(row.acc_45),
+            f"{ratio[0]:.2f}" if ratio else "-",
+            f"{row.high_activation_ratio:.2f}" if row.high_activation_ratio is not None else "-",
+        ))  # fmt: skip
+    return rows

@@ -79,7 +79,7 @@ def paper(
     from trainables.data import load_modes
     from trainables.device import resolve_device
     from trainables.train import train_foundation
-    from trainables.trial import run_trial
+    from trainables.trial import run_trial, shared
 
     results = []
     try:
@@ -88,7 +88,7 @@ def paper(
             modes = load_modes(config, resolve_device(device))
             foundation = train_foundation(config, modes)  # one foundation per seed, shared by the methods
             for method in PAPER_METHODS:
-                metrics = run_trial({"seed": seed, "method": method, "device": device}, lambda c, m: foundation)
+                metrics = run_trial({"seed": seed, "method": method, "device": device}, shared(foundation))
                 results.append(metrics)
                 console.print(f"seed {seed} {method:<8} acc_45={metrics.get('acc_45', float('nan')):.3f}")
     except ConfigError as err:
@@ -99,33 +99,13 @@ def paper(
 
 
 def paper_comparison(results: list[dict[str, Any]]) -> Table:
-    from analysis.paper import PAPER_TABLE, summarise
+    from analysis.paper import COMPARISON_COLUMNS, comparison_rows
 
     table = Table(title="TauGate mode specialisation: ours (mnist5k) vs paper")
-    for column in (
-        "method",
-        "params",
-        "acc 0 ours",
-        "acc 0 paper",
-        "acc 45 ours",
-        "acc 45 paper",
-        "high-act ours",
-        "paper",
-    ):
-        table.add_column(column, justify="right" if column != "method" else "left")
-
-    def cell(stat: tuple[float, float, int] | None) -> str:
-        return "-" if stat is None else f"{stat[0]:.3f} ± {stat[1]:.3f}"
-
-    for row in PAPER_TABLE:
-        params = summarise(results, "trainable_params", row.method)
-        ratio = summarise(results, "high_activation_ratio", row.method)
-        table.add_row(
-            row.label, f"{params[0]:.0f}" if params else "-",
-            cell(summarise(results, "acc_0", row.method)), f"{row.acc_0[0]:.3f} ± {row.acc_0[1]:.3f}",
-            cell(summarise(results, "acc_45", row.method)), f"{row.acc_45[0]:.3f} ± {row.acc_45[1]:.3f}",
-            f"{ratio[0]:.2f}" if ratio else "-", f"{row.high_activation_ratio:.2f}" if row.high_activation_ratio else "-",
-        )  # fmt: skip
+    for column in COMPARISON_COLUMNS:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in comparison_rows(results):
+        table.add_row(*row)
     return table
 
 

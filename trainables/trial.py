@@ -66,6 +66,11 @@ def run_trial(
     return TrialMetrics(status="ok", **metrics).to_dict()
 
 
+def shared(model: MLP) -> FoundationProvider:
+    """A foundation provider that hands every trial the same, already trained, foundation."""
+    return lambda config, modes: model
+
+
 def write_artifacts(model: MLP, config: TrialConfig, stats: dict, folder: Path) -> None:
     save_adapter(model, config, folder / "adapter")
     by_mode = {angle_key(angle): _rounded(asdict(s)) for angle, s in stats.items()}
