@@ -15,7 +15,7 @@ from rich.table import Table
 from trainables.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="TauGate ablation study service.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -107,6 +107,150 @@ def paper_comparison(results: list[dict[str, Any]]) -> Table:
     for row in comparison_rows(results):
         table.add_row(*row)
     return table
+
+
+def _spec_or_exit(path: Path):
+    from study.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as err:
+        fail(str(err))
+
+
+@app.command("spec-schema")
+def spec_schema() -> None:
+    """Print the study spec's JSON schema."""
+    from study.spec import StudySpec
+
+    print(json.dumps(StudySpec.model_json_schema(), indent=2))
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the totals as JSON")] = False,
+) -> None:
+    """Show the trials a spec asks for, without running anything."""
+    from study.plan import run_name, summary, variants
+
+    study_spec = _spec_or_exit(spec)
+    totals = summary(study_spec)
+    if as_json:
+        print(json.dumps(totals))
+        return
+    out = Console()
+    if study_spec.search.kind == "grid":
+        table = Table(title=f"study {study_spec.name}: trials")
+        for column in ("#", "run name", "method", "seed"):
+            table.add_column(column)
+        for index, variant in enumerate(variants(study_spec)):
+            table.add_row(str(index), run_name(variant), variant["method"], str(variant["seed"]))
+        out.print(table)
+    out.print(
+        f"{totals['trials']} trials ({study_spec.search.kind}), {totals['foundations']} foundations; "
+        + ", ".join(f"{m}: {n}" for m, n in totals["per_method"].items())
+    )
+
+
+def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: str | None) -> None:
+    from study.runner import execute
+
+    outcome = execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
+    console.print(
+        f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished, {outcome.failed} failed, "
+        f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
+        highlight=False,
+    )
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _default_output(spec) -> Path:
+    from datetime import datetime
+
+    root = Path(spec.storage_path) if spec.storage_path else Path("studies")
+    return root / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML)")],
+    output: Annotated[Path | None, typer.Option(help="study folder (default: studies/<name>-<time>)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray on loopback)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the folder)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="run a grid larger than max_trials")] = False,
+) -> None:
+    """Run a study: every trial on Ray Tune, tracked in MLflow, results in the study folder."""
+    from study.runner import prepare
+    from study.spec import SpecError
+    from study.storage import StorageError
+
+    study_spec = _spec_or_exit(spec)
+    study_dir = output or _default_output(study_spec)
+    try:
+        study = prepare(study_spec, study_dir, yes=yes)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+    _run_study(study_spec, study, study_dir, address, tracking_uri)
+
+
+@app.command()
+def resume(
+    study_dir: Annotated[Path, typer.Argument(help="an existing study folder")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Finish an interrupted study: finished trials are not run again."""
+    from study.runner import load_study
+    from study.spec import SpecError
+    from study.storage import StorageError, check_writable
+
+    try:
+        study_spec, study = load_study(study_dir)
+        check_writable(study_dir)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+    _run_study(study_spec, study, study_dir, address, tracking_uri)
+
+
+@app.command()
+def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
+    """Trials finished, diverged and still to run."""
+    from study.runner import load_study
+    from study.spec import SpecError
+    from study.storage import StorageError, TrialLedger
+
+    try:
+        study_spec, study = load_study(study_dir)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+    finished = TrialLedger(study_dir).all_finished()
+    diverged = sum(m.get("status") == "diverged" for m in finished.values())
+    planned = study["trials_planned"]
+    print(json.dumps({"name": study["name"], "planned": planned, "finished": len(finished),
+                      "diverged": diverged, "remaining": max(0, planned - len(finished))}))  # fmt: skip
+
+
+@app.command()
+def track(
+    study_dir: Annotated[Path, typer.Argument(help="a study folder")],
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's own)")] = None,
+) -> None:
+    """(Re)log a study to MLflow; idempotent: runs already there are not duplicated."""
+    from study.runner import load_study
+    from study.spec import SpecError
+    from study.storage import StorageError
+    from study.tracking import Tracker
+
+    try:
+        _, study = load_study(study_dir)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+    tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
+    added = tracker.sync(study)
+    tracker.finish(study)
+    console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")
 
 
 def main() -> None:

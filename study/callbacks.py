@@ -1,0 +1,98 @@
+"""Ray Tune callbacks on the driver: MLflow logging and live progress.
+
+Tune pickles its run config (callbacks included) into the experiment folder, so each callback
+keeps only plain settings and builds its clients and console on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from rich.console import Console
+
+from study.plan import run_name
+from study.storage import CONFIG_FILE, TrialLedger
+from study.tracking import Tracker
+from study.trainable import split_config
+
+
+class _Lazy(tune.Callback):
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracker")}
+
+    @cached_property
+    def console(self) -> Console:
+        return Console(stderr=True, soft_wrap=True)
+
+
+class TrackingCallback(_Lazy):
+    """Logs each finished trial as an MLflow child run. A tracking outage is a warning, never a
+    failed study: the ledger keeps every result and `taugate track` backfills."""
+
+    def __init__(self, study_dir: Path, tracking_uri: str | None, study: dict[str, Any]):
+        self.study_dir, self.tracking_uri, self.study = Path(study_dir), tracking_uri, study
+        self.failures = 0
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(self.study_dir, self.tracking_uri, self.study["experiment_name"])
+
+    def _guard(self, action, *args) -> None:
+        try:
+            action(*args)
+        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
+            self.failures += 1
+            if self.failures == 1:
+                self.console.print(
+                    f"[yellow]warning:[/] MLflow tracking failed ({type(err).__name__}: {str(err)[:200]}); "
+                    "results stay in the study folder; `taugate track` backfills the runs",
+                    highlight=False,
+                )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        key = (trial.last_result or {}).get("trial_key")
+        ledger = TrialLedger(self.study_dir)
+        metrics = ledger.finished(key) if key else None
+        if metrics is None:
+            return
+        record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+        self._guard(self.tracker.log_trial, self.study, key, record, metrics)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        base, variant = split_config(trial.config)
+        error = str(getattr(trial, "error_msg", None) or "trial failed")
+        self._guard(self.tracker.log_failure, self.study, run_name(variant), base | variant, error)
+
+
+class ProgressCallback(_Lazy):
+    """A status line whenever a trial starts, finishes or fails: done, running, failed, time left."""
+
+    def __init__(self, total: int, already_done: int = 0):
+        self.total, self.done, self.running, self.failed = total, already_done, 0, 0
+        self.started, self.done_this_run = time.monotonic(), 0
+
+    def _print(self) -> None:
+        elapsed = time.monotonic() - self.started
+        remaining = self.total - self.done - self.failed
+        left = f"~{elapsed / self.done_this_run * remaining:.0f}s left" if self.done_this_run else "estimating"
+        self.console.print(
+            f"[{elapsed:6.1f}s] {self.done}/{self.total} done, {self.running} running, {self.failed} failed, {left}",
+            highlight=False,
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running += 1
+        self._print()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running, self.done, self.done_this_run = max(0, self.running - 1), self.done + 1, self.done_this_run + 1
+        self._print()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running, self.failed = max(0, self.running - 1), self.failed + 1
+        self._print()

@@ -1,0 +1,74 @@
+"""Grid expansion: the trial configs a spec asks for, conditional per method.
+
+LoRA ranks multiply only LoRA trials, `s` and `lambda` only gated trials; baselines are not
+multiplied by axes they ignore. Each variant is the part of a trial config that varies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from study.spec import StudySpec
+from trainables.config import TrialConfig, parse_config
+from trainables.methods import REGISTRY
+
+
+def variants(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every grid trial's varying fields (method, seed, the method's own axes, overrides)."""
+    out = []
+    for name, method in spec.methods.items():
+        axes = {"seed": method.seeds or spec.seeds}
+        for axis in REGISTRY[name].dimensions:
+            values = getattr(method, axis)
+            if values is not None:
+                axes[axis] = values
+        fixed = {"method": name} | {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
+        for combo in itertools.product(*axes.values()):
+            out.append(fixed | dict(zip(axes, combo, strict=True)))
+    return out
+
+
+def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
+    return parse_config(spec.base_config() | variant)
+
+
+def trial_key(config: TrialConfig) -> str:
+    """A stable id for a trial's whole config: the same trial always gets the same key."""
+    canonical = json.dumps(config.model_dump(), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def foundation_key(config: TrialConfig) -> str:
+    canonical = json.dumps(config.foundation_key(), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def run_name(variant: dict[str, Any]) -> str:
+    """Readable names such as `taugate-s10-l0.001-seed2` or `lora-r8-seed0`."""
+    parts = [variant["method"]]
+    short = {"gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
+             "epochs": "ep"}  # fmt: skip
+    for field, prefix in short.items():
+        if field in variant:
+            parts.append(f"{prefix}{variant[field]:g}")
+    parts.append(f"seed{variant['seed']}")
+    return "-".join(parts)
+
+
+def summary(spec: StudySpec) -> dict[str, Any]:
+    """The totals `taugate plan --json` prints."""
+    grid = variants(spec)
+    configs = [trial_config(spec, v) for v in grid]
+    per_method: dict[str, int] = {}
+    for v in grid:
+        per_method[v["method"]] = per_method.get(v["method"], 0) + 1
+    return {
+        "name": spec.name,
+        "search": spec.search.kind,
+        "trials": spec.search.num_samples if spec.search.kind == "optuna" else len(grid),
+        "foundations": len({foundation_key(c) for c in configs}),
+        "per_method": per_method,
+    }

@@ -1,0 +1,181 @@
+"""Run a study on Ray Tune: local Ray by default, or an existing cluster.
+
+Each invocation (`run`, then any `resume`) is one Tune experiment under `<study>/tune/`; the
+ledger of finished trials spans them, so a resumed study schedules only what is not done.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from study.plan import run_name, summary, trial_config, trial_key, variants
+from study.spec import SpecError, StudySpec, parse_spec
+from study.storage import TUNE_DIR, StorageError, TrialLedger, check_writable, write_json
+
+STUDY_FILE, SPEC_FILE, OPTUNA_DB = "study.json", "spec.yaml", "optuna.db"
+# Ray rewrites 127.0.0.1 to the machine's network address; another loopback address keeps a
+# local study's Ray ports off the network (Linux routes all of 127.0.0.0/8 to loopback).
+LOCAL_NODE_IP = os.environ.get("TAUGATE_RAY_NODE_IP", "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
+
+
+@dataclass
+class StudyOutcome:
+    study_dir: Path
+    finished: int
+    failed: int
+    total: int
+    seconds: float
+
+
+def environment() -> dict[str, str]:
+    """Versions, git commit and hardware: tags on the parent run and the report's metadata."""
+    info = {"python": platform.python_version(), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+            "host": platform.node()}  # fmt: skip
+    for package in ("torch", "ray", "optuna", "mlflow", "taugate-study"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        root = Path(__file__).resolve().parent.parent
+        info["git_commit"] = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = "unknown"
+    return info
+
+
+def load_study(study_dir: Path) -> tuple[StudySpec, dict[str, Any]]:
+    """The spec and metadata of an existing study folder."""
+    study_file, spec_file = study_dir / STUDY_FILE, study_dir / SPEC_FILE
+    if not study_file.is_file() or not spec_file.is_file():
+        raise StorageError(f"{study_dir} is not a study folder (no {STUDY_FILE} / {SPEC_FILE})")
+    import json
+
+    return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file)), json.loads(study_file.read_text())
+
+
+def prepare(spec: StudySpec, study_dir: Path, yes: bool = False) -> dict[str, Any]:
+    """Check everything that can fail before a trial starts; write the spec and metadata."""
+    totals = summary(spec)
+    if totals["trials"] > spec.max_trials and not yes:
+        raise SpecError(
+            f"max_trials: the study has {totals['trials']} trials, more than max_trials={spec.max_trials}; "
+            "pass --yes to run it anyway or raise max_trials"
+        )
+    check_writable(study_dir)
+    study_file = study_dir / STUDY_FILE
+    if study_file.is_file():
+        raise StorageError(f"{study_dir} already holds a study; use `taugate resume {study_dir}` or another --output")
+    (study_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    study = {
+        "study_id": uuid.uuid4().hex,
+        "name": spec.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "trials_planned": totals["trials"],
+        "foundations_planned": totals["foundations"],
+        "environment": environment(),
+        "optuna_study_name": spec.search.study_name or f"{spec.name}-{uuid.uuid4().hex[:8]}",
+        "tracking_uri": spec.tracking_uri,
+        "experiment_name": spec.experiment_name or spec.name,
+    }
+    write_json(study_file, study)
+    return study
+
+
+def connect(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": False, "logging_level": "warning"}
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
+    else:
+        ray.init(address=address, **quiet)  # an existing cluster (or the one a Ray Job runs on)
+
+
+def execute(
+    spec: StudySpec, study: dict[str, Any], study_dir: Path, *, address: str | None,
+    tracking_uri: str | None, console: Console,
+) -> StudyOutcome:  # fmt: skip
+    """Run every trial of the study that the ledger does not hold yet."""
+    from ray import tune
+
+    from study.callbacks import ProgressCallback, TrackingCallback
+    from study.tracking import Tracker
+    from study.trainable import split_config, train_trial
+
+    started = time.monotonic()
+    study_dir = study_dir.resolve()
+    ledger = TrialLedger(study_dir)
+    done = ledger.all_finished()
+    tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
+    callbacks: list = [TrackingCallback(study_dir, tracker.uri, study)]
+    objectives: tuple[str, ...] = ()
+
+    if spec.search.kind == "grid":
+        todo = [v for v in variants(spec) if trial_key(trial_config(spec, v)) not in done]
+        total = len(variants(spec))
+        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": tune.grid_search(todo)}
+        search_alg, num_samples = None, 1
+    else:
+        from study.search import optuna_searcher
+
+        objectives = tuple(o.metric for o in spec.search.objectives)
+        search_alg, completed = optuna_searcher(spec, study, study_dir / OPTUNA_DB)
+        total = spec.search.num_samples
+        todo = list(range(max(0, total - completed)))
+        param_space, num_samples = {}, len(todo)
+    callbacks.append(ProgressCallback(total, already_done=total - len(todo)))
+    console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
+
+    if todo:
+        connect(address)
+        previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
+        trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives)
+        resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+
+        def name(trial) -> str:
+            return run_name(split_config(trial.config)[1])
+
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=True, trial_name_creator=name,
+                trial_dirname_creator=lambda trial: f"{name(trial)}_{trial.trial_id}",
+            ),  # fmt: skip
+            run_config=tune.RunConfig(
+                name=f"run-{len(previous) + 1}", storage_path=str(study_dir / TUNE_DIR),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                callbacks=callbacks, verbose=0,
+            ),  # fmt: skip
+        )
+        tuner.fit()
+
+    finished = ledger.all_finished()
+    failed = total - len(finished) if spec.search.kind == "grid" else 0
+    outcome = StudyOutcome(study_dir, len(finished), failed, total, time.monotonic() - started)
+    try:
+        tracker.sync(study)  # anything the callback could not log (an outage) is logged now if possible
+        tracker.finish(study, "FINISHED", {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds})
+    except Exception as err:  # noqa: BLE001 - the study folder holds everything; tracking is best effort
+        console.print(f"[yellow]warning:[/] MLflow tracking unavailable ({type(err).__name__}); "
+                      f"run `taugate track {study_dir}` later", highlight=False)  # fmt: skip
+    return outcome

@@ -1,0 +1,67 @@
+"""Optuna search: a define-by-run conditional space over the spec's methods, persisted in an RDB.
+
+The LoRA rank only exists for LoRA trials, s and lambda only for gated ones, exactly as in the
+grid. The Optuna study lives in `<study>/optuna.db` under a unique name, so
+`optuna-dashboard sqlite:///<study>/optuna.db` opens it and a resumed study continues it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from study.spec import StudySpec
+from trainables.config import GATED_METHODS
+
+
+def define_by_run(spec: StudySpec):
+    ranges = spec.search.ranges
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        method = trial.suggest_categorical("method", list(spec.methods))
+        trial.suggest_categorical("seed", spec.seeds)
+        if method in GATED_METHODS:
+            for axis in ("gate_sharpness", "sparsity_weight"):
+                r = ranges[axis]
+                trial.suggest_float(axis, r.low, r.high, log=r.log)
+        if method == "lora":
+            r = ranges["lora_rank"]
+            trial.suggest_int("lora_rank", int(r.low), int(r.high), log=r.log)
+        return {"base": spec.base_config()}  # constants every trial shares
+
+    return space
+
+
+def storage_url(db_path: Path) -> str:
+    return f"sqlite:///{Path(db_path).resolve()}"
+
+
+def completed_trials(db_path: Path, study_name: str) -> int:
+    if not Path(db_path).is_file():
+        return 0
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage_url(db_path))
+    except KeyError:
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):
+    """The Ray Tune searcher and how many trials the persisted Optuna study already completed."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    name = study["optuna_study_name"]
+    done = completed_trials(db_path, name)
+    metrics = [o.metric for o in spec.search.objectives]
+    modes = [o.mode for o in spec.search.objectives]
+    searcher = OptunaSearch(
+        space=define_by_run(spec),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        storage=optuna.storages.RDBStorage(storage_url(db_path)),
+        study_name=name,
+        seed=0,
+    )
+    return searcher, done

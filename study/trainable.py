@@ -1,0 +1,53 @@
+"""The Ray Tune function trainable: one study trial, run through the trial contract.
+
+A trial whose key is already in the study's ledger is not trained again: it reports the
+recorded metrics. That is what makes `taugate resume` and retries after a lost node safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from study.plan import run_name, trial_key
+from study.storage import FoundationStore, TrialLedger
+from trainables.config import parse_config
+from trainables.trial import run_trial
+
+_stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors keep foundations loaded
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base, variant): grid trials carry `variant`; Optuna trials carry the suggested fields flat."""
+    variant = config.get("variant") or {k: v for k, v in config.items() if k != "base"}
+    return config["base"], variant
+
+
+def sparsity(metrics: dict[str, Any]) -> float | None:
+    """1 - the fraction of active hidden units: gated methods by their hard gates, others by ReLU."""
+    ratio = metrics.get("high_activation_ratio", metrics.get("active_ratio"))
+    return None if ratio is None else 1.0 - ratio
+
+
+def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = ()) -> None:
+    base, variant = split_config(config)
+    trial_config = parse_config(base | variant)
+    key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))
+    metrics = ledger.finished(key)
+    reused = metrics is not None
+    if metrics is None:
+        store = _stores.setdefault(study_dir, FoundationStore(Path(study_dir)))
+        metrics = run_trial(trial_config, foundation=store.get, artifact_dir=ledger.trial_dir(key))
+        metrics["node_id"] = ray.get_runtime_context().get_node_id()
+        record = {"variant": variant, "run_name": run_name(variant), "config": trial_config.model_dump()}
+        ledger.record(key, record, metrics)
+    report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused}
+    if (value := sparsity(metrics)) is not None:
+        report["sparsity"] = value
+    missing = [name for name in objectives if name not in report]
+    if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value
+        raise RuntimeError(f"trial {run_name(variant)} {metrics['status']}: no {', '.join(missing)} to report")
+    tune.report(report)
