@@ -178,7 +178,9 @@ def run(
     spec: Annotated[Path, typer.Argument(help="study spec (YAML)")],
     output: Annotated[Path | None, typer.Option(help="study folder (default: studies/<name>-<time>)")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray on loopback)")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the folder)")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the folder)")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a grid larger than max_trials")] = False,
 ) -> None:
     """Run a study: every trial on Ray Tune, tracked in MLflow, results in the study folder."""
@@ -251,6 +253,47 @@ def track(
     added = tracker.sync(study)
     tracker.finish(study)
     console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML)")],
+    address: Annotated[str, typer.Option(help="the cluster's job server, e.g. http://127.0.0.1:8265")],
+    output: Annotated[str | None, typer.Option(help="study folder on the cluster's shared storage")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI as the cluster sees it")] = None,
+    follow: Annotated[bool, typer.Option(help="stream the job's logs until it ends")] = True,
+) -> None:
+    """Run a study as a Ray Job on a cluster (Ray token authentication); exits with the job's status."""
+    from study.submit import SubmitError
+    from study.submit import submit as submit_job
+
+    study_spec = _spec_or_exit(spec)
+    try:
+        job_id, job_status = submit_job(spec, study_spec, address, output, tracking_uri, follow=follow)
+    except SubmitError as err:
+        fail(str(err))
+    console.print(f"job {job_id}: {job_status}")
+    if follow and job_status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def ui(
+    study_dir: Annotated[Path, typer.Argument(help="a study folder")],
+    port: Annotated[int, typer.Option()] = 5000,
+    host: Annotated[str, typer.Option(help="127.0.0.1 keeps it on this machine; opt in to expose it")] = "127.0.0.1",
+) -> None:
+    """Open the study's MLflow store in the MLflow UI (on 127.0.0.1 by default)."""
+    import os
+
+    from study.tracking import default_tracking_uri
+
+    if not (study_dir / "mlflow.db").is_file():
+        fail(f"{study_dir}: no mlflow.db (was the study tracked on a server? open that server instead)")
+    command = ["mlflow", "ui", "--backend-store-uri", default_tracking_uri(study_dir), "--host", host,
+               "--port", str(port), "--workers", "1"]  # fmt: skip
+    console.print(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
+    os.execvp(command[0], command)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ ledger of finished trials spans them, so a resumed study schedules only what is 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
 import platform
 import subprocess
 import sys
@@ -157,14 +159,19 @@ def execute(
             tune.with_resources(trainable, resources),
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
-                reuse_actors=True, trial_name_creator=name,
+                search_alg=search_alg,
+                num_samples=num_samples,
+                max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=True,
+                trial_name_creator=name,
                 trial_dirname_creator=lambda trial: f"{name(trial)}_{trial.trial_id}",
             ),  # fmt: skip
             run_config=tune.RunConfig(
-                name=f"run-{len(previous) + 1}", storage_path=str(study_dir / TUNE_DIR),
+                name=f"run-{len(previous) + 1}",
+                storage_path=str(study_dir / TUNE_DIR),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=callbacks, verbose=0,
+                callbacks=callbacks,
+                verbose=0,
             ),  # fmt: skip
         )
         tuner.fit()

@@ -99,9 +99,7 @@ class Range(Strict):
 class SearchSpec(Strict):
     kind: Literal["grid", "optuna"] = "grid"
     num_samples: int = Field(20, gt=0, description="optuna: number of trials")
-    objectives: list[Objective] = Field(
-        default_factory=lambda: [Objective(metric="acc_45", mode="max")], min_length=1
-    )
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="acc_45", mode="max")], min_length=1)
     ranges: dict[Literal["gate_sharpness", "sparsity_weight", "lora_rank"], Range] = Field(
         default_factory=lambda: {
             "gate_sharpness": Range(low=1, high=100, log=True),

@@ -19,7 +19,7 @@ from study.storage import CONFIG_FILE, TrialLedger
 log = logging.getLogger("taugate.tracking")
 
 STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
-PARENT_TAG = "mlflow.parentRunId"
+PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
 
 
 def default_tracking_uri(study_dir: Path) -> str:
@@ -73,12 +73,14 @@ class Tracker:
         if self._parent is not None:
             return self._parent
         found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study['study_id']}'", max_results=1
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{study['study_id']}' and tags.`{KIND_TAG}` = 'study'",
+            max_results=1,
         )
         if found:
             self._parent = found[0].info.run_id
             return self._parent
-        tags = {STUDY_TAG: study["study_id"], "taugate.kind": "study"}
+        tags = {STUDY_TAG: study["study_id"], KIND_TAG: "study"}
         tags |= {f"taugate.{k}": str(v) for k, v in study.get("environment", {}).items()}
         run = self.client.create_run(self.experiment_id, run_name=study["name"], tags=tags)
         self._parent = run.info.run_id
@@ -90,20 +92,20 @@ class Tracker:
 
     def logged_trials(self, parent: str) -> set[str]:
         if self._logged is None:
-            runs = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=50000
-            )
+            query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{KIND_TAG}` = 'trial'"
+            runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
             self._logged = {r.data.tags.get(TRIAL_TAG) for r in runs}
         return self._logged
 
     def log_trial(self, study: dict[str, Any], key: str, record: dict[str, Any], metrics: dict[str, Any]) -> bool:
         """One child run for a finished trial; False when it was already logged."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         parent = self.parent(study)
         if key in self.logged_trials(parent):
             return False
-        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], "taugate.status": metrics["status"]}
+        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
+                "taugate.status": metrics["status"]}  # fmt: skip
         if "node_id" in metrics:
             tags["taugate.node_id"] = str(metrics["node_id"])
         run = self.client.create_run(self.experiment_id, run_name=record["run_name"], tags=tags)
@@ -129,7 +131,8 @@ class Tracker:
         key = f"error:{name}"
         if key in self.logged_trials(parent):
             return
-        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], "taugate.status": "error",
+        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
+                "taugate.status": "error",
                 "taugate.error": error[:4900]}  # fmt: skip
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         for k, v in flat_params(config).items():

@@ -1,0 +1,74 @@
+"""`taugate submit`: run a study as a Ray Job on an existing cluster, with token authentication.
+
+The spec travels in the job's working_dir; the job runs `taugate run` on the cluster, whose
+Ray address it inherits; the study folder must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from study.spec import StudySpec
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class SubmitError(RuntimeError):
+    pass
+
+
+def auth_token_available() -> bool:
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
+
+
+def submit(
+    spec_path: Path, spec: StudySpec, address: str, output: str | None,
+    tracking_uri: str | None, follow: bool = True, log=print,
+) -> tuple[str, str]:  # fmt: skip
+    """Submit the study; with `follow`, stream its logs until it ends. Returns (job id, status)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's token authentication stays on
+    if os.environ["RAY_AUTH_MODE"] == "token" and not auth_token_available():
+        raise SubmitError(
+            "no Ray auth token: set RAY_AUTH_TOKEN, or put the cluster's token in ~/.ray/auth_token "
+            "(or RAY_AUTH_TOKEN_PATH); `ray get-auth-token` on the head prints it"
+        )
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise SubmitError(f"cannot reach the Ray job server at {address}: {err}") from None
+    staging = Path(tempfile.mkdtemp(prefix="taugate-submit-"))
+    try:
+        shutil.copy(spec_path, staging / "spec.yaml")
+        command = ["taugate", "run", "spec.yaml"]
+        if output:
+            command += ["--output", output]
+        if tracking_uri:
+            command += ["--tracking-uri", tracking_uri]
+        job_id = client.submit_job(
+            entrypoint=shlex.join(command),
+            runtime_env={"working_dir": str(staging), "env_vars": {"PYTHONUNBUFFERED": "1"}},
+            metadata={"study": spec.name},
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"submitted job {job_id} to {address}")
+    if not follow:
+        return job_id, str(client.get_job_status(job_id))
+    shown = 0
+    while True:
+        status = str(client.get_job_status(job_id)).split(".")[-1]
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            log(logs[shown:].rstrip("\n"))
+            shown = len(logs)
+        if status in TERMINAL:
+            return job_id, status
+        time.sleep(1.0)

@@ -1,0 +1,82 @@
+"""Study specs: plan totals for the shipped specs; bad specs refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from study.plan import summary, variants
+from study.spec import parse_spec
+from tests.cli import taugate
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize(
+    ("spec", "trials", "foundations"),
+    [("paper.yaml", 25, 5), ("ablation.yaml", 90, 3), ("smoke.yaml", 8, 2), ("optuna.yaml", 40, 3)],
+)
+def test_plan_json_totals_of_the_shipped_specs(spec, trials, foundations):
+    result = taugate("plan", str(CONFIGS / spec), "--json")
+    assert result.returncode == 0, result.stderr
+    totals = json.loads(result.stdout)
+    assert (totals["trials"], totals["foundations"]) == (trials, foundations)
+
+
+def test_grid_expands_each_method_only_over_its_own_axes():
+    spec = parse_spec({
+        "name": "t", "seeds": [0, 1],
+        "methods": {"frozen": {}, "taugate": {"gate_sharpness": [1, 10, 100], "sparsity_weight": [0, 0.01]},
+                    "lora": {"lora_rank": [2, 8]}, "bitfit": {"seeds": [5]}},
+    })  # fmt: skip
+    grid = variants(spec)
+    per_method = summary(spec)["per_method"]
+    assert per_method == {"frozen": 2, "taugate": 12, "lora": 4, "bitfit": 1}
+    assert all(set(v) == {"method", "seed"} for v in grid if v["method"] in ("frozen", "bitfit"))
+    assert {v["lora_rank"] for v in grid if v["method"] == "lora"} == {2, 8}
+    assert len({json.dumps(v, sort_keys=True) for v in grid}) == len(grid)
+
+
+def test_spec_schema_is_json_schema_of_the_spec():
+    result = taugate("spec-schema")
+    schema = json.loads(result.stdout)
+    assert result.returncode == 0 and "methods" in schema["properties"] and "name" in schema["required"]
+
+
+BAD_SPECS = [
+    ("name: x\nmethods: {dropout: {}}\n", "dropout"),
+    ("name: x\nseeds: []\nmethods: {frozen: {}}\n", "seeds"),
+    ("name: x\nmethods: {lora: {lora_rank: [0]}}\n", "lora_rank"),
+    ("name: x\nmethods: {taugate: {gate_sharpness: [0]}}\n", "gate_sharpness"),
+    ("name: x\nmethods: {taugate: {sparsity_weight: [-1]}}\n", "sparsity_weight"),
+    ("name: x\nmethods: {frozen: {}}\nsearch: {kind: optuna, objectives: [{metric: speed, mode: max}]}\n", "speed"),
+    ("name: x\nmethod: {frozen: {}}\n", "method"),
+    ("name: x\nmethods: {frozen: {}\n", "YAML"),
+    ("name: x\nseeds: [1, 1]\nmethods: {frozen: {}}\n", "duplicate"),
+    ("name: x\nmethods: {}\n", "methods"),
+    ("name: x\nmethods: {lora: {gate_sharpness: [3]}}\n", "gate_sharpness"),
+    ("name: x\ntarget_angle: 30\nmethods: {frozen: {}}\n", "target_angle"),
+    ("- just\n- a list\n", "mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "field"), BAD_SPECS)
+def test_bad_spec_exits_2_naming_the_field_and_writes_nothing(text, field, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    output = tmp_path / "study"
+    for args in (["plan", str(spec)], ["run", str(spec), "--output", str(output)]):
+        result = taugate(*args)
+        assert result.returncode == 2, result.stderr
+        assert field in result.stderr and "Traceback" not in result.stderr
+    assert not output.exists()
+
+
+def test_grid_over_the_cap_needs_yes(tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text("name: big\nmax_trials: 3\nseeds: [0, 1]\nmethods: {frozen: {}, bitfit: {}}\n")
+    result = taugate("run", str(spec), "--output", str(tmp_path / "study"))
+    assert result.returncode == 2 and "max_trials" in result.stderr and "--yes" in result.stderr
+    assert not (tmp_path / "study" / "study.json").exists()
