@@ -1,0 +1,129 @@
+"""A study on a local Ray: results, MLflow runs, idempotent re-tracking, resume after a killed driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.cli import BIN, taugate
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+pytestmark = pytest.mark.slow
+
+RESUME_SPEC = """
+name: resume
+foundation: {epochs: 1}
+epochs: 2
+seeds: [0, 1, 2]
+max_concurrent_trials: 1
+methods:
+  frozen: {}
+  bitfit: {}
+  taugate: {gate_sharpness: [10], sparsity_weight: [0.0, 0.01]}
+"""
+
+
+def runs_of(study_dir: Path, experiment: str):
+    mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("train_seconds", "node_id")}
+
+
+def ledger(study_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (study_dir / "trials").glob("*/metrics.json")}
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory) -> Path:
+    study_dir = tmp_path_factory.mktemp("smoke") / "study"
+    result = taugate("run", str(SMOKE), "--output", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8/8 trials finished" in result.stderr
+    return study_dir
+
+
+def test_study_writes_every_trial_and_the_tune_experiment(smoke_study):
+    finished = ledger(smoke_study)
+    assert len(finished) == 8 and all(m["status"] == "ok" for m in finished.values())
+    assert {m["method"] for m in finished.values()} == {"frozen", "bitfit", "taugate", "lora"}
+    assert len(list((smoke_study / "foundations").glob("*.safetensors"))) == 2  # one per seed, shared
+    tune_trials = list((smoke_study / "tune" / "run-1").glob("*/result.json"))
+    assert len(tune_trials) == 8
+    status = json.loads(taugate("status", str(smoke_study)).stdout)
+    assert status == {"name": "smoke", "planned": 8, "finished": 8, "diverged": 0, "remaining": 0}
+
+
+def test_mlflow_holds_the_parent_and_every_child_with_params_and_metrics(smoke_study):
+    runs = runs_of(smoke_study, "smoke")
+    parents = runs[runs["tags.taugate.kind"] == "study"]
+    children = runs[runs["tags.taugate.kind"] == "trial"]
+    assert len(parents) == 1 and len(children) == 8
+    parent_id = parents["run_id"].iloc[0]
+    assert (children["tags.mlflow.parentRunId"] == parent_id).all()
+    assert parents["tags.taugate.git_commit"].iloc[0] and parents["tags.taugate.torch"].iloc[0]
+    names = set(children["tags.mlflow.runName"])
+    assert {"taugate-s10-l0-seed1", "lora-r4-seed0", "frozen-seed0"} <= names
+    taugate_run = children[children["tags.mlflow.runName"] == "taugate-s10-l0-seed0"].iloc[0]
+    assert taugate_run["params.method"] == "taugate" and float(taugate_run["params.gate_sharpness"]) == 10
+    assert taugate_run["metrics.trainable_params"] == 512 and 0.5 < taugate_run["metrics.acc_45"] <= 1
+    ledger_metrics = next(m for m in ledger(smoke_study).values() if m["method"] == "taugate" and m["seed"] == 0)
+    assert taugate_run["metrics.acc_45"] == pytest.approx(ledger_metrics["acc_45"])
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(taugate_run["run_id"])}
+    assert {"gate_stats.json", "adapter"} <= artifacts
+
+
+def test_track_twice_leaves_the_same_runs(smoke_study, tmp_path):
+    before = set(runs_of(smoke_study, "smoke")["run_id"])
+    for _ in range(2):
+        assert taugate("track", str(smoke_study)).returncode == 0
+    assert set(runs_of(smoke_study, "smoke")["run_id"]) == before
+    # a fresh tracking store: track logs the whole study once, then nothing more
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    for expected in ("logged 8 new", "logged 0 new"):
+        result = taugate("track", str(smoke_study), "--tracking-uri", other)
+        assert result.returncode == 0 and expected in result.stderr
+    mlflow.set_tracking_uri(other)
+    assert len(mlflow.search_runs(experiment_names=["smoke"])) == 9
+
+
+def test_resume_after_a_killed_driver_reruns_nothing_and_matches_an_uninterrupted_run(tmp_path):
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(RESUME_SPEC)
+    killed = tmp_path / "killed"
+    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    driver = subprocess.Popen([str(BIN / "taugate"), "run", str(spec), "--output", str(killed)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env=environment)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while len(ledger(killed)) < 3 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait(timeout=60)
+    done_before = ledger(killed)
+    assert 3 <= len(done_before) < 12, "the driver should die mid-study"
+    stamps = {key: (killed / "trials" / key / "metrics.json").stat().st_mtime_ns for key in done_before}
+
+    result = taugate("resume", str(killed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{12 - len(done_before)} to run" in result.stderr
+    after = ledger(killed)
+    assert len(after) == 12
+    for key, stamp in stamps.items():  # finished trials were not run again
+        assert (killed / "trials" / key / "metrics.json").stat().st_mtime_ns == stamp
+
+    clean = tmp_path / "clean"
+    assert taugate("run", str(spec), "--output", str(clean)).returncode == 0
+    assert {k: comparable(m) for k, m in ledger(clean).items()} == {k: comparable(m) for k, m in after.items()}
