@@ -12,12 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Headless Chromium for the browser tests, from Debian (a test tool's own browser download fails offline).
+BROWSER := /usr/bin/chromedriver
+$(BROWSER):
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+
 install: $(STAMP)
 
 run: install
 	$(BIN)/taugate paper
 
-test: install
+test: install $(BROWSER)
 	$(BIN)/python -m pytest
 
 lint: install

@@ -154,9 +154,12 @@ def plan(
 
 
 def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: str | None) -> None:
-    from study.runner import execute
+    from study.runner import ClusterError, execute
 
-    outcome = execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
+    try:
+        outcome = execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
+    except ClusterError as err:
+        fail(f"{err}; the study folder {study_dir} is kept, `taugate resume` continues it", code=1)
     console.print(
         f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished, {outcome.failed} failed, "
         f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
@@ -167,15 +170,17 @@ def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: 
 
 
 def _default_output(spec) -> Path:
+    import os
     from datetime import datetime
 
-    root = Path(spec.storage_path) if spec.storage_path else Path("studies")
+    # the spec's storage_path, else TAUGATE_STORAGE_PATH (set on cluster nodes), else ./studies
+    root = Path(spec.storage_path or os.environ.get("TAUGATE_STORAGE_PATH") or "studies")
     return root / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="study spec (YAML)")],
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML; - reads standard input)")],
     output: Annotated[Path | None, typer.Option(help="study folder (default: studies/<name>-<time>)")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray on loopback)")] = None,
     tracking_uri: Annotated[

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+# Ray's token authentication stays on; Ray reads this when it is first imported, so set it first.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 import platform
 import subprocess
 import sys
@@ -31,6 +33,10 @@ STUDY_FILE, SPEC_FILE, OPTUNA_DB = "study.json", "spec.yaml", "optuna.db"
 # Ray rewrites 127.0.0.1 to the machine's network address; another loopback address keeps a
 # local study's Ray ports off the network (Linux routes all of 127.0.0.0/8 to loopback).
 LOCAL_NODE_IP = os.environ.get("TAUGATE_RAY_NODE_IP", "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster named by --address cannot be reached."""
 
 
 @dataclass
@@ -108,7 +114,13 @@ def connect(address: str | None) -> None:
     if address is None and not os.environ.get("RAY_ADDRESS"):
         ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:
-        ray.init(address=address, **quiet)  # an existing cluster (or the one a Ray Job runs on)
+        try:  # an existing cluster, or the one a Ray Job runs on
+            ray.init(address=address, **quiet)
+        except ConnectionError as err:
+            raise ClusterError(
+                f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} ({err}); check the "
+                "address and that this machine has the cluster's auth token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from None
 
 
 def execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +131,7 @@ class StudySpec(Strict):
     device: str = "cpu"
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
+    reuse_actors: bool = Field(True, description="run several trials per worker process (fast start-up)")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (a lost node, a crash)")
     max_trials: int = Field(2000, gt=0, description="a grid larger than this needs --yes")
     storage_path: str | None = Field(None, description="study folder; every node must see it (shared storage)")
@@ -199,10 +201,10 @@ class StudySpec(Strict):
 
 
 def load_spec(path: Path | str) -> StudySpec:
-    """Read and validate a spec file; every problem is a `SpecError` naming the field."""
+    """Read and validate a spec file (`-` reads standard input); a problem is a `SpecError` naming the field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(sys.stdin.read() if str(path) == "-" else path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
     except yaml.YAMLError as err:

@@ -1,15 +1,13 @@
 """`taugate submit`: run a study as a Ray Job on an existing cluster, with token authentication.
 
-The spec travels in the job's working_dir; the job runs `taugate run` on the cluster, whose
-Ray address it inherits; the study folder must be on storage every node sees.
+The job runs `taugate run` on the cluster, whose Ray address it inherits; the study folder
+must be on storage every node sees.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,21 +42,18 @@ def submit(
         client = JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise SubmitError(f"cannot reach the Ray job server at {address}: {err}") from None
-    staging = Path(tempfile.mkdtemp(prefix="taugate-submit-"))
-    try:
-        shutil.copy(spec_path, staging / "spec.yaml")
-        command = ["taugate", "run", "spec.yaml"]
-        if output:
-            command += ["--output", output]
-        if tracking_uri:
-            command += ["--tracking-uri", tracking_uri]
-        job_id = client.submit_job(
-            entrypoint=shlex.join(command),
-            runtime_env={"working_dir": str(staging), "env_vars": {"PYTHONUNBUFFERED": "1"}},
-            metadata={"study": spec.name},
-        )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # The spec travels in an environment variable, not a working_dir: Ray garbage-collects a job's
+    # working_dir while Tune still runs in it (ray-project/ray#52343).
+    command = ["taugate", "run", "-"]
+    if output:
+        command += ["--output", output]
+    if tracking_uri:
+        command += ["--tracking-uri", tracking_uri]
+    job_id = client.submit_job(
+        entrypoint=f"printenv TAUGATE_SPEC | {shlex.join(command)}",
+        runtime_env={"env_vars": {"TAUGATE_SPEC": spec_path.read_text(), "PYTHONUNBUFFERED": "1"}},
+        metadata={"study": spec.name},
+    )
     log(f"submitted job {job_id} to {address}")
     if not follow:
         return job_id, str(client.get_job_status(job_id))

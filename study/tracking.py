@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.study_dir = Path(study_dir).resolve()
-        self.uri = tracking_uri or default_tracking_uri(self.study_dir)
+        # the study's own SQLite store unless a server is named (flag, spec, or MLFLOW_TRACKING_URI)
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(self.study_dir)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_name = experiment_name
         self._experiment_id: str | None = None

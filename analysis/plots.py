@@ -1,0 +1,305 @@
+"""Report figures, written as PNG files.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas directly, never through
+pyplot: no global backend switch, no open-figure registry to leak, safe in a Ray worker or a
+notebook. Every function returns the written path, or None when the study lacks the data the
+figure needs (a smoke study with two seeds and no sweep): a missing figure is not an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+
+from analysis.interpret import RETENTION_MODE, TARGET_MODE
+from analysis.pareto import PARAMETERS, Objective, with_sparsity
+from analysis.results import METHOD_ORDER, SYMBOLS, config_columns, format_value, is_missing
+
+DPI = 110
+_PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
+
+
+def method_colour(method: str) -> str:
+    """A fixed colour per method, so a method looks the same in every figure."""
+    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _values(table: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in table.columns:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+
+
+def _params_axis(ax: Axes, params: np.ndarray) -> None:
+    """Symlog keeps the frozen base (0 parameters) on an otherwise logarithmic axis; the linear
+    part ends at the decade below the smallest adapter, so no empty decades waste the width."""
+    positive = params[np.isfinite(params) & (params > 0)]
+    threshold = 10.0 ** math.floor(math.log10(positive.min())) if len(positive) else 1.0
+    ax.set_xscale("symlog", linthresh=threshold, linscale=0.4)
+    ax.set_xlabel("trainable parameters (log scale, 0 = frozen)")
+
+
+def plot_pareto(front: pd.DataFrame, objectives: Sequence[Objective], path: Path, title: str = "") -> Path | None:
+    """A front from `analysis.pareto.pareto_sets`: every configuration with its seed std as
+    error bars, front members ringed and joined. The first objective is the y axis; with three
+    objectives the third is the point colour."""
+    y_obj, x_obj = objectives[0], objectives[1]
+    x, y = _values(front, f"{x_obj.metric}_mean"), _values(front, f"{y_obj.metric}_mean")
+    colour_obj = objectives[2] if len(objectives) > 2 else None
+    c = _values(front, f"{colour_obj.metric}_mean") if colour_obj else np.zeros(len(front))
+    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(c)
+    if finite.sum() < 2:
+        return None
+    rows = front[finite]
+    x, y, c = x[finite], y[finite], c[finite]
+    on_front = rows["on_front"].to_numpy(dtype=bool)
+    x_err, y_err = _values(rows, f"{x_obj.metric}_std"), _values(rows, f"{y_obj.metric}_std")
+
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    colours = [method_colour(m) for m in rows["method"]]
+    ax.errorbar(x, y, xerr=np.nan_to_num(x_err), yerr=np.nan_to_num(y_err), fmt="none", ecolor="#999", lw=0.8, zorder=1)
+    if colour_obj:
+        points = ax.scatter(x, y, c=c, cmap="viridis", s=45, zorder=2)
+        fig.colorbar(points, ax=ax, label=colour_obj.label)
+    else:
+        ax.scatter(x, y, c=colours, s=45, zorder=2)
+    ax.scatter(x[on_front], y[on_front], s=160, facecolors="none", edgecolors="black", lw=1.5, zorder=3)
+    if not colour_obj:  # with a third objective the front is not a curve in this projection
+        order = np.argsort(x[on_front])
+        ax.plot(x[on_front][order], y[on_front][order], color="black", lw=0.8, ls="--", zorder=2)
+    for xi, yi, label in zip(x[on_front], y[on_front], rows["label"][on_front], strict=True):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    if x_obj == PARAMETERS:
+        _params_axis(ax, x)
+    else:
+        ax.set_xlabel(x_obj.label + (" (higher is better)" if x_obj.maximise else " (lower is better)"))
+    ax.set_ylabel(y_obj.label)
+    if not colour_obj:
+        _method_legend(ax, rows["method"], extra_front=True)
+    ax.set_title(title or " vs ".join(o.label for o in objectives), fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _method_legend(ax: Axes, methods: pd.Series, extra_front: bool = False) -> None:
+    handles = [ax.scatter([], [], color=method_colour(m), s=30, label=m) for m in METHOD_ORDER if m in set(methods)] + [
+        ax.scatter([], [], color=method_colour(m), s=30, label=m) for m in sorted(set(methods) - set(METHOD_ORDER))
+    ]
+    if extra_front:
+        handles.append(ax.scatter([], [], s=120, facecolors="none", edgecolors="black", label="on the front"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _series(rows: pd.DataFrame, parameter: str) -> list[tuple[str, pd.DataFrame]]:
+    """Lines of a sensitivity plot: configurations that differ only in `parameter`.
+
+    A knob that the parameter determines (LoRA's alpha set equal to the rank) moves with it
+    and does not split lines; a knob swept independently does."""
+    if rows.empty:
+        return []
+    others = [c for c in config_columns(rows) if c != parameter]
+    text = rows[others].map(format_value) if others else pd.DataFrame(index=rows.index)
+    tied = [c for c in others if (text.groupby(rows[parameter])[c].nunique() <= 1).all()]
+    others = [c for c in others if c not in tied or c == "method"]
+    varying = [c for c in others if text[c].nunique() > 1 and c != "method"]
+    key = text[others].agg("|".join, axis=1) if others else pd.Series("", index=rows.index)
+    lines = []
+    for _, line in rows.groupby(key, sort=False):
+        first = line.iloc[0]
+        knobs = [f"{SYMBOLS.get(c, c)}={format_value(first[c])}" for c in varying if not is_missing(first[c])]
+        name = " ".join([str(first.get("method", "")), *knobs]).strip()
+        lines.append((name, line.sort_values(parameter)))
+    return lines
+
+
+def _band(ax: Axes, line: pd.DataFrame, parameter: str, metric: str, colour: str, style: str, name: str) -> bool:
+    x, mean, ci = _values(line, parameter), _values(line, f"{metric}_mean"), _values(line, f"{metric}_ci95")
+    keep = np.isfinite(x) & np.isfinite(mean)
+    if keep.sum() < 2:
+        return False
+    ax.plot(x[keep], mean[keep], style, color=colour, marker="o", ms=3.5, label=name)
+    has_ci = keep & np.isfinite(ci)
+    if has_ci.sum() >= 2:
+        ax.fill_between(x[has_ci], (mean - ci)[has_ci], (mean + ci)[has_ci], color=colour, alpha=0.15, lw=0)
+    return True
+
+
+ACCURACY_PANELS = (("acc_45", "accuracy, target mode (45°)"), ("acc_0", "accuracy, original mode (0°)"))
+SPARSITY_PANEL = ("sparsity", "sparsity (1 - high-activation ratio)")
+
+
+def plot_sensitivity(
+    stats: pd.DataFrame,
+    parameter: str,
+    path: Path,
+    xscale: str = "log",
+    panels: Sequence[tuple[str, str]] = (*ACCURACY_PANELS, SPARSITY_PANEL),
+) -> Path | None:
+    """Seed means of each metric in `panels` against one swept knob, a line per setting of the
+    other knobs, with 95% CI bands (Student t over seeds). `xscale`: "log", "symlog" (when 0 is
+    swept, e.g. lambda) or "log2". Skipped unless some line has two values of `parameter`."""
+    if parameter not in stats.columns:
+        return None
+    table = with_sparsity(stats)
+    rows = table[pd.to_numeric(table[parameter], errors="coerce").notna()]
+    lines = [(name, line) for name, line in _series(rows, parameter) if line[parameter].nunique() >= 2]
+    if not lines:
+        return None
+    fig = Figure(figsize=(4.3 * len(panels), 4.0), layout="constrained")
+    drawn = 0
+    for index, (metric, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        for number, (name, line) in enumerate(lines):
+            drawn += _band(ax, line, parameter, metric, _PALETTE[number % len(_PALETTE)], "-", name)
+        values = np.unique(pd.to_numeric(rows[parameter]).to_numpy(float))
+        if xscale == "symlog":
+            positive = values[values > 0]
+            ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
+        else:
+            ax.set_xscale("log", base=2 if xscale == "log2" else 10)
+        # ticks at the swept values, written as the spec writes them (1, 3, 10, 30; not 10^0.5)
+        ax.set_xticks(values, [format_value(v) for v in values])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel(f"{parameter} ({SYMBOLS.get(parameter, parameter)})")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines and index == 0:
+            ax.legend(fontsize=7)
+    if not drawn:
+        return None
+    fig.suptitle(f"Sensitivity to {parameter} (mean over seeds, 95% CI bands)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_lora_rank(stats: pd.DataFrame, path: Path) -> Path | None:
+    """LoRA accuracy against its rank (log2 axis): what each doubling of adapter size buys."""
+    lora = stats[stats["method"] == "lora"] if "method" in stats.columns else stats.iloc[0:0]
+    return plot_sensitivity(lora, "lora_rank", path, xscale="log2", panels=ACCURACY_PANELS)
+
+
+def plot_accuracy_vs_params(stats: pd.DataFrame, path: Path) -> Path | None:
+    """Every configuration of every method: accuracy on both modes against trainable
+    parameters (log scale), error bars = seed std. The efficiency picture of RQ2."""
+    x = _values(stats, "trainable_params_mean")
+    panels = [(m, label) for m, label in (("acc_45", "target mode (45°)"), ("acc_0", "original mode (0°)"))]
+    if (np.isfinite(x) & np.isfinite(_values(stats, "acc_45_mean"))).sum() < 2:
+        return None
+    fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+    for index, (metric, label) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, index + 1)
+        y, err = _values(stats, f"{metric}_mean"), _values(stats, f"{metric}_std")
+        keep = np.isfinite(x) & np.isfinite(y)
+        for method in pd.unique(stats["method"][keep]):
+            sel = keep & (stats["method"] == method).to_numpy()
+            ax.errorbar(
+                x[sel], y[sel], yerr=np.nan_to_num(err[sel]), fmt="o", color=method_colour(method),
+                ms=5, capsize=2, lw=0.8, label=method,
+            )  # fmt: skip
+        _params_axis(ax, x)
+        ax.set_ylabel(f"accuracy, {label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Accuracy against trainable parameters (mean ± seed std)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_gate_heatmaps(
+    gate_stats: Mapping[str, Any],
+    path: Path,
+    title: str = "",
+    modes: tuple[str, str] = (RETENTION_MODE, TARGET_MODE),
+) -> Path | None:
+    """Firing rate of every hidden neuron by mode, and by digit class within each mode, for
+    one trial. Neurons are sorted by (target - original) rate, so mode-specific neurons
+    gather at the two ends of each layer."""
+    available = gate_stats.get("modes", {}) if gate_stats else {}
+    if not all(m in available and available[m].get("rate") for m in modes):
+        return None
+    layers = len(available[modes[0]]["rate"])
+    has_classes = all(available[m].get("rate_by_class") for m in modes)
+    rows = 1 + (len(modes) if has_classes else 0)
+    fig = Figure(figsize=(5.5 * layers, 1.3 + 2.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, layers, squeeze=False, height_ratios=[0.45] + [1.0] * (rows - 1))
+    image = None
+    for layer in range(layers):
+        by_mode = np.array([available[m]["rate"][layer] for m in modes], dtype=float)
+        # target-minus-original rate in coarse bins, then busiest first: shared and silent neurons
+        # form blocks between the two mode-specific ends instead of interleaving on noise
+        difference, busy = by_mode[1] - by_mode[0], by_mode.mean(axis=0)
+        order = np.lexsort((-busy, np.round(difference * 4) / 4))
+        image = axes[0, layer].imshow(by_mode[:, order], aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        axes[0, layer].set_yticks(range(len(modes)), [f"{_angle(m)}°" for m in modes])
+        axes[0, layer].set_title(f"layer {layer}: firing rate by mode", fontsize=9)
+        for row, mode in enumerate(modes if has_classes else (), start=1):
+            by_class = np.array(available[mode]["rate_by_class"][layer], dtype=float)
+            axes[row, layer].imshow(by_class[:, order], aspect="auto", vmin=0, vmax=1, cmap="viridis")
+            axes[row, layer].set_yticks(range(by_class.shape[0]))
+            axes[row, layer].set_ylabel("digit class", fontsize=8)
+            axes[row, layer].set_title(f"layer {layer}: by class at {_angle(mode)}°", fontsize=9)
+        axes[-1, layer].set_xlabel("neuron (sorted by rate difference between the modes, then by rate)")
+    fig.colorbar(image, ax=axes, label="firing rate (fraction of test digits)", shrink=0.8)
+    fig.suptitle(title or "Which neurons fire in each mode", fontsize=10)
+    return _save(fig, path)
+
+
+def _angle(key: str) -> str:
+    return key.replace("m", "-").replace("p", ".")
+
+
+def plot_param_importances(study: Any, path: Path) -> Path | None:
+    """Optuna hyperparameter importances, one panel per objective (`target=` picks each
+    objective of a multi-objective study). Skipped when Optuna cannot assess any (too few
+    completed trials, or no varied parameter)."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2:
+        return None
+    names = list(study.metric_names or []) or [f"objective {i}" for i in range(len(study.directions))]
+    panels = []
+    for index, (name, direction) in enumerate(zip(names, study.directions, strict=True)):
+        # PED-ANOVA ranks parameters by what reaches *low* target values: negate maximised objectives
+        sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's experimental-feature notices
+                importances = optuna.importance.get_param_importances(
+                    study, target=lambda trial, i=index, sign=sign: sign * trial.values[i]
+                )
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+            continue  # Optuna refuses when the completed trials cannot separate parameters
+        if importances and all(math.isfinite(v) for v in importances.values()):
+            panels.append((name, importances))
+    if not panels:
+        return None
+    height = max(2.5, 0.35 * max(len(p[1]) for p in panels) + 1.2)
+    fig = Figure(figsize=(4.8 * len(panels), height), layout="constrained")
+    for index, (name, importances) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        params = list(importances)[::-1]
+        ax.barh(params, [importances[p] for p in params], color=_PALETTE[index % len(_PALETTE)])
+        ax.set_xlabel("importance (normalised)")
+        ax.set_title(f"{name} ({len(complete)} trials)", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle("Optuna hyperparameter importances", fontsize=10)
+    return _save(fig, path)
