@@ -6,6 +6,7 @@ ledger of finished trials spans them, so a resumed study schedules only what is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
@@ -53,10 +54,8 @@ def environment() -> dict[str, str]:
     info = {"python": platform.python_version(), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
             "host": platform.node()}  # fmt: skip
     for package in ("torch", "ray", "optuna", "mlflow", "taugate-study"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     try:
         root = Path(__file__).resolve().parent.parent
         info["git_commit"] = subprocess.run(

@@ -16,10 +16,14 @@ from study.spec import StudySpec
 from trainables.config import GATED_METHODS
 
 
-def define_by_run(spec: StudySpec):
-    ranges = spec.search.ranges
+class ConditionalSpace:
+    """The define-by-run space (a class, not a closure: Tune pickles its searcher to the study folder)."""
 
-    def space(trial: optuna.Trial) -> dict[str, Any]:
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        spec, ranges = self.spec, self.spec.search.ranges
         method = trial.suggest_categorical("method", list(spec.methods))
         trial.suggest_categorical("seed", spec.seeds)
         if method in GATED_METHODS:
@@ -30,8 +34,6 @@ def define_by_run(spec: StudySpec):
             r = ranges["lora_rank"]
             trial.suggest_int("lora_rank", int(r.low), int(r.high), log=r.log)
         return {"base": spec.base_config()}  # constants every trial shares
-
-    return space
 
 
 def storage_url(db_path: Path) -> str:
@@ -57,7 +59,7 @@ def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):
     metrics = [o.metric for o in spec.search.objectives]
     modes = [o.mode for o in spec.search.objectives]
     searcher = OptunaSearch(
-        space=define_by_run(spec),
+        space=ConditionalSpace(spec),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
         storage=optuna.storages.RDBStorage(storage_url(db_path)),
