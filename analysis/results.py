@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 # Columns that are neither configuration nor metric: identity and outcome of a trial.
-BOOKKEEPING_COLUMNS = ("trial_id", "seed", "status", "error", "diverged_at_step")
+BOOKKEEPING_COLUMNS = ("trial_id", "run_name", "seed", "status", "error", "diverged_at_step")
 METRIC_COLUMNS = (
     "trainable_params",
     "high_activation_ratio",

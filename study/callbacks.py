@@ -66,7 +66,8 @@ class TrackingCallback(_Lazy):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         base, variant = split_config(trial.config)
         error = str(getattr(trial, "error_msg", None) or "trial failed")
-        self._guard(self.tracker.log_failure, self.study, run_name(variant), base | variant, error)
+        columns = {k: v for k, v in variant.items() if k != "base"}
+        self._guard(self.tracker.log_failure, self.study, run_name(variant), base | variant, columns, error)
 
 
 class ProgressCallback(_Lazy):

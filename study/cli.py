@@ -165,8 +165,20 @@ def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: 
         f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
         highlight=False,
     )
+    _report(study_dir, tracking_uri, outcome.seconds)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _report(study_dir: Path, tracking_uri: str | None, wall_seconds: float | None = None) -> None:
+    from study.reporting import log_report, write_study_report
+
+    paths = write_study_report(study_dir, wall_seconds)
+    try:
+        log_report(study_dir, tracking_uri)
+    except Exception as err:  # noqa: BLE001 - the report is on disk; tracking is best effort
+        console.print(f"[yellow]warning:[/] report not logged to MLflow ({type(err).__name__}: {err})")
+    console.print(f"report: {paths['html'].resolve()}", highlight=False)
 
 
 def _default_output(spec) -> Path:
@@ -258,6 +270,23 @@ def track(
     added = tracker.sync(study)
     tracker.finish(study)
     console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")
+
+
+@app.command()
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="a study folder")],
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's own)")] = None,
+) -> None:
+    """Write the ablation report (report.html, report.md, results.csv) and log it to MLflow."""
+    from study.runner import load_study
+    from study.spec import SpecError
+    from study.storage import StorageError
+
+    try:
+        load_study(study_dir)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+    _report(study_dir, tracking_uri)
 
 
 @app.command()

@@ -108,6 +108,8 @@ class Tracker:
             return False
         tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
                 "taugate.status": metrics["status"]}  # fmt: skip
+        if "columns" in record:
+            tags["taugate.columns"] = json.dumps(record["columns"])
         if "node_id" in metrics:
             tags["taugate.node_id"] = str(metrics["node_id"])
         run = self.client.create_run(self.experiment_id, run_name=record["run_name"], tags=tags)
@@ -127,7 +129,9 @@ class Tracker:
         self._logged.add(key)
         return True
 
-    def log_failure(self, study: dict[str, Any], name: str, config: dict[str, Any], error: str) -> None:
+    def log_failure(
+        self, study: dict[str, Any], name: str, config: dict[str, Any], columns: dict[str, Any], error: str
+    ) -> None:
         """A trial that errored (no metrics): a FAILED child run carrying the error."""
         parent = self.parent(study)
         key = f"error:{name}"
@@ -135,7 +139,7 @@ class Tracker:
             return
         tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
                 "taugate.status": "error",
-                "taugate.error": error[:4900]}  # fmt: skip
+                "taugate.error": error[:4900], "taugate.columns": json.dumps(columns)}  # fmt: skip
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         for k, v in flat_params(config).items():
             self.client.log_param(run.info.run_id, k, v)

@@ -14,7 +14,8 @@ from ray import tune
 
 from study.plan import run_name, trial_key
 from study.storage import FoundationStore, TrialLedger
-from trainables.config import parse_config
+from trainables.config import TrialConfig, parse_config
+from trainables.methods import REGISTRY
 from trainables.trial import run_trial
 
 _stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors keep foundations loaded
@@ -32,6 +33,14 @@ def sparsity(metrics: dict[str, Any]) -> float | None:
     return None if ratio is None else 1.0 - ratio
 
 
+def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a trial in the results table: method, seed, the values of the method's own
+    axes (defaults included) and any per-method overrides. Axes a method ignores stay out."""
+    own = {axis: getattr(config, axis) for axis in REGISTRY[config.method].dimensions}
+    overrides = {k: variant[k] for k in ("lr", "epochs") if k in variant}
+    return {"method": config.method, "seed": config.seed} | own | overrides
+
+
 def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = ()) -> None:
     base, variant = split_config(config)
     trial_config = parse_config(base | variant)
@@ -42,9 +51,11 @@ def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, .
         store = _stores.setdefault(study_dir, FoundationStore(Path(study_dir)))
         metrics = run_trial(trial_config, foundation=store.get, artifact_dir=ledger.trial_dir(key))
         metrics["node_id"] = ray.get_runtime_context().get_node_id()
-        record = {"variant": variant, "run_name": run_name(variant), "config": trial_config.model_dump()}
+        record = {"variant": variant, "run_name": run_name(variant), "config": trial_config.model_dump(),
+                  "columns": table_columns(trial_config, variant)}  # fmt: skip
         ledger.record(key, record, metrics)
-    report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused}
+    columns = table_columns(trial_config, variant)
+    report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused, "columns": columns}
     if (value := sparsity(metrics)) is not None:
         report["sparsity"] = value
     missing = [name for name in objectives if name not in report]

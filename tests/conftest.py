@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from trainables.config import parse_config
@@ -21,3 +24,50 @@ def modes():
 @pytest.fixture(scope="session")
 def foundation(modes):
     return train_foundation(parse_config({**FAST, "seed": 0}), modes)
+
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> Path:
+    """The shipped smoke spec run once through `taugate run` (local Ray, SQLite MLflow, report)."""
+    from tests.cli import taugate
+
+    study_dir = tmp_path_factory.mktemp("smoke") / "study"
+    result = taugate("run", str(SMOKE), "--output", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8/8 trials finished" in result.stderr
+    return study_dir
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for binary, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            pytest.fail(
+                f"{binary} is missing: install it with `apt-get install -y chromium chromium-driver` ({package})"
+            )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,2400",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -6,44 +6,10 @@ Their absence is a failure, not a skip: a report nobody checked in a browser is 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import pytest
 
 from analysis.report import write_report
 from analysis.synthetic import synthetic_study
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for binary, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not binary.is_file() or not os.access(binary, os.X_OK):
-            pytest.fail(
-                f"{binary} is missing: install it with `apt-get install -y chromium chromium-driver` ({package})"
-            )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1280,2400",
-    ):  # fmt: skip
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import pytest
 
 from tests.cli import BIN, taugate
 
-SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 pytestmark = pytest.mark.slow
 
 RESUME_SPEC = """
@@ -41,15 +40,6 @@ def comparable(metrics: dict) -> dict:
 
 def ledger(study_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in (study_dir / "trials").glob("*/metrics.json")}
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory) -> Path:
-    study_dir = tmp_path_factory.mktemp("smoke") / "study"
-    result = taugate("run", str(SMOKE), "--output", str(study_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "8/8 trials finished" in result.stderr
-    return study_dir
 
 
 def test_study_writes_every_trial_and_the_tune_experiment(smoke_study):

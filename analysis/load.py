@@ -1,0 +1,136 @@
+"""Load a study into the results table: from its Ray Tune experiment folder (the source of truth)
+or from its MLflow experiment. Both give the same columns and the same rows.
+
+One row per distinct trial (`trial_id` = the trial's config key): a trial that ran in several Tune
+runs (a resume, a retry) is one row; a trial that errored and later succeeded counts as a success.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.results import BOOKKEEPING_COLUMNS, is_metric
+
+TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
+ORDER = ("trial_id", "run_name", "status", "error", "diverged_at_step", "method", "seed")
+
+
+def _last_result(trial_dir: Path) -> dict[str, Any] | None:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def _variant(params: dict[str, Any]) -> dict[str, Any]:
+    """The varying part of a Tune trial's config: grid trials carry `variant`, Optuna ones are flat."""
+    return params.get("variant") or {k: v for k, v in params.items() if k != "base"}
+
+
+def _run_name(columns: dict[str, Any]) -> str:
+    parts = [str(columns.get("method", "trial"))]
+    parts += [f"{k}={v}" for k, v in columns.items() if k not in ("method", "seed")]
+    return "-".join(parts + [f"seed{columns.get('seed')}"])
+
+
+def _row(trial_id: str, run_name: str, status: str, columns: dict, metrics: dict, error: str | None) -> dict:
+    row = {"trial_id": trial_id, "run_name": run_name, "status": status, "error": error} | columns
+    for name, value in metrics.items():
+        if is_metric(name) or name == "diverged_at_step":
+            row[name] = value
+    return row
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(ORDER))
+    first = [c for c in ORDER if c in df.columns]
+    config = sorted(c for c in df.columns if c not in first and not is_metric(c) and c not in BOOKKEEPING_COLUMNS)
+    metrics = sorted(c for c in df.columns if is_metric(c))
+    return (
+        df[first + config + metrics].sort_values(["method", "seed", "trial_id"], kind="stable").reset_index(drop=True)
+    )
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per trial id; successes win over errors of the same configuration."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_id.setdefault(row["trial_id"], row)
+    succeeded = {json.dumps(_identity(r), sort_keys=True) for r in by_id.values() if r["status"] != "error"}
+    return [
+        r for r in by_id.values()
+        if r["status"] != "error" or json.dumps(_identity(r), sort_keys=True) not in succeeded
+    ]  # fmt: skip
+
+
+def _identity(row: dict[str, Any]) -> dict[str, Any]:
+    skip = {"trial_id", "run_name", "status", "error", "diverged_at_step"}
+    return {k: v for k, v in row.items() if k not in skip and not is_metric(k)}
+
+
+def load_tune(study_dir: Path) -> pd.DataFrame:
+    """The results table from `<study>/tune/run-*/<trial>/` (params.json, result.json, error.txt)."""
+    rows = []
+    for trial_dir in sorted(Path(study_dir, TUNE_DIR).glob("run-*/*/")):
+        params_file = trial_dir / "params.json"
+        if not params_file.is_file():
+            continue
+        variant = _variant(json.loads(params_file.read_text()))
+        result = _last_result(trial_dir)
+        if result and "trial_key" in result:
+            columns = result.get("columns") or variant
+            rows.append(_row(result["trial_key"], result["run_name"], result["status"], columns, result, None))
+        else:
+            error_file = trial_dir / "error.txt"
+            error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else "no result"
+            name = trial_dir.name.rsplit("_", 2)[0]
+            rows.append(_row(f"error:{name}", name, "error", variant, {}, error))
+    return _frame(_dedupe(rows))
+
+
+def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
+    """The same table from the study's MLflow child runs (tags carry identity and columns)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise LookupError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}")
+    runs = client.search_runs([experiment.experiment_id], "tags.`taugate.kind` = 'trial'", max_results=50000)
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        columns = json.loads(tags.get("taugate.columns", "{}"))
+        metrics = {
+            k: (int(v) if k in ("trainable_params", "diverged_at_step") else v) for k, v in run.data.metrics.items()
+        }
+        rows.append(_row(tags["taugate.trial_key"], tags.get("mlflow.runName", ""), tags.get("taugate.status", "ok"),
+                         columns, metrics, tags.get("taugate.error")))  # fmt: skip
+    return _frame(_dedupe(rows))
+
+
+def load_gate_stats(study_dir: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-neuron firing statistics of each trial that wrote them."""
+    stats = {}
+    for trial_id in trial_ids:
+        path = Path(study_dir, TRIALS_DIR, trial_id, GATE_STATS)
+        if path.is_file():
+            stats[trial_id] = json.loads(path.read_text())
+    return stats
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with float noise of storage (MLflow keeps doubles) rounded away, for equality checks."""
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype.kind == "f":
+            out[column] = out[column].map(lambda v: v if v is None or math.isnan(v) else round(v, 9))
+    return out

@@ -1,0 +1,56 @@
+"""`taugate report`: the study folder's results turned into the ablation report, logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.load import load_gate_stats, load_tune
+from study.runner import OPTUNA_DB, load_study
+
+REPORT_DIR = "report"
+
+
+def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> dict[str, Path]:
+    """Write report.html, report.md and results.csv into `<study>/report/`."""
+    from analysis.report import write_report
+
+    spec, study = load_study(study_dir)
+    df = load_tune(study_dir)
+    metadata: dict[str, Any] = {
+        "title": f"TauGate ablation report: {spec.name}",
+        "study": study["name"],
+        "study folder": str(Path(study_dir).resolve()),
+        "created": study["created"],
+        "trials planned": study["trials_planned"],
+        "trials in table": len(df),
+        "failed or diverged trials": int((df["status"] != "ok").sum()) if len(df) else 0,
+        "environment": study.get("environment", {}),
+        "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
+    }
+    if wall_seconds is not None:
+        metadata["wall time (s)"] = round(wall_seconds, 1)
+    optuna_study = None
+    if spec.search.kind == "optuna" and (Path(study_dir) / OPTUNA_DB).is_file():
+        import optuna
+
+        from study.search import storage_url
+
+        optuna_study = optuna.load_study(study_name=study["optuna_study_name"],
+                                         storage=storage_url(Path(study_dir) / OPTUNA_DB))  # fmt: skip
+    gate_stats = load_gate_stats(study_dir, df["trial_id"].tolist()) if len(df) else {}
+    paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study)
+    (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
+    return paths
+
+
+def log_report(study_dir: Path, tracking_uri: str | None) -> None:
+    """Attach the report folder to the study's MLflow parent run."""
+    from study.tracking import Tracker
+
+    _, study = load_study(study_dir)
+    tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
+    tracker.client.log_artifacts(tracker.parent(study), str(Path(study_dir) / REPORT_DIR), artifact_path=REPORT_DIR)
