@@ -20,7 +20,7 @@ $(BROWSER):
 install: $(STAMP)
 
 run: install
-	$(BIN)/taugate paper
+	$(BIN)/taugate run configs/paper.yaml
 
 test: install $(BROWSER)
 	$(BIN)/python -m pytest

@@ -88,7 +88,8 @@ class ProgressCallback(_Lazy):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.running += 1
-        self._print()
+        if self.done_this_run == 0 and self.failed == 0:
+            self._print()  # the first wave; afterwards one line per finished or failed trial
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.running, self.done, self.done_this_run = max(0, self.running - 1), self.done + 1, self.done_this_run + 1
