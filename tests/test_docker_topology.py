@@ -54,7 +54,7 @@ class Services:
                                                 cwd=self.folder, start_new_session=True), log))  # fmt: skip
 
     def stop(self) -> None:
-        for process, log in reversed(self.processes):
+        for process, _log in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process, log in reversed(self.processes):
