@@ -109,6 +109,18 @@ def paper_comparison(results: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _study_or_exit(study_dir: Path):
+    """The (spec, metadata) of a study folder, or a clear error and exit code 2."""
+    from study.runner import load_study
+    from study.spec import SpecError
+    from study.storage import StorageError
+
+    try:
+        return load_study(study_dir)
+    except (SpecError, StorageError) as err:
+        fail(str(err))
+
+
 def _spec_or_exit(path: Path):
     from study.spec import SpecError, load_spec
 
@@ -221,14 +233,12 @@ def resume(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Finish an interrupted study: finished trials are not run again."""
-    from study.runner import load_study
-    from study.spec import SpecError
     from study.storage import StorageError, check_writable
 
+    study_spec, study = _study_or_exit(study_dir)
     try:
-        study_spec, study = load_study(study_dir)
         check_writable(study_dir)
-    except (SpecError, StorageError) as err:
+    except StorageError as err:
         fail(str(err))
     _run_study(study_spec, study, study_dir, address, tracking_uri)
 
@@ -236,14 +246,9 @@ def resume(
 @app.command()
 def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
     """Trials finished, diverged and still to run."""
-    from study.runner import load_study
-    from study.spec import SpecError
-    from study.storage import StorageError, TrialLedger
+    from study.storage import TrialLedger
 
-    try:
-        study_spec, study = load_study(study_dir)
-    except (SpecError, StorageError) as err:
-        fail(str(err))
+    _, study = _study_or_exit(study_dir)
     finished = TrialLedger(study_dir).all_finished()
     diverged = sum(m.get("status") == "diverged" for m in finished.values())
     planned = study["trials_planned"]
@@ -257,15 +262,9 @@ def track(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's own)")] = None,
 ) -> None:
     """(Re)log a study to MLflow; idempotent: runs already there are not duplicated."""
-    from study.runner import load_study
-    from study.spec import SpecError
-    from study.storage import StorageError
     from study.tracking import Tracker
 
-    try:
-        _, study = load_study(study_dir)
-    except (SpecError, StorageError) as err:
-        fail(str(err))
+    _, study = _study_or_exit(study_dir)
     tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
     added = tracker.sync(study)
     tracker.finish(study)
@@ -278,14 +277,7 @@ def report(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's own)")] = None,
 ) -> None:
     """Write the ablation report (report.html, report.md, results.csv) and log it to MLflow."""
-    from study.runner import load_study
-    from study.spec import SpecError
-    from study.storage import StorageError
-
-    try:
-        load_study(study_dir)
-    except (SpecError, StorageError) as err:
-        fail(str(err))
+    _study_or_exit(study_dir)
     _report(study_dir, tracking_uri)
 
 

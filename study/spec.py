@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import DATASETS, GATED_METHODS, METHODS, TrialConfig, format_validation_error
+from trainables.config import GATED_METHODS, METHODS, DatasetName, DeviceName, TrialConfig, format_validation_error
 from trainables.methods import REGISTRY
 
 OBJECTIVE_METRICS = ("acc_45", "acc_0", "acc_45_hard", "trainable_params", "sparsity", "final_loss", "mean_gate")
@@ -118,7 +118,7 @@ class Resources(Strict):
 
 class StudySpec(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dataset: str = "mnist5k"
+    dataset: DatasetName = "mnist5k"
     data_root: str | None = None
     angles: list[float] = Field(default_factory=lambda: [0.0, 45.0], min_length=1)
     target_angle: float = 45.0
@@ -128,7 +128,7 @@ class StudySpec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: dict[str, MethodSpec] = Field(min_length=1)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    device: str = "cpu"
+    device: DeviceName = "cpu"
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
     reuse_actors: bool = Field(True, description="run several trials per worker process (fast start-up)")
@@ -137,13 +137,6 @@ class StudySpec(Strict):
     storage_path: str | None = Field(None, description="study folder; every node must see it (shared storage)")
     tracking_uri: str | None = Field(None, description="MLflow; default sqlite:///<study folder>/mlflow.db")
     experiment_name: str | None = None
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
-        return value
 
     @field_validator("seeds")
     @classmethod

@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 METHODS = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
 GATED_METHODS = ("taugate", "threshold_only")  # methods with a learned threshold tau
 DATASETS = ("mnist5k", "mnist")
 DEVICES = ("auto", "cpu", "cuda", "mps", "directml")
+
+
+def one_of(choices: tuple[str, ...], what: str):
+    """A validator for a name that must be one of `choices` (the message lists them)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+MethodName = Annotated[str, one_of(METHODS, "method")]
+DatasetName = Annotated[str, one_of(DATASETS, "dataset")]
+DeviceName = Annotated[str, one_of(DEVICES, "device")]
 
 
 class ConfigError(ValueError):
@@ -39,7 +55,7 @@ class TrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = "taugate"
+    method: MethodName = "taugate"
     seed: int = Field(0, ge=0)
 
     # TauGate knobs (used by gated methods: taugate, threshold_only)
@@ -53,7 +69,7 @@ class TrialConfig(BaseModel):
     lora_alpha: float = Field(8.0, gt=0)
 
     # data
-    dataset: str = "mnist5k"
+    dataset: DatasetName = "mnist5k"
     data_root: str | None = None
     download: bool = False
     test_fraction: float = Field(0.2, gt=0, lt=1, description="mnist5k stratified test split")
@@ -76,28 +92,7 @@ class TrialConfig(BaseModel):
     lr: float | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)
 
-    device: str = "auto"
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        if value not in DEVICES:
-            raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICES)}")
-        return value
+    device: DeviceName = "auto"
 
     @field_validator("hidden")
     @classmethod
