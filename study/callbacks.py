@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from study.trainable import split_config
 
 class _Lazy(tune.Callback):
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracker")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracker", "worker")}
 
     @cached_property
     def console(self) -> Console:
@@ -31,28 +32,42 @@ class _Lazy(tune.Callback):
 
 
 class TrackingCallback(_Lazy):
-    """Logs each finished trial as an MLflow child run. A tracking outage is a warning, never a
-    failed study: the ledger keeps every result and `taugate track` backfills."""
+    """Logs each finished trial as an MLflow child run, on a background thread so that Tune's
+    event loop never waits for the tracking store. A tracking outage is one warning, never a failed
+    study: after the first failure logging stops, the ledger keeps every result, and the end of the
+    run (or `taugate track`) backfills."""
 
     def __init__(self, study_dir: Path, tracking_uri: str | None, study: dict[str, Any]):
         self.study_dir, self.tracking_uri, self.study = Path(study_dir), tracking_uri, study
-        self.failures = 0
+        self.down = False
 
     @cached_property
     def tracker(self) -> Tracker:
         return Tracker(self.study_dir, self.tracking_uri, self.study["experiment_name"])
 
+    @cached_property
+    def worker(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="taugate-tracking")
+
     def _guard(self, action, *args) -> None:
-        try:
-            action(*args)
-        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
-            self.failures += 1
-            if self.failures == 1:
+        def attempt() -> None:
+            if self.down:
+                return
+            try:
+                action(*args)
+            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
+                self.down = True
                 self.console.print(
-                    f"[yellow]warning:[/] MLflow tracking failed ({type(err).__name__}: {str(err)[:200]}); "
-                    "results stay in the study folder; `taugate track` backfills the runs",
+                    f"[yellow]warning:[/] MLflow tracking at {self.tracker.uri} failed ({type(err).__name__}: "
+                    f"{str(err)[:200]}); the study goes on, results stay in the study folder, and "
+                    "`taugate track` backfills the runs",
                     highlight=False,
                 )
+
+        self.worker.submit(attempt)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.worker.shutdown(wait=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         key = (trial.last_result or {}).get("trial_key")

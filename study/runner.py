@@ -12,6 +12,9 @@ import os
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
 # Ray's token authentication stays on; Ray reads this when it is first imported, so set it first.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# An unreachable tracking server should cost seconds, not MLflow's default minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 import platform
 import subprocess
 import sys

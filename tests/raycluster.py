@@ -39,6 +39,10 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, *args: str) -> None:
+        # every node gets its own agent ports: two nodes on one machine must not share Ray's defaults
+        args = (*args, "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port",
+                str(free_port()), "--metrics-export-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()))  # fmt: skip
         log = open(self.temp / f"node-{len(self.processes)}.log", "w")  # noqa: SIM115 - lives as long as the node
         process = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args], stdout=log, stderr=log,
                                    env=self.env, start_new_session=True)  # fmt: skip
