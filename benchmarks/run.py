@@ -103,6 +103,47 @@ def bench_epoch(samples: int, repeats: int) -> dict[str, float]:
     }
 
 
+def bench_fused(repeats: int, epochs: int | None = None, members: int = 5) -> dict[str, float | int]:
+    """fused_speedup_k5: trial throughput of `members` TauGate trials (default paper setting,
+    seeds 0..members-1, one foundation each) fused into one vectorised run with the frozen-prefix
+    cache (trainables.fused.run_fused) / the same trials run one after another with run_trial;
+    fused_speedup_k5_nocache: the same without the cache. Foundations are trained beforehand and
+    shared by both sides; each side's time covers specialisation and evaluation of every trial."""
+    from trainables.fused import run_fused
+
+    extra = {} if epochs is None else {"epochs": epochs}
+    configs = [parse_config({"method": "taugate", "seed": seed, "device": "cpu"} | extra) for seed in range(members)]
+    modes = load_modes(configs[0], resolve_device("cpu"))
+    foundations = {config.seed: train_foundation(config, modes) for config in configs}
+
+    def provider(config, modes):
+        return foundations[config.seed]
+
+    actions = {
+        "sequential": lambda: [run_trial(config, provider) for config in configs],
+        "fused": lambda: run_fused(configs, provider, cache_prefix=True),
+        "fused_nocache": lambda: run_fused(configs, provider, cache_prefix=False),
+    }
+    if repeats > 1:
+        for action in actions.values():  # warm-up
+            action()
+    timings: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):  # interleaved, so drift of the machine hits every side alike
+        for name, action in actions.items():
+            started = time.perf_counter()
+            action()
+            timings[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in timings.items()}
+    return {
+        "fused_members": members,
+        "fused_sequential_seconds": best["sequential"],
+        "fused_seconds": best["fused"],
+        "fused_nocache_seconds": best["fused_nocache"],
+        "fused_speedup_k5": best["sequential"] / best["fused"],
+        "fused_speedup_k5_nocache": best["sequential"] / best["fused_nocache"],
+    }
+
+
 def floor_paper(seeds: int) -> float:
     """The paper study's work in one bare process: 5 foundations, 25 specialisations."""
     started = time.perf_counter()
@@ -167,6 +208,7 @@ def main() -> None:
     }
     results |= bench_trial(repeats=1 if quick else 5)
     results |= bench_epoch(samples=2_000 if quick else 60_000, repeats=1 if quick else 5)
+    results |= bench_fused(repeats=1 if quick else 5, epochs=1 if quick else None)  # quick: one epoch, one run
     if not quick:
         results["floor_seconds"] = floor_paper(seeds=5)
         results["study_seconds"] = study_seconds(ROOT / "configs" / "paper.yaml")

@@ -20,7 +20,8 @@ class SpecError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/infinity pass `gt`/`ge` checks unnoticed and break a trial later (an angle's metric name, a rate)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FoundationSpec(Strict):
@@ -41,6 +42,13 @@ class MethodSpec(Strict):
     lora_alpha: list[float] | None = Field(None, min_length=1)
     lr: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _non_negative_seeds(cls, values: list[int] | None) -> list[int] | None:
+        if values and any(v < 0 for v in values):
+            raise ValueError("seeds must be >= 0")
+        return values
 
     @field_validator("gate_sharpness")
     @classmethod
@@ -204,6 +212,8 @@ def load_spec(path: Path | str) -> StudySpec:
         raise SpecError(f"{path}: YAML syntax error: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"{path}: cannot read ({err})") from None
+    except RecursionError:
+        raise SpecError(f"{path}: YAML syntax error: nested too deeply") from None
     return parse_spec(raw, source=str(path))
 
 

@@ -13,6 +13,16 @@ from tests.raycluster import LocalCluster
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 pytestmark = pytest.mark.slow
 
+SPREAD = """
+name: spread
+foundation: {epochs: 1}
+epochs: 60
+seeds: [0, 1]
+max_concurrent_trials: 2
+methods:
+  taugate: {gate_sharpness: [3, 10, 30, 100]}
+"""
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -28,9 +38,9 @@ def cluster():
 
 def test_a_study_runs_on_both_nodes_of_a_cluster(cluster, tmp_path):
     spec = tmp_path / "spread.yaml"
-    # two trials at a time on two single-CPU nodes, each in a fresh worker: both nodes take trials
-    extra = "max_concurrent_trials: 2\nreuse_actors: false\n"
-    spec.write_text(SMOKE.read_text().replace("name: smoke", "name: spread") + extra)
+    # trials of several seconds, two at a time on two single-CPU nodes: a trial outlasts the start of
+    # a worker on the other node, so both nodes take trials
+    spec.write_text(SPREAD)
     result = taugate("run", str(spec), "--output", str(tmp_path / "study"), "--address", cluster.address)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "study" / "trials").glob("*/metrics.json")]

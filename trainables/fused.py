@@ -1,0 +1,464 @@
+"""Fused trials: K same-shape trials trained together in one vectorised step (HFTA, MLSys 2021).
+
+Small-model trials are dominated by per-step framework overhead (Python, autograd, the
+optimiser), not arithmetic. `run_fused` trains K trials of one method and model shape at once:
+every tensor of the adapted models is stacked with a leading K dimension (frozen weights too,
+so members may come from different foundations, i.e. different seeds), the forward pass is
+batched (`baddbmm`), and one Adam updates the stacked tensors. The loss is the sum over
+members of each member's own mean loss, so each member's gradient is exactly its own; Adam
+is elementwise, so the stacked Adam equals K separate Adams (the learning rate may differ
+per member).
+
+Each member keeps everything it would have alone: its own adapted model (`adapt` is called
+per member, so LoRA's seeded initialisation is the same), its own batch order (a generator
+seeded by its seed), its own gate sharpness, sparsity weight, gate margin, LoRA alpha and
+learning rate, and its own per-epoch divergence check: a diverging member is reported
+`diverged` and cannot touch the others (no tensor mixes members in the backward pass).
+After training, each member's tensors are copied back into its own model, which is
+evaluated with the ordinary trial code, so its metrics dict has `run_trial`'s keys.
+
+Frozen-prefix caching (`cache_prefix=True`): every method that freezes the first layer's
+weight sees the same `W1 x` for a digit in every epoch, so layer 1's frozen part is computed
+once per training set and foundation, and training gathers cached rows, adding the trained
+bias (BitFit) and LoRA's low-rank term on `x` on top. It applies to every method but `full`.
+
+Exactness: on CPU every product is formed as `nn.Linear` and its autograd backward form it,
+so the fused trajectory equals the lone one bit for bit in our tests, except BitFit with the
+cache (its bias is added after the product: ~1 ulp per step) and loss *values* (the batch
+mean sums in another order: ~1e-7 on `final_loss`). tests/test_fused.py checks 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.config import ConfigError, TrialConfig, TrialMetrics, angle_key, parse_config
+from trainables.data import load_modes
+from trainables.device import resolve_device
+from trainables.methods import adapt, count_trainable, specialisation_lr
+from trainables.methods.lora import LoRALinear
+from trainables.methods.taugate import GatedReLU
+from trainables.model import MLP
+from trainables.train import FitResult, evaluate, fit, gate_statistics, train_foundation
+from trainables.trial import FoundationProvider, write_artifacts
+
+# Config fields every member of one fused run must share (the shape of the work). Members may
+# differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
+# gate_init_margin, lora_alpha and the foundation_* settings.
+FUSE_FIELDS = (
+    "method", "dataset", "data_root", "download", "test_fraction", "angles", "target_angle",
+    "hidden", "epochs", "batch_size", "device",
+)  # fmt: skip
+LORA_FUSE_FIELDS = ("lora_rank",)
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which trainables.train.fit uses
+
+
+def _fuse_fields(config: TrialConfig) -> tuple[str, ...]:
+    return FUSE_FIELDS + (LORA_FUSE_FIELDS if config.method == "lora" else ())
+
+
+def fuse_key(config: TrialConfig) -> tuple:
+    """Configs with equal keys can be trained in one fused run (a study groups trials by it)."""
+    return tuple((name, _hashable(getattr(config, name))) for name in _fuse_fields(config))
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def check_fusable(configs: Sequence[TrialConfig]) -> None:
+    """Raise `ConfigError` naming the first field on which the configs cannot be fused."""
+    if not configs:
+        raise ConfigError("fuse: no configs to fuse")
+    first = configs[0]
+    for index, config in enumerate(configs[1:], start=1):
+        for name in _fuse_fields(first):
+            if getattr(config, name) != getattr(first, name):
+                raise ConfigError(
+                    f"{name}: fused trials must share it (member 0 has {getattr(first, name)!r}, "
+                    f"member {index} has {getattr(config, name)!r})"
+                )
+
+
+# ------------------------------------------------------------------------------------------
+# the stacked model
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """`h @ weight.T + bias` per member (h: (K, B, in), weight: (K, out, in), bias: (K, out) or None).
+
+    The backward forms each gradient with the same product, in the same operand layout, as
+    autograd's `addmm`/`mm` backward forms it for `nn.Linear` (grad_W = grad.T @ h, grad_h =
+    grad @ W), so a member's gradients are the ones it gets alone, bit for bit on our CPU
+    (autograd's own `bmm` backward forms grad_W.T = h.T @ grad, which rounds differently).
+    With `per_member`, grad_W is one `mm` per member: MKL's batched kernel rounds differently
+    from `mm` for some shapes (10x128 from a batch of 64), which matters when the foundation's
+    own weights train (`full`, whose errors grow fast); LoRA's small matrices use one `bmm`.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, per_member):
+        ctx.save_for_backward(h, weight)
+        ctx.per_member = per_member
+        if bias is None:
+            return torch.bmm(h, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight = ctx.saved_tensors
+        need_h, need_weight, need_bias, _ = ctx.needs_input_grad
+        grad_h = torch.bmm(grad, weight) if need_h else None
+        grad_weight = None
+        if need_weight and ctx.per_member:
+            grad_weight = torch.stack([g.t().mm(x) for g, x in zip(grad, h, strict=True)])
+        elif need_weight:
+            grad_weight = torch.bmm(grad.transpose(1, 2), h)
+        grad_bias = grad.sum(1) if need_bias else None
+        return grad_h, grad_weight, grad_bias, None
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return _BatchedLinear.apply(h, weight, bias, bias is not None and weight.requires_grad)
+
+
+@dataclass
+class _Layer:
+    weight: torch.Tensor  # (K, out, in)
+    bias: torch.Tensor  # (K, out)
+    lora_a: torch.Tensor | None = None  # (K, r, in)
+    lora_b: torch.Tensor | None = None  # (K, out, r)
+    scaling: torch.Tensor | None = None  # (K, 1, 1)
+
+
+@dataclass
+class _Gate:
+    gamma: torch.Tensor  # (K, width)
+    tau: torch.Tensor | None = None  # (K, width); None for a gain-only gate
+    sharpness: torch.Tensor | None = None  # (K, 1, 1)
+
+
+class FusedMLP:
+    """K adapted MLPs (same method and shape) as stacked tensors with a leading K dimension.
+
+    `trainable` lists the stacked leaves the optimiser updates; `write_back()` copies them
+    into the members' own models. After `cache_prefix(x)`, `forward` reads layer 1's frozen
+    part from the cache instead of multiplying by W1.
+    """
+
+    def __init__(self, models: Sequence[MLP]):
+        self.models = list(models)
+        self.size = len(self.models)
+        self.trainable: list[torch.Tensor] = []
+        self._pairs: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # stacked leaf, member params
+        self.layers = [self._layer(index) for index in range(len(self.models[0].layers))]
+        self.gates = [self._gate(index) for index in range(len(self.models[0].activations))]
+        self.prefix: torch.Tensor | None = None  # (G * n, width1): one block of rows per distinct foundation
+        self.prefix_offset: torch.Tensor | None = None  # (K, 1): first row of each member's block
+        self.prefix_has_bias = False
+
+    def _stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack([t.detach() for t in tensors])
+        learn = {bool(t.requires_grad) for t in tensors}
+        if len(learn) != 1:
+            raise ValueError("fused members must train the same tensors")
+        if learn == {True}:
+            stacked.requires_grad_(True)
+            self.trainable.append(stacked)
+            self._pairs.append((stacked, list(tensors)))
+        return stacked
+
+    def _layer(self, index: int) -> _Layer:
+        members = [model.layers[index] for model in self.models]
+        if all(isinstance(m, LoRALinear) for m in members):
+            bases = [m.base for m in members]
+            layer = _Layer(self._stack([b.weight for b in bases]), self._stack([b.bias for b in bases]))
+            layer.lora_a = self._stack([m.lora_A for m in members])
+            layer.lora_b = self._stack([m.lora_B for m in members])
+            scaling = [m.scaling for m in members]
+            layer.scaling = torch.tensor(scaling, dtype=layer.weight.dtype, device=layer.weight.device).view(-1, 1, 1)
+            return layer
+        if all(type(m) is nn.Linear for m in members):
+            return _Layer(self._stack([m.weight for m in members]), self._stack([m.bias for m in members]))
+        raise ValueError(f"layer {index}: fused trials support nn.Linear or LoRALinear layers, one kind per layer")
+
+    def _gate(self, index: int) -> _Gate | None:
+        members = [model.activations[index] for model in self.models]
+        if all(type(m) is nn.ReLU for m in members):
+            return None
+        if not all(isinstance(m, GatedReLU) for m in members) or len({m.has_gate for m in members}) != 1:
+            raise ValueError(f"activation {index}: fused trials support ReLU or GatedReLU, one kind per layer")
+        gate = _Gate(gamma=self._stack([m.gamma for m in members]))
+        if members[0].has_gate:
+            gate.tau = self._stack([m.tau for m in members])
+            sharpness = [m.sharpness for m in members]
+            gate.sharpness = torch.tensor(sharpness, dtype=gate.gamma.dtype, device=gate.gamma.device).view(-1, 1, 1)
+        return gate
+
+    @property
+    def gated(self) -> bool:
+        return any(g is not None and g.tau is not None for g in self.gates)
+
+    def prefix_cacheable(self) -> bool:
+        return not self.layers[0].weight.requires_grad
+
+    @torch.no_grad()
+    def cache_prefix(self, x: torch.Tensor) -> None:
+        """Compute layer 1's frozen part on every row of `x` once per distinct foundation.
+
+        With a frozen bias the cache holds `x @ W1.T + b1` formed as `nn.Linear` forms it (so a
+        cached row equals the one computed on a batch, bit for bit on our CPU); with a trained
+        bias (BitFit) it holds `x @ W1.T` and the bias is added per step (~1 ulp apart)."""
+        if not self.prefix_cacheable():
+            raise ValueError("the first layer's weight is trained, so its output cannot be cached")
+        layer = self.layers[0]
+        self.prefix_has_bias = not layer.bias.requires_grad
+        blocks: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        owner: list[int] = []
+        for k in range(self.size):
+            key = (layer.weight[k], layer.bias[k] if self.prefix_has_bias else None)
+            match = next((g for g, block in enumerate(blocks) if _same(block, key)), None)
+            if match is None:
+                blocks.append(key)
+                match = len(blocks) - 1
+            owner.append(match)
+        self.prefix = torch.cat([x @ w.T if b is None else torch.addmm(b, x, w.T) for w, b in blocks])
+        self.prefix_offset = (torch.tensor(owner, device=x.device) * len(x)).view(-1, 1)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Each member's logits on its own batch `x[index[k]]` (K, B, classes), and the soft gates."""
+        soft: list[torch.Tensor] = []
+        size, batch = index.shape
+        cached = self.prefix is not None
+        inputs = None
+        if not cached or self.layers[0].lora_a is not None:  # index_select: a plain gather, faster than x[index]
+            inputs = x.index_select(0, index.reshape(-1)).view(size, batch, -1)
+        for position, layer in enumerate(self.layers):
+            if position == 0 and cached:
+                z = self.prefix.index_select(0, (index + self.prefix_offset).reshape(-1)).view(size, batch, -1)
+                if not self.prefix_has_bias:
+                    z = z + layer.bias.unsqueeze(1)
+            else:
+                z = _linear(inputs, layer.weight, layer.bias)
+            if layer.lora_a is not None:  # as LoRALinear: base + (x @ A.T @ B.T) * scaling
+                z = z + _linear(_linear(inputs, layer.lora_a), layer.lora_b) * layer.scaling
+            if position == len(self.gates):
+                return z, soft
+            inputs = self._activate(self.gates[position], z, soft)
+        raise AssertionError("an MLP has one more layer than activations")
+
+    @staticmethod
+    def _activate(gate: _Gate | None, z: torch.Tensor, soft: list[torch.Tensor]) -> torch.Tensor:
+        # the elementwise operations of GatedReLU.forward, in its order
+        if gate is None:
+            return torch.relu(z)
+        if gate.tau is None:
+            return gate.gamma.unsqueeze(1) * torch.relu(z)  # gamma * ones == gamma exactly
+        g = torch.sigmoid(gate.sharpness * (z - gate.tau.unsqueeze(1)))
+        soft.append(g)
+        return gate.gamma.unsqueeze(1) * g * torch.relu(z)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Copy every trained stacked tensor into the members' own models."""
+        for stacked, params in self._pairs:
+            for k, param in enumerate(params):
+                param.copy_(stacked[k])
+
+
+def _same(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
+    return all(u is v or (u is not None and v is not None and torch.equal(u, v)) for u, v in zip(a, b, strict=True))
+
+
+# ------------------------------------------------------------------------------------------
+# the optimiser
+
+
+class StackedAdam:
+    """torch.optim.Adam (default betas and eps, as `fit` uses it) over stacked tensors, with a
+    learning rate per member. It performs the elementwise operations of torch's single-tensor
+    Adam (the CPU path) in the same order, so member k's slice follows exactly the trajectory
+    of a lone Adam with lr[k]."""
+
+    def __init__(self, params: list[torch.Tensor], lrs: Sequence[float]):
+        self.params = params
+        self.lrs = [float(lr) for lr in lrs]
+        self.uniform = len(set(self.lrs)) == 1
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = ADAM_BETAS
+        self.steps += 1
+        bias_correction1 = 1 - beta1**self.steps
+        bias_correction2_sqrt = (1 - beta2**self.steps) ** 0.5
+        scales = None
+        if not self.uniform:  # -lr_k / bc1, rounded to the tensors' dtype as addcdiv_ rounds its scalar
+            first = self.params[0]
+            scales = torch.tensor([-(lr / bias_correction1) for lr in self.lrs], dtype=first.dtype, device=first.device)
+        for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
+            grad = param.grad
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+            if scales is None:
+                param.addcdiv_(exp_avg, denom, value=-(self.lrs[0] / bias_correction1))
+            else:  # addcdiv_ computes param + value * t1 / t2, in that order
+                param.add_(scales.view(-1, *([1] * (param.dim() - 1))) * exp_avg / denom)
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+
+# ------------------------------------------------------------------------------------------
+# training
+
+
+def fit_fused(
+    models: Sequence[MLP], x: torch.Tensor, y: torch.Tensor, *,
+    epochs: int, lrs: Sequence[float], batch_size: int, seeds: Sequence[int],
+    sparsity_weights: Sequence[float] | None = None, cache_prefix: bool = True,
+) -> list[FitResult]:  # fmt: skip
+    """`trainables.train.fit` for K adapted models (one method and shape) at once, in place.
+
+    Member k gets what `fit(models[k], x, y, lr=lrs[k], seed=seeds[k],
+    sparsity_weight=sparsity_weights[k], ...)` gives it: its batch order, its loss, its
+    per-epoch divergence check (a diverged member is reported and left out; the others go on).
+    """
+    size = len(models)
+    weights = list(sparsity_weights) if sparsity_weights is not None else [0.0] * size
+    if size == 0 or not (len(lrs) == len(seeds) == len(weights) == size):
+        raise ValueError("fit_fused: one lr, seed and sparsity weight per model")
+    if epochs == 0 or not any(p.requires_grad for p in models[0].parameters()):
+        # nothing to train: fit's own path (the loss of the model as it is)
+        return [fit(model, x, y, epochs=0, lr=1.0, batch_size=batch_size, seed=0) for model in models]
+
+    fused = FusedMLP(models)
+    if cache_prefix and fused.prefix_cacheable():
+        fused.cache_prefix(x)
+    optimizer = StackedAdam(fused.trainable, lrs)
+    sparsity = None
+    if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
+        sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    n, step = len(y), 0
+    diverged: list[int | None] = [None] * size
+    final: list[float | None] = [None] * size
+    for _ in range(epochs):
+        orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
+        total = torch.zeros(size, dtype=x.dtype, device=x.device)
+        for start in range(0, n, batch_size):
+            index = orders[:, start : start + batch_size]
+            batch = index.shape[1]
+            logits, soft = fused.forward(x, index)
+            targets = y.index_select(0, index.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(size * batch, -1), targets, reduction="none")
+            loss = loss.view(size, batch).mean(1)
+            if sparsity is not None:
+                loss = loss + sparsity * torch.cat([g.reshape(size, -1) for g in soft], dim=1).mean(1)
+            optimizer.zero_grad()
+            loss.sum().backward()
+            optimizer.step()
+            total += loss.detach() * batch
+            step += 1
+        for k, value in enumerate((total / n).tolist()):  # one host sync per epoch, as in fit
+            if diverged[k] is None:
+                final[k] = value if math.isfinite(value) else None
+                diverged[k] = None if math.isfinite(value) else step
+        if all(d is not None for d in diverged):
+            break
+    fused.write_back()
+    for model in models:
+        model.eval()
+    return [FitResult(final_loss=loss, diverged_at_step=d) for loss, d in zip(final, diverged, strict=True)]
+
+
+# ------------------------------------------------------------------------------------------
+# trials
+
+
+def run_fused(
+    raw_configs: Sequence[dict[str, Any] | TrialConfig],
+    foundation: FoundationProvider | None = None,
+    artifact_dirs: Sequence[Path | str | None] | None = None,
+    *,
+    cache_prefix: bool = True,
+) -> list[dict[str, Any]]:
+    """`run_trial` for K configs with one `fuse_key` (same method and shape), trained together.
+
+    `foundation(config, modes)` supplies each member's foundation (called once per member, in
+    order; members of one seed may get the same object). Returns one metrics dict per config,
+    in order, equal to `run_trial(config, foundation)` within float32 rounding, except
+    `train_seconds`: the fused specialisation time divided by K (each member's share).
+    `artifact_dirs` (one folder or None per config) gets each member's adapter and gate
+    statistics, as `run_trial(..., artifact_dir=)` writes them. Raises `ConfigError` for
+    invalid input or configs that cannot be fused.
+    """
+    configs = [c if isinstance(c, TrialConfig) else parse_config(c) for c in raw_configs]
+    check_fusable(configs)
+    if artifact_dirs is not None and len(artifact_dirs) != len(configs):
+        raise ConfigError("artifact_dirs: one entry (or None) per config")
+    first = configs[0]
+    device = resolve_device(first.device)
+    modes = load_modes(first, device)
+    bases = [(foundation or train_foundation)(config, modes) for config in configs]
+
+    started = time.perf_counter()
+    target = modes[first.target_angle]
+    models = [adapt(base, config) for base, config in zip(bases, configs, strict=True)]
+    fits = fit_fused(
+        models, target.train_x, target.train_y, epochs=first.epochs,
+        lrs=[specialisation_lr(c) for c in configs], batch_size=first.batch_size, seeds=[c.seed for c in configs],
+        sparsity_weights=[c.sparsity_weight if c.gated else 0.0 for c in configs], cache_prefix=cache_prefix,
+    )  # fmt: skip
+    share = (time.perf_counter() - started) / len(configs)
+    folders = artifact_dirs if artifact_dirs is not None else [None] * len(configs)
+    return [
+        trial_metrics(model, config, modes, result, share, folder)
+        for model, config, result, folder in zip(models, configs, fits, folders, strict=True)
+    ]
+
+
+def trial_metrics(
+    model: MLP, config: TrialConfig, modes: dict, result: FitResult, seconds: float,
+    artifact_dir: Path | str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The metrics dict of a specialised model, built as `run_trial` builds it."""
+    metrics: dict[str, Any] = {
+        "method": config.method,
+        "seed": config.seed,
+        "trainable_params": count_trainable(model),
+        "train_seconds": seconds,
+    }
+    if result.diverged_at_step is not None:
+        return TrialMetrics(status="diverged", diverged_at_step=result.diverged_at_step, **metrics).to_dict()
+    for angle, mode in modes.items():
+        metrics[f"acc_{angle_key(angle)}"] = evaluate(model, mode)
+        if config.gated:
+            metrics[f"acc_{angle_key(angle)}_hard"] = evaluate(model, mode, hard=True)
+    # the metrics need the target mode's statistics only; the artifacts need every mode's
+    wanted = modes if artifact_dir is not None else {config.target_angle: modes[config.target_angle]}
+    stats = {angle: gate_statistics(model, mode) for angle, mode in wanted.items()}
+    target = stats[config.target_angle]
+    metrics |= {
+        "final_loss": result.final_loss,
+        "high_activation_ratio": target.high_activation_ratio,
+        "active_ratio": target.active_ratio,
+        "mean_gate": target.mean_gate,
+    }
+    if artifact_dir is not None:
+        write_artifacts(model, config, stats, Path(artifact_dir))
+    return TrialMetrics(status="ok", **metrics).to_dict()
