@@ -85,14 +85,21 @@ def load_tune(study_dir: Path) -> pd.DataFrame:
             continue
         variant = _variant(json.loads(params_file.read_text()))
         result = _last_result(trial_dir)
-        if result and "trial_key" in result:
+        if result and "members" in result:  # a fused trial: one row per member
+            for member in result["members"]:
+                rows.append(_row(member["trial_key"], member["run_name"], member["status"], member["columns"],
+                                 member, None))  # fmt: skip
+        elif result and "trial_key" in result:
             columns = result.get("columns") or variant
             rows.append(_row(result["trial_key"], result["run_name"], result["status"], columns, result, None))
         else:
             error_file = trial_dir / "error.txt"
             error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else "no result"
             name = trial_dir.name.rsplit("_", 2)[0]
-            rows.append(_row(f"error:{name}", name, "error", variant, {}, error))
+            members = variant.get("members", [variant])
+            for index, member in enumerate(members):
+                label = name if len(members) == 1 else f"{name}#{index}"
+                rows.append(_row(f"error:{label}", label, "error", member, {}, error))
     return _frame(_dedupe(rows))
 
 

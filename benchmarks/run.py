@@ -212,8 +212,13 @@ def main() -> None:
     if not quick:
         results["floor_seconds"] = floor_paper(seeds=5)
         results["study_seconds"] = study_seconds(ROOT / "configs" / "paper.yaml")
+        with tempfile.TemporaryDirectory() as folder:  # the same study with fuse: 5 (one group per method)
+            fused = Path(folder) / "paper-fused.yaml"
+            fused.write_text((ROOT / "configs" / "paper.yaml").read_text() + "fuse: 5\n")
+            results["study_fused_seconds"] = study_seconds(fused)
         results["naive_seconds"] = naive_seconds(seeds=5)
         results["study_vs_floor"] = results["study_seconds"] / results["floor_seconds"]
+        results["study_fused_vs_floor"] = results["study_fused_seconds"] / results["floor_seconds"]
         results["naive_vs_study"] = results["naive_seconds"] / results["study_seconds"]
     args.output.write_text(json.dumps(results, indent=2))
     from rich.console import Console

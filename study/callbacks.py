@@ -70,19 +70,20 @@ class TrackingCallback(_Lazy):
         self.worker.shutdown(wait=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        key = (trial.last_result or {}).get("trial_key")
+        result = trial.last_result or {}
+        keys = result.get("member_keys") or ([result["trial_key"]] if result.get("trial_key") else [])
         ledger = TrialLedger(self.study_dir)
-        metrics = ledger.finished(key) if key else None
-        if metrics is None:
-            return
-        record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
-        self._guard(self.tracker.log_trial, self.study, key, record, metrics)
+        for key in keys:  # a fused trial: one MLflow run per member
+            metrics = ledger.finished(key)
+            if metrics is not None:
+                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+                self._guard(self.tracker.log_trial, self.study, key, record, metrics)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         base, variant = split_config(trial.config)
         error = str(getattr(trial, "error_msg", None) or "trial failed")
-        columns = {k: v for k, v in variant.items() if k != "base"}
-        self._guard(self.tracker.log_failure, self.study, run_name(variant), base | variant, columns, error)
+        for member in variant.get("members", [variant]):
+            self._guard(self.tracker.log_failure, self.study, run_name(member), base | member, member, error)
 
 
 class ProgressCallback(_Lazy):

@@ -31,6 +31,17 @@ def variants(spec: StudySpec) -> list[dict[str, Any]]:
     return out
 
 
+def fused_groups(spec: StudySpec, grid: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The grid cut into Tune trials: same-shape variants (`trainables.fused.fuse_key`) in groups of
+    at most `spec.fuse`, in grid order; with `fuse: 1` every variant is its own trial."""
+    from trainables.fused import fuse_key
+
+    by_shape: dict[tuple, list[dict[str, Any]]] = {}
+    for variant in grid:
+        by_shape.setdefault(fuse_key(trial_config(spec, variant)), []).append(variant)
+    return [members[i : i + spec.fuse] for members in by_shape.values() for i in range(0, len(members), spec.fuse)]
+
+
 def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
     return parse_config(spec.base_config() | variant)
 
@@ -47,7 +58,10 @@ def foundation_key(config: TrialConfig) -> str:
 
 
 def run_name(variant: dict[str, Any]) -> str:
-    """Readable names such as `taugate-s10-l0.001-seed2` or `lora-r8-seed0`."""
+    """Readable names such as `taugate-s10-l0.001-seed2` or `lora-r8-seed0` (a fused group: its first
+    member's name and `+N`)."""
+    if "members" in variant:
+        return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
     parts = [variant["method"]]
     short = {"gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
              "epochs": "ep"}  # fmt: skip

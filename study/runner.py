@@ -147,7 +147,13 @@ def execute(
     if spec.search.kind == "grid":
         todo = [v for v in variants(spec) if trial_key(trial_config(spec, v)) not in done]
         total = len(variants(spec))
-        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": tune.grid_search(todo)}
+        if spec.fuse > 1:
+            from study.plan import fused_groups
+
+            units: list[dict[str, Any]] = [{"members": g} for g in fused_groups(spec, todo)]
+        else:
+            units = todo
+        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": tune.grid_search(units)}
         search_alg, num_samples = None, 1
     else:
         from study.search import optuna_searcher

@@ -139,6 +139,9 @@ class StudySpec(Strict):
     device: DeviceName = "cpu"
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
+    fuse: int = Field(
+        1, ge=1, le=64, description="train up to this many same-shape grid trials together in one vectorised step"
+    )
     reuse_actors: bool = Field(True, description="run several trials per worker process (fast start-up)")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (a lost node, a crash)")
     max_trials: int = Field(2000, gt=0, description="a grid larger than this needs --yes")
@@ -171,6 +174,8 @@ class StudySpec(Strict):
     def _trials_are_valid(self) -> StudySpec:
         if self.target_angle not in self.angles:
             raise ValueError(f"target_angle: {self.target_angle:g} is not one of angles {self.angles}")
+        if self.fuse > 1 and self.search.kind != "grid":
+            raise ValueError("fuse: fused trials need search kind grid (Optuna suggests one trial at a time)")
         # every trial config must pass the trial contract: check one per method now, not mid-study
         for name in self.methods:
             try:

@@ -41,8 +41,41 @@ def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any
     return {"method": config.method, "seed": config.seed} | own | overrides
 
 
+def member_report(key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool) -> dict:
+    report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused,
+                        "columns": table_columns(config, variant)}  # fmt: skip
+    if (value := sparsity(metrics)) is not None:
+        report["sparsity"] = value
+    return report
+
+
+def train_group(base: dict[str, Any], members: list[dict[str, Any]], study_dir: str) -> dict[str, Any]:
+    """A fused group: the members the ledger lacks train together (`trainables.fused.run_fused`);
+    each member is still its own ledger entry, MLflow run and results row."""
+    from trainables.fused import run_fused
+
+    configs = [parse_config(base | member) for member in members]
+    keys, ledger = [trial_key(c) for c in configs], TrialLedger(Path(study_dir))
+    todo = [i for i, key in enumerate(keys) if ledger.finished(key) is None]
+    if todo:
+        store = _stores.setdefault(study_dir, FoundationStore(Path(study_dir)))
+        results = run_fused([configs[i] for i in todo], foundation=store.get,
+                            artifact_dirs=[ledger.trial_dir(keys[i]) for i in todo])  # fmt: skip
+        node = ray.get_runtime_context().get_node_id()
+        for i, metrics in zip(todo, results, strict=True):
+            record = {"variant": members[i], "run_name": run_name(members[i]), "config": configs[i].model_dump(),
+                      "columns": table_columns(configs[i], members[i]), "fused_with": len(todo)}  # fmt: skip
+            ledger.record(keys[i], record, metrics | {"node_id": node})
+    reports = [member_report(keys[i], members[i], configs[i], ledger.finished(keys[i]), i not in todo)
+               for i in range(len(members))]  # fmt: skip
+    return {"members": reports, "member_keys": keys, "fused": len(members)}
+
+
 def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = ()) -> None:
     base, variant = split_config(config)
+    if "members" in variant:
+        tune.report(train_group(base, variant["members"], study_dir))
+        return
     trial_config = parse_config(base | variant)
     key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))
     metrics = ledger.finished(key)
@@ -54,10 +87,7 @@ def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, .
         record = {"variant": variant, "run_name": run_name(variant), "config": trial_config.model_dump(),
                   "columns": table_columns(trial_config, variant)}  # fmt: skip
         ledger.record(key, record, metrics)
-    columns = table_columns(trial_config, variant)
-    report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused, "columns": columns}
-    if (value := sparsity(metrics)) is not None:
-        report["sparsity"] = value
+    report = member_report(key, variant, trial_config, metrics, reused)
     missing = [name for name in objectives if name not in report]
     if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value
         raise RuntimeError(f"trial {run_name(variant)} {metrics['status']}: no {', '.join(missing)} to report")

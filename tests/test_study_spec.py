@@ -59,6 +59,7 @@ BAD_SPECS = [
     ("name: x\nmethods: {lora: {gate_sharpness: [3]}}\n", "gate_sharpness"),
     ("name: x\ntarget_angle: 30\nmethods: {frozen: {}}\n", "target_angle"),
     ("- just\n- a list\n", "mapping"),
+    ("name: x\nfuse: 2\nmethods: {taugate: {}}\nsearch: {kind: optuna}\n", "fuse"),
 ]
 
 
