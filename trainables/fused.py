@@ -41,15 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import ConfigError, TrialConfig, TrialMetrics, angle_key, parse_config
+from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
-from trainables.methods import adapt, count_trainable, specialisation_lr
+from trainables.methods import adapt, specialisation_lr
 from trainables.methods.lora import LoRALinear
 from trainables.methods.taugate import GatedReLU
 from trainables.model import MLP
-from trainables.train import FitResult, evaluate, fit, gate_statistics, train_foundation
-from trainables.trial import FoundationProvider, write_artifacts
+from trainables.train import FitResult, fit, train_foundation
+from trainables.trial import FoundationProvider, trial_metrics
 
 # Config fields every member of one fused run must share (the shape of the work). Members may
 # differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
@@ -430,35 +430,3 @@ def run_fused(
         trial_metrics(model, config, modes, result, share, folder)
         for model, config, result, folder in zip(models, configs, fits, folders, strict=True)
     ]
-
-
-def trial_metrics(
-    model: MLP, config: TrialConfig, modes: dict, result: FitResult, seconds: float,
-    artifact_dir: Path | str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The metrics dict of a specialised model, built as `run_trial` builds it."""
-    metrics: dict[str, Any] = {
-        "method": config.method,
-        "seed": config.seed,
-        "trainable_params": count_trainable(model),
-        "train_seconds": seconds,
-    }
-    if result.diverged_at_step is not None:
-        return TrialMetrics(status="diverged", diverged_at_step=result.diverged_at_step, **metrics).to_dict()
-    for angle, mode in modes.items():
-        metrics[f"acc_{angle_key(angle)}"] = evaluate(model, mode)
-        if config.gated:
-            metrics[f"acc_{angle_key(angle)}_hard"] = evaluate(model, mode, hard=True)
-    # the metrics need the target mode's statistics only; the artifacts need every mode's
-    wanted = modes if artifact_dir is not None else {config.target_angle: modes[config.target_angle]}
-    stats = {angle: gate_statistics(model, mode) for angle, mode in wanted.items()}
-    target = stats[config.target_angle]
-    metrics |= {
-        "final_loss": result.final_loss,
-        "high_activation_ratio": target.high_activation_ratio,
-        "active_ratio": target.active_ratio,
-        "mean_gate": target.mean_gate,
-    }
-    if artifact_dir is not None:
-        write_artifacts(model, config, stats, Path(artifact_dir))
-    return TrialMetrics(status="ok", **metrics).to_dict()

@@ -15,7 +15,7 @@ from trainables.data import load_modes
 from trainables.device import resolve_device
 from trainables.methods import count_trainable
 from trainables.model import MLP
-from trainables.train import evaluate, gate_statistics, specialise, train_foundation
+from trainables.train import FitResult, evaluate, gate_statistics, specialise, train_foundation
 
 GATE_STATS_FILE = "gate_stats.json"
 FoundationProvider = Callable[[TrialConfig, dict], MLP]
@@ -40,23 +40,32 @@ def run_trial(
 
     started = time.perf_counter()
     model, fit = specialise(base, config, modes[config.target_angle])
+    return trial_metrics(model, config, modes, fit, time.perf_counter() - started, artifact_dir)
+
+
+def trial_metrics(
+    model: MLP, config: TrialConfig, modes: dict, result: FitResult, seconds: float,
+    artifact_dir: Path | str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The metrics dict of a specialised model, built as `run_trial` builds it."""
     metrics: dict[str, Any] = {
         "method": config.method,
         "seed": config.seed,
         "trainable_params": count_trainable(model),
-        "train_seconds": time.perf_counter() - started,
+        "train_seconds": seconds,
     }
-    if fit.diverged_at_step is not None:
-        return TrialMetrics(status="diverged", diverged_at_step=fit.diverged_at_step, **metrics).to_dict()
-
+    if result.diverged_at_step is not None:
+        return TrialMetrics(status="diverged", diverged_at_step=result.diverged_at_step, **metrics).to_dict()
     for angle, mode in modes.items():
         metrics[f"acc_{angle_key(angle)}"] = evaluate(model, mode)
         if config.gated:
             metrics[f"acc_{angle_key(angle)}_hard"] = evaluate(model, mode, hard=True)
-    stats = {angle: gate_statistics(model, mode) for angle, mode in modes.items()}
+    # the metrics need the target mode's statistics only; the artifacts need every mode's
+    wanted = modes if artifact_dir is not None else {config.target_angle: modes[config.target_angle]}
+    stats = {angle: gate_statistics(model, mode) for angle, mode in wanted.items()}
     target = stats[config.target_angle]
     metrics |= {
-        "final_loss": fit.final_loss,
+        "final_loss": result.final_loss,
         "high_activation_ratio": target.high_activation_ratio,
         "active_ratio": target.active_ratio,
         "mean_gate": target.mean_gate,
