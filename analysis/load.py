@@ -33,12 +33,6 @@ def _variant(params: dict[str, Any]) -> dict[str, Any]:
     return params.get("variant") or {k: v for k, v in params.items() if k != "base"}
 
 
-def _run_name(columns: dict[str, Any]) -> str:
-    parts = [str(columns.get("method", "trial"))]
-    parts += [f"{k}={v}" for k, v in columns.items() if k not in ("method", "seed")]
-    return "-".join(parts + [f"seed{columns.get('seed')}"])
-
-
 def _row(trial_id: str, run_name: str, status: str, columns: dict, metrics: dict, error: str | None) -> dict:
     row = {"trial_id": trial_id, "run_name": run_name, "status": status, "error": error} | columns
     for name, value in metrics.items():

@@ -7,6 +7,7 @@ ledger of finished trials spans them, so a resumed study schedules only what is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
@@ -74,8 +75,6 @@ def load_study(study_dir: Path) -> tuple[StudySpec, dict[str, Any]]:
     study_file, spec_file = study_dir / STUDY_FILE, study_dir / SPEC_FILE
     if not study_file.is_file() or not spec_file.is_file():
         raise StorageError(f"{study_dir} is not a study folder (no {STUDY_FILE} / {SPEC_FILE})")
-    import json
-
     return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file)), json.loads(study_file.read_text())
 
 

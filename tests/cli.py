@@ -15,3 +15,17 @@ def taugate(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     return subprocess.run(
         [str(BIN / "taugate"), *args], capture_output=True, text=True, timeout=timeout, check=False, env=environment
     )
+
+
+def assert_spec_refused(text: str, field: str, folder: Path) -> None:
+    """`taugate plan` and `taugate run` refuse the spec: exit 2, `error:` naming the field, no
+    traceback, and the output folder is never created."""
+    spec = folder / "bad.yaml"
+    spec.write_text(text)
+    output = folder / "study"
+    for args in (["plan", str(spec)], ["run", str(spec), "--output", str(output)]):
+        result = taugate(*args)
+        assert result.returncode == 2, result.stderr
+        assert "error:" in result.stderr and field in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not output.exists()

@@ -32,7 +32,7 @@ from study.spec import (
     load_spec,
     parse_spec,
 )
-from tests.cli import taugate
+from tests.cli import assert_spec_refused
 from trainables.config import METHODS, angle_key
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -152,15 +152,7 @@ CLI_CASES = ["epochs-a-word", "typo-in-method-axis", "yaml-tab-indent", "method-
 
 @pytest.mark.parametrize(("text", "field"), [pytest.param(t, f, id=i) for i, t, f in MALFORMED if i in CLI_CASES])
 def test_cli_refuses_a_malformed_spec_with_exit_2_and_writes_nothing(text, field, tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(text)
-    output = tmp_path / "study"
-    for args in (["plan", str(spec)], ["run", str(spec), "--output", str(output)]):
-        result = taugate(*args)
-        assert result.returncode == 2, result.stderr
-        assert "error:" in result.stderr and field in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
-    assert not output.exists()
+    assert_spec_refused(text, field, tmp_path)
 
 
 def test_cli_case_ids_exist():

@@ -9,7 +9,7 @@ import pytest
 
 from study.plan import summary, variants
 from study.spec import parse_spec
-from tests.cli import taugate
+from tests.cli import assert_spec_refused, taugate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -65,14 +65,7 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize(("text", "field"), BAD_SPECS)
 def test_bad_spec_exits_2_naming_the_field_and_writes_nothing(text, field, tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(text)
-    output = tmp_path / "study"
-    for args in (["plan", str(spec)], ["run", str(spec), "--output", str(output)]):
-        result = taugate(*args)
-        assert result.returncode == 2, result.stderr
-        assert field in result.stderr and "Traceback" not in result.stderr
-    assert not output.exists()
+    assert_spec_refused(text, field, tmp_path)
 
 
 def test_grid_over_the_cap_needs_yes(tmp_path):

@@ -114,14 +114,18 @@ def load_torchvision_mnist(root: str | None, download: bool) -> tuple[Digits, Di
 
 def load_digits(config: TrialConfig) -> tuple[Digits, Digits]:
     """The (train, test) digits of the configured source."""
-    if config.dataset == "mnist5k":
+    return _load_source(config.dataset, config.data_root, config.download, config.test_fraction)
+
+
+def _load_source(dataset: str, data_root: str | None, download: bool, test_fraction: float) -> tuple[Digits, Digits]:
+    if dataset == "mnist5k":
         digits = load_mnist5k()
-        train_idx, test_idx = stratified_split(digits.labels, config.test_fraction)
+        train_idx, test_idx = stratified_split(digits.labels, test_fraction)
         return (
             Digits(digits.images[train_idx], digits.labels[train_idx]),
             Digits(digits.images[test_idx], digits.labels[test_idx]),
         )
-    return load_torchvision_mnist(config.data_root, config.download)
+    return load_torchvision_mnist(data_root, download)
 
 
 def rotate_images(images: torch.Tensor, angle: float) -> torch.Tensor:
@@ -142,11 +146,7 @@ def _modes_cached(
     dataset: str, data_root: str | None, download: bool, test_fraction: float,
     angles: tuple[float, ...], device: str,
 ) -> tuple[Mode, ...]:  # fmt: skip
-    config = TrialConfig(
-        dataset=dataset, data_root=data_root, download=download, test_fraction=test_fraction,
-        angles=list(angles), target_angle=angles[0],
-    )  # fmt: skip
-    train, test = load_digits(config)
+    train, test = _load_source(dataset, data_root, download, test_fraction)
     return tuple(
         Mode(
             angle=angle,
