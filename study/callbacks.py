@@ -87,11 +87,16 @@ class TrackingCallback(_Lazy):
 
 
 class ProgressCallback(_Lazy):
-    """A status line whenever a trial starts, finishes or fails: done, running, failed, time left."""
+    """A status line whenever a trial starts, finishes or fails: done, running, failed, time left.
+    Counts are study trials: a fused Tune trial counts as its members."""
 
     def __init__(self, total: int, already_done: int = 0):
         self.total, self.done, self.running, self.failed = total, already_done, 0, 0
         self.started, self.done_this_run = time.monotonic(), 0
+
+    @staticmethod
+    def _members(trial) -> int:
+        return len(split_config(trial.config)[1].get("members", [None]))
 
     def _print(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -103,14 +108,17 @@ class ProgressCallback(_Lazy):
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.running += 1
+        self.running += self._members(trial)
         if self.done_this_run == 0 and self.failed == 0:
             self._print()  # the first wave; afterwards one line per finished or failed trial
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.running, self.done, self.done_this_run = max(0, self.running - 1), self.done + 1, self.done_this_run + 1
+        members = self._members(trial)
+        self.running = max(0, self.running - members)
+        self.done, self.done_this_run = self.done + members, self.done_this_run + members
         self._print()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.running, self.failed = max(0, self.running - 1), self.failed + 1
+        members = self._members(trial)
+        self.running, self.failed = max(0, self.running - members), self.failed + members
         self._print()

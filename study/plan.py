@@ -6,9 +6,11 @@ multiplied by axes they ignore. Each variant is the part of a trial config that 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import math
 from typing import Any
 
 from study.spec import StudySpec
@@ -40,6 +42,35 @@ def fused_groups(spec: StudySpec, grid: list[dict[str, Any]]) -> list[list[dict[
     for variant in grid:
         by_shape.setdefault(fuse_key(trial_config(spec, variant)), []).append(variant)
     return [members[i : i + spec.fuse] for members in by_shape.values() for i in range(0, len(members), spec.fuse)]
+
+
+def longest_first(spec: StudySpec, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tune trials (variants, or `{"members": [...]}` groups) ordered by expected cost, largest
+    first, so that a study does not end on one worker training a slow trial while the others
+    idle (longest-processing-time-first scheduling). The estimate is members x epochs x the
+    method's trainable parameters (log-scaled): full fine-tuning before LoRA before gates and
+    biases. The order changes when trials run, never what they compute."""
+
+    def cost(unit: dict[str, Any]) -> float:
+        members = unit.get("members", [unit])
+        config = trial_config(spec, members[0])
+        shape = (config.method, tuple(config.hidden), config.lora_rank if config.method == "lora" else None)
+        return len(members) * config.epochs * (1.0 + math.log1p(_trainable_count(shape)))
+
+    return sorted(units, key=cost, reverse=True)  # stable: equal costs keep grid order
+
+
+@functools.lru_cache(maxsize=64)
+def _trainable_count(shape: tuple[str, tuple[int, ...], int | None]) -> int:
+    import torch
+
+    from trainables.methods import adapt, count_trainable
+    from trainables.model import MLP
+
+    method, hidden, rank = shape
+    config = parse_config({"method": method, "hidden": list(hidden)} | ({"lora_rank": rank} if rank else {}))
+    with torch.random.fork_rng():  # building a model must not move the driver's random state
+        return count_trainable(adapt(MLP(hidden=list(hidden)), config))
 
 
 def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:

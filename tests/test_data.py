@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,6 +58,22 @@ def test_rotation_by_45_changes_the_image_and_minus_45_brings_it_back():
     # two bilinear resamplings blur the strokes a little, but the digits come back
     assert correlation(back, original) > 0.9
     assert correlation(turned, original) < 0.5
+
+
+@pytest.mark.parametrize("angle", [45, -45, 90, 30.5, 180])
+def test_rotation_is_torchvisions_bilinear_rotate_bit_for_bit(angle):
+    from torchvision.transforms.functional import InterpolationMode, rotate
+
+    images = load_mnist5k().images[:256]
+    reference = rotate((images.float() / 255).unsqueeze(1), angle, interpolation=InterpolationMode.BILINEAR)
+    assert torch.equal(rotate_images(images, angle), reference.squeeze(1))
+
+
+def test_a_trial_worker_does_not_import_torchvision():
+    # importing torchvision costs a Ray worker ~1.3 s; only the torchvision MNIST source needs it
+    code = "import sys, study.trainable, trainables.fused; print('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_modes_hold_the_same_digits_rotated_and_are_built_once():

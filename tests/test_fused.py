@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import FAST
 from trainables.config import ConfigError, parse_config
-from trainables.fused import FusedMLP, StackedAdam, check_fusable, fit_fused, fuse_key, run_fused
+from trainables.fused import FusedMLP, check_fusable, fit_fused, fuse_key, run_fused
 from trainables.methods import adapt
 from trainables.train import train_foundation
 from trainables.trial import GATE_STATS_FILE, run_trial
@@ -156,26 +156,6 @@ def test_full_cannot_cache_its_trained_first_layer(foundations, modes):
     assert not fused.prefix_cacheable()
     with pytest.raises(ValueError, match="cannot be cached"):
         fused.cache_prefix(modes[45.0].train_x)
-
-
-def test_stacked_adam_equals_one_torch_adam_per_member():
-    generator = torch.Generator().manual_seed(0)
-    lrs = [1e-2, 1e-3, 5e-2]
-    start = torch.randn(3, 4, 5, generator=generator)
-    stacked = start.clone().requires_grad_(True)
-    alone = [start[k].clone().requires_grad_(True) for k in range(3)]
-    optimisers = [torch.optim.Adam([p], lr=lr) for p, lr in zip(alone, lrs, strict=True)]
-    ours = StackedAdam([stacked], lrs)
-    for _ in range(20):
-        target = torch.randn(3, 4, 5, generator=generator)
-        ours.zero_grad()
-        ((stacked - target) ** 3).sum().backward()
-        ours.step()
-        for k, (p, opt) in enumerate(zip(alone, optimisers, strict=True)):
-            opt.zero_grad()
-            ((p - target[k]) ** 3).sum().backward()
-            opt.step()
-    torch.testing.assert_close(stacked.detach(), torch.stack([p.detach() for p in alone]), atol=0, rtol=0)
 
 
 def test_configs_that_differ_in_shape_cannot_fuse():

@@ -4,6 +4,7 @@ with one ledger entry and one MLflow run per member."""
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pandas as pd
@@ -34,11 +35,17 @@ def run(tmp_path, fuse: int):
     study_dir = tmp_path / f"study-{fuse}"
     result = taugate("run", str(spec), "--output", str(study_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    return study_dir
+    return study_dir, result.stderr
+
+
+def progress(stderr: str) -> list[tuple[int, int, int]]:
+    """(done, total, running) of each live progress line."""
+    found = re.findall(r"\] (\d+)/(\d+) done, (\d+) running", stderr)
+    return [(int(d), int(t), int(r)) for d, t, r in found]
 
 
 def test_fused_study_matches_the_unfused_study(tmp_path):
-    fused_dir, plain_dir = run(tmp_path, 4), run(tmp_path, 1)
+    (fused_dir, fused_log), (plain_dir, plain_log) = run(tmp_path, 4), run(tmp_path, 1)
     fused, plain = load_tune(fused_dir), load_tune(plain_dir)
     assert len(fused) == len(plain) == 3 * (1 + 1 + 4 + 1)
     pd.testing.assert_frame_equal(fused.drop(columns="train_seconds"), plain.drop(columns="train_seconds"),
@@ -49,3 +56,10 @@ def test_fused_study_matches_the_unfused_study(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{fused_dir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("fusion").experiment_id], "tags.`taugate.kind` = 'trial'")
     assert sorted(r.data.tags["taugate.trial_key"] for r in runs) == sorted(fused["trial_id"])
+
+    # progress counts study trials, not Tune trials: a fused group finishing adds its members
+    for log in (fused_log, plain_log):
+        lines = progress(log)
+        assert lines[-1] == (21, 21, 0)
+        assert [done for done, _, _ in lines] == sorted(done for done, _, _ in lines)
+    assert max(running for _, _, running in progress(fused_log)) > 2  # a running group counts its members

@@ -48,6 +48,7 @@ from trainables.methods import adapt, specialisation_lr
 from trainables.methods.lora import LoRALinear
 from trainables.methods.taugate import GatedReLU
 from trainables.model import MLP
+from trainables.optim import Adam
 from trainables.train import FitResult, fit, train_foundation
 from trainables.trial import FoundationProvider, trial_metrics
 
@@ -59,8 +60,6 @@ FUSE_FIELDS = (
     "hidden", "epochs", "batch_size", "device",
 )  # fmt: skip
 LORA_FUSE_FIELDS = ("lora_rank",)
-
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which trainables.train.fit uses
 
 
 def _fuse_fields(config: TrialConfig) -> tuple[str, ...]:
@@ -281,49 +280,6 @@ def _same(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, to
 
 
 # ------------------------------------------------------------------------------------------
-# the optimiser
-
-
-class StackedAdam:
-    """torch.optim.Adam (default betas and eps, as `fit` uses it) over stacked tensors, with a
-    learning rate per member. It performs the elementwise operations of torch's single-tensor
-    Adam (the CPU path) in the same order, so member k's slice follows exactly the trajectory
-    of a lone Adam with lr[k]."""
-
-    def __init__(self, params: list[torch.Tensor], lrs: Sequence[float]):
-        self.params = params
-        self.lrs = [float(lr) for lr in lrs]
-        self.uniform = len(set(self.lrs)) == 1
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.steps = 0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        beta1, beta2 = ADAM_BETAS
-        self.steps += 1
-        bias_correction1 = 1 - beta1**self.steps
-        bias_correction2_sqrt = (1 - beta2**self.steps) ** 0.5
-        scales = None
-        if not self.uniform:  # -lr_k / bc1, rounded to the tensors' dtype as addcdiv_ rounds its scalar
-            first = self.params[0]
-            scales = torch.tensor([-(lr / bias_correction1) for lr in self.lrs], dtype=first.dtype, device=first.device)
-        for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            grad = param.grad
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
-            if scales is None:
-                param.addcdiv_(exp_avg, denom, value=-(self.lrs[0] / bias_correction1))
-            else:  # addcdiv_ computes param + value * t1 / t2, in that order
-                param.add_(scales.view(-1, *([1] * (param.dim() - 1))) * exp_avg / denom)
-
-    def zero_grad(self) -> None:
-        for param in self.params:
-            param.grad = None
-
-
-# ------------------------------------------------------------------------------------------
 # training
 
 
@@ -349,7 +305,7 @@ def fit_fused(
     fused = FusedMLP(models)
     if cache_prefix and fused.prefix_cacheable():
         fused.cache_prefix(x)
-    optimizer = StackedAdam(fused.trainable, lrs)
+    optimizer = Adam(fused.trainable, lrs)
     sparsity = None
     if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
         sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)

@@ -14,6 +14,7 @@ from trainables.data import Mode, mixture
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.taugate import GatedReLU, mean_soft_gate, set_hard
 from trainables.model import MLP
+from trainables.optim import Adam
 
 
 @dataclass
@@ -35,7 +36,7 @@ def fit(
     if not params or epochs == 0:
         with torch.no_grad():
             return FitResult(final_loss=F.cross_entropy(model(x), y).item())
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = Adam(params, lr)  # torch.optim.Adam's arithmetic, bit for bit (trainables/optim.py)
     generator = torch.Generator().manual_seed(seed)
     n, step = len(y), 0
     model.train()
@@ -47,7 +48,7 @@ def fit(
             loss = F.cross_entropy(model(x[index]), y[index])
             if sparsity_weight > 0:
                 loss = loss + sparsity_weight * mean_soft_gate(model)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(index)

@@ -1,0 +1,145 @@
+"""Study-level measurements, each in fresh processes as a user would run them: the same work in
+one bare process (the floor), `taugate run` with and without fusion, a naive Ray Tune setup, and
+throughput as a study grows from 25 to 400 trials."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "configs" / "paper.yaml"
+TAUGATE = Path(sys.executable).parent / "taugate"
+METHODS = ("frozen", "bitfit", "taugate", "lora", "full")
+
+FLOOR = """
+from trainables.config import parse_config
+from trainables.data import load_modes
+from trainables.device import resolve_device
+from trainables.train import train_foundation
+from trainables.trial import run_trial, shared
+
+for seed in range({seeds}):
+    config = parse_config({{"seed": seed, "device": "cpu"}})
+    foundation = train_foundation(config, load_modes(config, resolve_device("cpu")))
+    for method in {methods!r}:
+        extra = {{"sparsity_weight": 1.0}} if method == "taugate" else {{}}
+        run_trial({{"seed": seed, "method": method, "device": "cpu"}} | extra, shared(foundation))
+"""
+
+NAIVE = """
+import sys, time, ray
+from ray import tune
+from trainables.trial import run_trial
+
+def naive(config):
+    tune.report(run_trial(config))  # trains its own foundation in every trial
+
+started = time.perf_counter()
+ray.init(address="local", _node_ip_address="127.0.0.2", include_dashboard=False, logging_level="error")
+space = {{"method": tune.grid_search({methods!r}), "seed": tune.grid_search(list(range({seeds}))), "device": "cpu"}}
+tune.Tuner(naive, param_space=space, tune_config=tune.TuneConfig(reuse_actors=False),
+           run_config=tune.RunConfig(storage_path={storage!r}, verbose=0)).fit()
+print("NAIVE", time.perf_counter() - started)
+"""
+
+
+def paper_spec(folder: Path, seeds: int, fuse: int) -> Path:
+    """configs/paper.yaml with `seeds` seeds and the given `fuse`."""
+    spec = yaml.safe_load(PAPER.read_text()) | {"seeds": list(range(seeds)), "fuse": fuse}
+    path = folder / f"paper-{seeds}seeds-fuse{fuse}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def scale_spec(folder: Path, trials: int, seeds: int = 5) -> Path:
+    """`trials` TauGate trials on 5 foundations: 5 seeds x trials/5 sparsity weights."""
+    count = max(1, trials // seeds)
+    weights = sorted({float(f"{10 ** (-4 + 4 * i / max(1, count - 1)):.4g}") for i in range(count)})
+    spec = yaml.safe_load(PAPER.read_text()) | {
+        "name": f"scale-{trials}", "seeds": list(range(seeds)), "fuse": 1,
+        "methods": {"taugate": {"gate_sharpness": [10], "sparsity_weight": weights}},
+    }  # fmt: skip
+    path = folder / f"scale-{trials}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def floor_seconds(seeds: int) -> float:
+    """The paper study's work (seeds foundations, 5 x seeds specialisations with evaluation) in one
+    fresh Python process, no Ray, MLflow or Tune: process start to exit, imports included."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR.format(seeds=seeds, methods=METHODS)], cwd=ROOT, check=True)
+    return time.perf_counter() - started
+
+
+def run_study(spec: Path) -> tuple[float, str]:
+    """`taugate run SPEC` in a fresh folder; returns the time it reports (Ray start to final
+    results; the CLI's own imports and the report come on top) and its progress output."""
+    with tempfile.TemporaryDirectory() as folder:
+        result = subprocess.run(
+            [str(TAUGATE), "run", str(spec), "--output", f"{folder}/study", "--yes"],
+            capture_output=True, text=True, check=False, cwd=ROOT,
+        )  # fmt: skip
+    found = re.search(r"trials finished, 0 failed, ([0-9.]+)s; results", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise RuntimeError(f"taugate run {spec} failed:\n{result.stderr[-3000:]}")
+    return float(found.group(1)), result.stderr
+
+
+def progress(stderr: str) -> list[tuple[float, int]]:
+    """(elapsed seconds, trials done) of each progress line `[  7.4s] 3/25 done, ...`."""
+    return [(float(t), int(d)) for t, d in re.findall(r"\[\s*([0-9.]+)s\] (\d+)/\d+ done", stderr)]
+
+
+def scaling(sizes: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """trials_per_minute: trials / study time for each size. trials_per_minute_steady: trials
+    finished per minute between the first and the last to finish, which leaves out the fixed
+    start-up (Ray, workers, foundations) and shows whether the per-trial overhead grows."""
+    overall, steady = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            seconds, stderr = run_study(scale_spec(Path(folder), size))
+            overall[str(size)] = size / seconds * 60
+            done = [(t, d) for t, d in progress(stderr) if d > 0]
+            (t_first, d_first), (t_last, d_last) = done[0], done[-1]
+            steady[str(size)] = (d_last - d_first) / max(t_last - t_first, 1e-9) * 60
+    return {"trials_per_minute": overall, "trials_per_minute_steady": steady}
+
+
+def naive_seconds(seeds: int) -> float:
+    """The paper study on a naive Ray Tune setup: no actor reuse, each trial trains its own foundation."""
+    with tempfile.TemporaryDirectory() as folder:
+        script = NAIVE.format(seeds=seeds, methods=METHODS, storage=folder)
+        env = os.environ | {"RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token"}
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                env=env, cwd=ROOT)  # fmt: skip
+    return float(re.search(r"NAIVE ([0-9.]+)", result.stdout).group(1))
+
+
+def bench_studies(quick: bool) -> dict[str, object]:
+    seeds = 1 if quick else 5
+    sizes = (5, 10) if quick else (25, 100, 400)
+    results: dict[str, object] = {"study_seeds": seeds, "floor_seconds": floor_seconds(seeds)}
+    with tempfile.TemporaryDirectory() as folder:
+        results["study_unfused_seconds"] = run_study(paper_spec(Path(folder), seeds, fuse=1))[0]
+        results["study_seconds"] = run_study(paper_spec(Path(folder), seeds, fuse=5))[0]
+    results["naive_seconds"] = naive_seconds(seeds)
+    results |= scaling(sizes)
+    floor, ours, unfused = results["floor_seconds"], results["study_seconds"], results["study_unfused_seconds"]
+    tpm = results["trials_per_minute_steady"]
+    results |= {
+        "study_vs_floor": ours / floor,
+        "study_unfused_vs_floor": unfused / floor,
+        "study_vs_naive": results["naive_seconds"] / ours,
+        "study_unfused_vs_naive": results["naive_seconds"] / unfused,
+        "steady_largest_vs_smallest": tpm[str(sizes[-1])] / tpm[str(sizes[0])],
+    }
+    return results
