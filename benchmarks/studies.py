@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,12 +126,22 @@ def naive_seconds(seeds: int) -> float:
 
 
 def bench_studies(quick: bool) -> dict[str, object]:
-    seeds = 1 if quick else 5
+    """The floor, the fused study (configs/paper.yaml as shipped, `fuse: 5`) and the unfused one take
+    turns `rounds` times; each figure is the median of its rounds, every round is kept in
+    `*_samples`. The naive setup (about a minute) and the scaling studies run once."""
+    seeds, rounds = (1, 1) if quick else (5, 3)
     sizes = (5, 10) if quick else (25, 100, 400)
-    results: dict[str, object] = {"study_seeds": seeds, "floor_seconds": floor_seconds(seeds)}
+    samples: dict[str, list[float]] = {"floor": [], "study": [], "study_unfused": []}
     with tempfile.TemporaryDirectory() as folder:
-        results["study_unfused_seconds"] = run_study(paper_spec(Path(folder), seeds, fuse=1))[0]
-        results["study_seconds"] = run_study(paper_spec(Path(folder), seeds, fuse=5))[0]
+        fused, unfused = paper_spec(Path(folder), seeds, fuse=5), paper_spec(Path(folder), seeds, fuse=1)
+        for _ in range(rounds):
+            samples["floor"].append(floor_seconds(seeds))
+            samples["study"].append(run_study(fused)[0])
+            samples["study_unfused"].append(run_study(unfused)[0])
+    results: dict[str, object] = {"study_seeds": seeds, "study_rounds": rounds}
+    for name, values in samples.items():
+        results[f"{name}_seconds"] = statistics.median(values)
+        results[f"{name}_seconds_samples"] = [round(v, 3) for v in values]
     results["naive_seconds"] = naive_seconds(seeds)
     results |= scaling(sizes)
     floor, ours, unfused = results["floor_seconds"], results["study_seconds"], results["study_unfused_seconds"]

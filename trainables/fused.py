@@ -142,8 +142,8 @@ class _Layer:
 
 @dataclass
 class _Gate:
-    gamma: torch.Tensor  # (K, width)
-    tau: torch.Tensor | None = None  # (K, width); None for a gain-only gate
+    gamma: torch.Tensor  # (K, 1, width)
+    tau: torch.Tensor | None = None  # (K, 1, width); None for a gain-only gate
     sharpness: torch.Tensor | None = None  # (K, 1, 1)
 
 
@@ -166,8 +166,12 @@ class FusedMLP:
         self.prefix_offset: torch.Tensor | None = None  # (K, 1): first row of each member's block
         self.prefix_has_bias = False
 
-    def _stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def _stack(self, tensors: list[torch.Tensor], broadcast: bool = False) -> torch.Tensor:
+        """(K, *shape), or with `broadcast` (K, 1, *shape): ready to broadcast over a batch, so a
+        training step needs no view ops on it (a gate's tensors, used several times a step)."""
         stacked = torch.stack([t.detach() for t in tensors])
+        if broadcast:
+            stacked = stacked.unsqueeze(1).contiguous()
         learn = {bool(t.requires_grad) for t in tensors}
         if len(learn) != 1:
             raise ValueError("fused members must train the same tensors")
@@ -197,9 +201,9 @@ class FusedMLP:
             return None
         if not all(isinstance(m, GatedReLU) for m in members) or len({m.has_gate for m in members}) != 1:
             raise ValueError(f"activation {index}: fused trials support ReLU or GatedReLU, one kind per layer")
-        gate = _Gate(gamma=self._stack([m.gamma for m in members]))
+        gate = _Gate(gamma=self._stack([m.gamma for m in members], broadcast=True))
         if members[0].has_gate:
-            gate.tau = self._stack([m.tau for m in members])
+            gate.tau = self._stack([m.tau for m in members], broadcast=True)
             sharpness = [m.sharpness for m in members]
             gate.sharpness = torch.tensor(sharpness, dtype=gate.gamma.dtype, device=gate.gamma.device).view(-1, 1, 1)
         return gate
@@ -262,17 +266,17 @@ class FusedMLP:
         if gate is None:
             return torch.relu(z)
         if gate.tau is None:
-            return gate.gamma.unsqueeze(1) * torch.relu(z)  # gamma * ones == gamma exactly
-        g = torch.sigmoid(gate.sharpness * (z - gate.tau.unsqueeze(1)))
+            return gate.gamma * torch.relu(z)  # gamma * ones == gamma exactly
+        g = torch.sigmoid(gate.sharpness * (z - gate.tau))
         soft.append(g)
-        return gate.gamma.unsqueeze(1) * g * torch.relu(z)
+        return gate.gamma * g * torch.relu(z)
 
     @torch.no_grad()
     def write_back(self) -> None:
         """Copy every trained stacked tensor into the members' own models."""
         for stacked, params in self._pairs:
             for k, param in enumerate(params):
-                param.copy_(stacked[k])
+                param.copy_(stacked[k].view_as(param))
 
 
 def _same(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
