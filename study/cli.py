@@ -312,7 +312,7 @@ def ui(
     """Open the study's MLflow store in the MLflow UI (on 127.0.0.1 by default)."""
     import os
 
-    from study.tracking import default_tracking_uri
+    from study.mlflow_store import default_tracking_uri
 
     if not (study_dir / "mlflow.db").is_file():
         fail(f"{study_dir}: no mlflow.db (was the study tracked on a server? open that server instead)")

@@ -152,7 +152,8 @@ def execute(
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.callbacks import ProgressCallback, TrackingCallback
-    from study.tracking import Tracker, open_in_background, resolve_uri
+    from study.mlflow_store import open_in_background, resolve_uri
+    from study.tracking import Tracker
     from study.trainable import split_config, train_trial
 
     started = time.monotonic()

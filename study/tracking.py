@@ -8,58 +8,19 @@ existing run instead of creating a duplicate.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
+from study.mlflow_store import client_for, resolve_uri
 from study.storage import CONFIG_FILE, TrialLedger
 
 log = logging.getLogger("taugate.tracking")
 
 STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
 PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
-
-
-def default_tracking_uri(study_dir: Path) -> str:
-    return f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
-
-
-def resolve_uri(study_dir: Path, tracking_uri: str | None) -> str:
-    """The store a study logs to: the one named (flag or spec), MLFLOW_TRACKING_URI, or the study's own SQLite."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path(study_dir))
-
-
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(uri: str):
-    """One MlflowClient per tracking URI in this process. Opening a SQLite store runs MLflow's
-    migrations (about 1.5 s, plus 1 s to import mlflow), so a study opens it once, on a
-    background thread while Ray starts (`open_in_background`)."""
-    with _clients_lock:
-        if uri not in _clients:
-            from mlflow.tracking import MlflowClient
-
-            _clients[uri] = MlflowClient(tracking_uri=uri)
-        return _clients[uri]
-
-
-def open_in_background(uri: str) -> threading.Thread:
-    """Start opening the store; whoever needs the client next waits for it (errors surface there)."""
-
-    def attempt() -> None:
-        with contextlib.suppress(Exception):  # the Tracker that needs the client reports the failure
-            client_for(uri)
-
-    thread = threading.Thread(target=attempt, name="taugate-mlflow-open", daemon=True)
-    thread.start()
-    return thread
 
 
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
