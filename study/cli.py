@@ -165,7 +165,9 @@ def plan(
     )
 
 
-def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: str | None) -> None:
+def _run_study(
+    spec, study, study_dir: Path, address: str | None, tracking_uri: str | None, report: bool = True
+) -> None:
     from study.runner import ClusterError, execute
 
     try:
@@ -177,7 +179,8 @@ def _run_study(spec, study, study_dir: Path, address: str | None, tracking_uri: 
         f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
         highlight=False,
     )
-    _report(study_dir, tracking_uri, outcome.seconds)
+    if report:
+        _report(study_dir, tracking_uri, outcome.seconds)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -211,6 +214,7 @@ def run(
         str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the folder)")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a grid larger than max_trials")] = False,
+    report: Annotated[bool, typer.Option(help="write the report at the end (`taugate report` writes it later)")] = True,
 ) -> None:
     """Run a study: every trial on Ray Tune, tracked in MLflow, results in the study folder."""
     from study.runner import prepare
@@ -223,7 +227,7 @@ def run(
         study = prepare(study_spec, study_dir, yes=yes)
     except (SpecError, StorageError) as err:
         fail(str(err))
-    _run_study(study_spec, study, study_dir, address, tracking_uri)
+    _run_study(study_spec, study, study_dir, address, tracking_uri, report)
 
 
 @app.command()
@@ -231,6 +235,7 @@ def resume(
     study_dir: Annotated[Path, typer.Argument(help="an existing study folder")],
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    report: Annotated[bool, typer.Option(help="write the report at the end")] = True,
 ) -> None:
     """Finish an interrupted study: finished trials are not run again."""
     from study.storage import StorageError, check_writable
@@ -240,7 +245,7 @@ def resume(
         check_writable(study_dir)
     except StorageError as err:
         fail(str(err))
-    _run_study(study_spec, study, study_dir, address, tracking_uri)
+    _run_study(study_spec, study, study_dir, address, tracking_uri, report)
 
 
 @app.command()

@@ -7,6 +7,7 @@ ledger of finished trials spans them, so a resumed study schedules only what is 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 
@@ -22,6 +23,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import platform
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -148,13 +150,7 @@ def execute(
     tracking_uri: str | None, console: Console,
 ) -> StudyOutcome:  # fmt: skip
     """Run every trial of the study that the ledger does not hold yet."""
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from study.callbacks import ProgressCallback, TrackingCallback
     from study.mlflow_store import open_in_background, resolve_uri
-    from study.tracking import Tracker
-    from study.trainable import split_config, train_trial
 
     started = time.monotonic()
     study_dir = study_dir.resolve()
@@ -162,7 +158,6 @@ def execute(
     done = ledger.all_finished()
     uri = resolve_uri(study_dir, tracking_uri or study.get("tracking_uri"))
     open_in_background(uri)  # MLflow opens its store while Ray starts
-    callbacks: list = [JsonLoggerCallback(), CSVLoggerCallback(), TrackingCallback(study_dir, uri, study)]
     objectives: tuple[str, ...] = ()
 
     if spec.search.kind == "grid":
@@ -175,7 +170,7 @@ def execute(
         else:
             units = todo
         units = longest_first(spec, units)
-        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": tune.grid_search(units)}
+        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": units}  # a grid over units, below
         search_alg, num_samples = None, 1
     else:
         from study.search import optuna_searcher
@@ -185,12 +180,25 @@ def execute(
         total = spec.search.num_samples
         todo = list(range(max(0, total - completed)))
         param_space, num_samples = {}, len(todo)
-    callbacks.append(ProgressCallback(total, already_done=total - len(todo)))
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     if todo:
+        # Ray's start is mostly waiting on its processes: import Tune and our callbacks meanwhile
+        importing = threading.Thread(target=importlib.import_module, args=("study.callbacks",), daemon=True)
+        importing.start()
         connect(address)
+        importing.join()
         use_prestarted_workers()
+        from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+        from study.callbacks import ProgressCallback, TrackingCallback
+        from study.trainable import split_config, train_trial
+
+        callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TrackingCallback(study_dir, uri, study),
+                     ProgressCallback(total, already_done=total - len(todo))]  # fmt: skip
+        if spec.search.kind == "grid":
+            param_space["variant"] = tune.grid_search(param_space["variant"])
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
         trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives)
         resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
@@ -223,6 +231,8 @@ def execute(
     failed = total - len(finished) if spec.search.kind == "grid" else 0
     outcome = StudyOutcome(study_dir, len(finished), failed, total, time.monotonic() - started)
     try:
+        from study.tracking import Tracker
+
         tracker = Tracker(study_dir, uri, study["experiment_name"])
         tracker.sync(study)  # anything the callback could not log (an outage) is logged now if possible
         tracker.finish(study, "FINISHED", {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds})

@@ -33,8 +33,10 @@ def run(tmp_path, fuse: int):
     spec = tmp_path / f"fuse{fuse}.yaml"
     spec.write_text(SPEC.format(fuse=fuse))
     study_dir = tmp_path / f"study-{fuse}"
-    result = taugate("run", str(spec), "--output", str(study_dir))
+    report = [] if fuse > 1 else ["--no-report"]  # the unfused run also shows --no-report
+    result = taugate("run", str(spec), "--output", str(study_dir), *report)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (study_dir / "report" / "report.html").is_file() == (not report)
     return study_dir, result.stderr
 
 
