@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from study.plan import longest_first, run_name, summary, trial_config, trial_key, variants
+from study.plan import fused_groups, longest_first, run_name, summary, trial_config, trial_key, variants
 from study.spec import SpecError, StudySpec, parse_spec
 from study.storage import TUNE_DIR, StorageError, TrialLedger, check_writable, write_json
 
@@ -160,17 +160,13 @@ def execute(
     open_in_background(uri)  # MLflow opens its store while Ray starts
     objectives: tuple[str, ...] = ()
 
+    units: list[dict[str, Any]] = []  # grid: the Tune trials, single variants or fused groups
     if spec.search.kind == "grid":
-        todo = [v for v in variants(spec) if trial_key(trial_config(spec, v)) not in done]
-        total = len(variants(spec))
-        if spec.fuse > 1:
-            from study.plan import fused_groups
-
-            units: list[dict[str, Any]] = [{"members": g} for g in fused_groups(spec, todo)]
-        else:
-            units = todo
-        units = longest_first(spec, units)
-        param_space: dict[str, Any] = {"base": spec.base_config(), "variant": units}  # a grid over units, below
+        grid = variants(spec)
+        todo = [v for v in grid if trial_key(trial_config(spec, v)) not in done]
+        total = len(grid)
+        groups = [{"members": g} for g in fused_groups(spec, todo)] if spec.fuse > 1 else todo
+        units = longest_first(spec, groups)
         search_alg, num_samples = None, 1
     else:
         from study.search import optuna_searcher
@@ -179,7 +175,7 @@ def execute(
         search_alg, completed = optuna_searcher(spec, study, study_dir / OPTUNA_DB)
         total = spec.search.num_samples
         todo = list(range(max(0, total - completed)))
-        param_space, num_samples = {}, len(todo)
+        num_samples = len(todo)
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     if todo:
@@ -197,8 +193,7 @@ def execute(
 
         callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TrackingCallback(study_dir, uri, study),
                      ProgressCallback(total, already_done=total - len(todo))]  # fmt: skip
-        if spec.search.kind == "grid":
-            param_space["variant"] = tune.grid_search(param_space["variant"])
+        param_space = {"base": spec.base_config(), "variant": tune.grid_search(units)} if units else {}
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
         trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives)
         resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}

@@ -19,6 +19,13 @@ class SpecError(ValueError):
     """An invalid study spec; the message names the field path and the reason."""
 
 
+def _each(values: list | None, ok, message: str) -> list | None:
+    """A grid axis's values, unless one fails `ok` (then `message`)."""
+    if values and not all(ok(v) for v in values):
+        raise ValueError(message)
+    return values
+
+
 class Strict(BaseModel):
     # NaN/infinity pass `gt`/`ge` checks unnoticed and break a trial later (an angle's metric name, a rate)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -46,30 +53,22 @@ class MethodSpec(Strict):
     @field_validator("seeds")
     @classmethod
     def _non_negative_seeds(cls, values: list[int] | None) -> list[int] | None:
-        if values and any(v < 0 for v in values):
-            raise ValueError("seeds must be >= 0")
-        return values
+        return _each(values, lambda v: v >= 0, "seeds must be >= 0")
 
     @field_validator("gate_sharpness")
     @classmethod
     def _positive_sharpness(cls, values: list[float] | None) -> list[float] | None:
-        if values and any(v <= 0 for v in values):
-            raise ValueError("every gate sharpness s must be > 0")
-        return values
+        return _each(values, lambda v: v > 0, "every gate sharpness s must be > 0")
 
     @field_validator("sparsity_weight")
     @classmethod
     def _non_negative_lambda(cls, values: list[float] | None) -> list[float] | None:
-        if values and any(v < 0 for v in values):
-            raise ValueError("every sparsity weight lambda must be >= 0")
-        return values
+        return _each(values, lambda v: v >= 0, "every sparsity weight lambda must be >= 0")
 
     @field_validator("lora_rank", "lora_alpha")
     @classmethod
     def _positive(cls, values: list[float] | None) -> list[float] | None:
-        if values and any(v <= 0 for v in values):
-            raise ValueError("every value must be > 0")
-        return values
+        return _each(values, lambda v: v > 0, "every value must be > 0")
 
     @field_validator("seeds", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha")
     @classmethod
@@ -154,9 +153,7 @@ class StudySpec(Strict):
     def _unique_seeds(cls, values: list[int]) -> list[int]:
         if len(set(values)) != len(values):
             raise ValueError("duplicate seeds")
-        if any(v < 0 for v in values):
-            raise ValueError("seeds must be >= 0")
-        return values
+        return _each(values, lambda v: v >= 0, "seeds must be >= 0")
 
     @field_validator("methods")
     @classmethod

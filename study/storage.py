@@ -55,8 +55,11 @@ class FoundationStore:
     """Foundations trained once per key and shared by every trial with that key.
 
     A file lock makes concurrent trials on any node wait for the one that trains it; a
-    process that runs several trials (actor reuse) keeps the loaded ones in memory.
+    process that runs several trials (actor reuse) keeps the last few it used in memory, enough
+    for a fused group's seeds (a default MLP's foundation is 0.5 MB).
     """
+
+    KEEP = 8
 
     def __init__(self, study_dir: Path):
         self.folder = Path(study_dir) / "foundations"
@@ -68,6 +71,7 @@ class FoundationStore:
     def get(self, config: TrialConfig, modes: dict[float, Mode]) -> MLP:
         key = foundation_key(config)
         if key in self._loaded:
+            self._loaded[key] = self._loaded.pop(key)  # most recently used last
             return self._loaded[key]
         device = next(iter(modes.values())).train_x.device
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,9 @@ class FoundationStore:
             else:
                 model = train_foundation(config, modes)
                 save_foundation(model, self.path(key))
-        self._loaded = {key: model}  # one study at a time per process: keep memory flat
+        self._loaded[key] = model
+        while len(self._loaded) > self.KEEP:  # keep memory flat: drop the longest unused
+            del self._loaded[next(iter(self._loaded))]
         return model
 
 

@@ -41,6 +41,18 @@ def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any
     return {"method": config.method, "seed": config.seed} | own | overrides
 
 
+def _store(study_dir: str) -> FoundationStore:
+    if study_dir not in _stores:
+        _stores[study_dir] = FoundationStore(Path(study_dir))
+    return _stores[study_dir]
+
+
+def _record(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[str, Any]:
+    """The ledger's config.json of a trial: what ran, its name and results-table columns."""
+    return {"variant": variant, "run_name": run_name(variant), "config": config.model_dump(),
+            "columns": table_columns(config, variant)} | extra  # fmt: skip
+
+
 def member_report(key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool) -> dict:
     report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused,
                         "columns": table_columns(config, variant)}  # fmt: skip
@@ -56,17 +68,16 @@ def train_group(base: dict[str, Any], members: list[dict[str, Any]], study_dir: 
 
     configs = [parse_config(base | member) for member in members]
     keys, ledger = [trial_key(c) for c in configs], TrialLedger(Path(study_dir))
-    todo = [i for i, key in enumerate(keys) if ledger.finished(key) is None]
+    found = [ledger.finished(key) for key in keys]
+    todo = [i for i, metrics in enumerate(found) if metrics is None]
     if todo:
-        store = _stores.setdefault(study_dir, FoundationStore(Path(study_dir)))
-        results = run_fused([configs[i] for i in todo], foundation=store.get,
+        results = run_fused([configs[i] for i in todo], foundation=_store(study_dir).get,
                             artifact_dirs=[ledger.trial_dir(keys[i]) for i in todo])  # fmt: skip
         node = ray.get_runtime_context().get_node_id()
         for i, metrics in zip(todo, results, strict=True):
-            record = {"variant": members[i], "run_name": run_name(members[i]), "config": configs[i].model_dump(),
-                      "columns": table_columns(configs[i], members[i]), "fused_with": len(todo)}  # fmt: skip
-            ledger.record(keys[i], record, metrics | {"node_id": node})
-    reports = [member_report(keys[i], members[i], configs[i], ledger.finished(keys[i]), i not in todo)
+            found[i] = metrics | {"node_id": node}
+            ledger.record(keys[i], _record(members[i], configs[i], fused_with=len(todo)), found[i])
+    reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo)
                for i in range(len(members))]  # fmt: skip
     return {"members": reports, "member_keys": keys, "fused": len(members)}
 
@@ -81,12 +92,9 @@ def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, .
     metrics = ledger.finished(key)
     reused = metrics is not None
     if metrics is None:
-        store = _stores.setdefault(study_dir, FoundationStore(Path(study_dir)))
-        metrics = run_trial(trial_config, foundation=store.get, artifact_dir=ledger.trial_dir(key))
+        metrics = run_trial(trial_config, foundation=_store(study_dir).get, artifact_dir=ledger.trial_dir(key))
         metrics["node_id"] = ray.get_runtime_context().get_node_id()
-        record = {"variant": variant, "run_name": run_name(variant), "config": trial_config.model_dump(),
-                  "columns": table_columns(trial_config, variant)}  # fmt: skip
-        ledger.record(key, record, metrics)
+        ledger.record(key, _record(variant, trial_config), metrics)
     report = member_report(key, variant, trial_config, metrics, reused)
     missing = [name for name in objectives if name not in report]
     if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value
