@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainables.config import PROTOCOL_FIELDS, VALIDATION_PREFIX
+
 # Columns that are neither configuration nor metric: identity and outcome of a trial.
 BOOKKEEPING_COLUMNS = ("trial_id", "run_name", "seed", "status", "error", "diverged_at_step")
 METRIC_COLUMNS = (
     "trainable_params",
     "high_activation_ratio",
     "active_ratio",
+    "strong_activation_ratio",
     "mean_gate",
     "final_loss",
     "train_seconds",
@@ -38,8 +41,25 @@ METHOD_ORDER = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "l
 
 
 def is_metric(column: str) -> bool:
-    """Metric columns: the fixed names of the trial contract plus one `acc_<mode>` per mode."""
-    return column in METRIC_COLUMNS or bool(_ACCURACY.match(column))
+    """Metric columns: the fixed names of the trial contract plus one `acc_<mode>` per mode,
+    each also under the validation prefix (`val_acc_45`, `val_high_activation_ratio`)."""
+    name = str(column).removeprefix(VALIDATION_PREFIX)
+    return name in METRIC_COLUMNS or bool(_ACCURACY.match(name))
+
+
+def is_validation_metric(column: str) -> bool:
+    """A metric measured on the validation split: the only kind a selection may read."""
+    return str(column).startswith(VALIDATION_PREFIX) and is_metric(column)
+
+
+def is_accuracy(metric: str) -> bool:
+    """`acc_<mode>` or `acc_<mode>_hard`, test or validation."""
+    return bool(_ACCURACY.match(str(metric).removeprefix(VALIDATION_PREFIX)))
+
+
+def protocol_columns(table: pd.DataFrame) -> list[str]:
+    """The protocol fields (`trainables.config.PROTOCOL_FIELDS`) the table has; old studies have none."""
+    return [c for c in PROTOCOL_FIELDS if c in table.columns]
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:

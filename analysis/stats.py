@@ -18,20 +18,41 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from analysis.reference import PAPER
 from analysis.results import (
     config_columns,
     configuration_ids,
     configuration_labels,
+    is_validation_metric,
     metric_columns,
     ok_rows,
     sort_configurations,
 )
+from trainables.config import TrialConfig, accuracy_name, validation_name
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+# The mode a method is specialised to (representatives are the best on its validation accuracy),
+# and the original mode whose retention the paper reports: the trial contract's defaults.
+TARGET_ANGLE: float = TrialConfig.model_fields["target_angle"].default
+RETENTION_ANGLE: float = next(a for a in TrialConfig.model_fields["angles"].default_factory() if a != TARGET_ANGLE)
 # The paper's table reports LoRA at rank 8: when a study sweeps the rank, that is the LoRA to
-# set beside the paper and to judge its claims with.
-PAPER_SETTINGS: Mapping[str, Mapping[str, Any]] = {"lora": {"lora_rank": 8}}
+# set beside the paper and to judge its claims with (the reference's `settings`).
+PAPER_SETTINGS: Mapping[str, Mapping[str, Any]] = PAPER.settings()
+
+
+class SelectionError(ValueError):
+    """A selection was asked to read a test metric: choices read validation metrics only."""
+
+
+def selection_metric(metric: str | None, target: float = TARGET_ANGLE) -> str:
+    """The metric a choice reads: `metric` if it is a validation metric, by default the target
+    mode's validation accuracy (`val_acc_45`). A test metric is refused, never used: test
+    metrics are only reported (DESIGN.md, "Select on validation, report on test")."""
+    metric = metric or accuracy_name(target, validation=True)
+    if not is_validation_metric(metric):
+        raise SelectionError(f"selection reads validation metrics only; {metric!r} is not one (e.g. val_acc_45)")
+    return metric
 
 
 def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
@@ -82,16 +103,22 @@ def seed_statistics(
 
 
 def best_configuration(
-    stats: pd.DataFrame, method: str, metric: str = "acc_45", prefer: Mapping[str, Any] | None = None
+    stats: pd.DataFrame,
+    method: str,
+    metric: str | None = None,
+    prefer: Mapping[str, Any] | None = None,
+    target: float = TARGET_ANGLE,
 ) -> pd.Series | None:
-    """The configuration of `method` with the highest seed mean of `metric`.
+    """The configuration of `method` with the highest seed mean of the validation `metric`
+    (default: validation accuracy on the `target` mode, `val_acc_45`).
 
     With several configurations (a sweep over s or lambda) one must stand for the method; the
-    best by mean is the natural choice for "what can the method reach", at the price of a
-    mild optimistic selection bias that the report states. `prefer` narrows the choice to
-    matching settings first (e.g. LoRA rank 8) when any match.
+    best on validation is "what the method reaches" without the optimistic bias of picking on
+    the test digits it is then reported on. `prefer` narrows the choice to matching settings
+    first (e.g. LoRA rank 8) when any match. None when the table has no such validation metric
+    (an old study): selection never falls back to test metrics.
     """
-    mean = f"{metric}_mean"
+    mean = f"{selection_metric(metric, target)}_mean"
     if "method" not in stats.columns or mean not in stats.columns:
         return None
     candidates = stats[(stats["method"] == method) & stats[mean].notna()]
@@ -108,9 +135,14 @@ def best_configuration(
 
 
 def representatives(
-    stats: pd.DataFrame, metric: str = "acc_45", prefer: Mapping[str, Mapping[str, Any]] = PAPER_SETTINGS
+    stats: pd.DataFrame,
+    metric: str | None = None,
+    prefer: Mapping[str, Mapping[str, Any]] = PAPER_SETTINGS,
+    target: float = TARGET_ANGLE,
 ) -> pd.DataFrame:
-    """One configuration per method (see `best_configuration`), indexed by method."""
+    """One configuration per method (see `best_configuration`), indexed by method; empty when
+    the table has no validation metric to choose by."""
+    metric = selection_metric(metric, target)
     chosen = {}
     for method in stats["method"].unique() if "method" in stats.columns else []:
         best = best_configuration(stats, method, metric, prefer.get(method))
@@ -144,9 +176,11 @@ def paired_comparisons(
 ) -> pd.DataFrame:
     """Every other configuration against the reference method, paired by seed.
 
-    The reference is the reference method's best configuration by seed mean of `select_by`
-    (default: `metric`; see `best_configuration`), so comparing retention (`acc_0`) against the
-    configuration chosen for target accuracy is `metric="acc_0", select_by="acc_45"`. Every other
+    The reference is the reference method's best configuration by seed mean of the validation
+    metric `select_by` (default: the validation twin of `metric`; see `best_configuration`), so
+    comparing retention (`acc_0`) against the configuration chosen for target accuracy is
+    `metric="acc_0", select_by="val_acc_45"`. A table without that validation metric (an old
+    study) has no reference, hence an empty table: never a reference chosen on test. Every other
     configuration (of any method, including the reference
     method's other settings) is compared with it on the seeds both have finished. Columns
     (`COMPARISON_COLUMNS`): `mean_diff` is configuration minus reference, `ci_low`/`ci_high` its
@@ -155,7 +189,7 @@ def paired_comparisons(
     reference gives an empty table.
     """
     columns = config_columns(df)
-    select_by = select_by or metric
+    select_by = selection_metric(select_by or validation_name(metric))
     if metric not in df.columns or select_by not in df.columns:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     stats = seed_statistics(df, list(dict.fromkeys([metric, select_by])), columns)

@@ -1,147 +1,268 @@
-"""The paper's claims (PAPER.md, "Claims") checked against this study's seed means.
+"""The paper's claims (PAPER.md, "Claims") checked against this study, strictly.
 
-Each method is represented by one configuration (`analysis.stats.representatives`: the best
-by mean target accuracy, LoRA at the paper's rank 8 when the study has it). A claim is
-"not testable" when the study lacks a method or metric it needs, never silently passed.
-The checks are on means, as the paper's table is; the significance table beside them says
-which gaps the seeds can resolve.
+Each method is represented by one configuration, chosen on validation accuracy
+(`analysis.stats.representatives`, LoRA at the reference's rank 8 when the study has it); the
+verdicts read its test metrics. A claim is a baseline-relative difference between two method
+means, ours against the reference's:
+- `reproduced`: the claim's direction holds for ours AND |ours - reference| <= tolerance;
+- `direction only`: the direction holds, the size does not;
+- `not reproduced`: the direction fails;
+- `not testable`: a method or metric it needs is missing (never silently passed).
+Tolerance = 2 * sqrt(sigma_ours^2 + sigma_ref^2), where the sigma of a difference of two means
+is sqrt(sigma_a^2 + sigma_b^2) from each table's seed stds (a missing std counts as 0, which
+only narrows the tolerance). Every verdict carries its rule and its numbers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from analysis.stats import representatives
+from analysis.fidelity import as_reference
+from analysis.protocols import single_protocol
+from analysis.reference import Reference
+from analysis.stats import RETENTION_ANGLE, TARGET_ANGLE, representatives
+from trainables.config import accuracy_name
 
 REPRODUCED = "reproduced"
+DIRECTION_ONLY = "direction only"
 NOT_REPRODUCED = "not reproduced"
-NOT_TESTABLE = "not testable with this study"
+NOT_TESTABLE = "not testable"
+VERDICTS = (REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED, NOT_TESTABLE)
 
-RETENTION_TOLERANCE = 0.02  # accuracy on the original mode TauGate may lose and still "keep" it
 PARAMETER_RATIO = (10.0, 40.0)  # what "~20x the parameters" accepts (the paper's is 10448/512 = 20.4)
 SPARSITY_CEILING = 0.5  # "a minority of units strongly active"
+SPARSITY_TOLERANCE = 0.05  # a ratio within reference +- this reproduces the paper's 0.28
+RATIO = "high_activation_ratio"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One claim, the test applied to it, the outcome and the numbers behind it."""
+    """One claim, the rule applied (numbers compared and tolerance), the outcome, the numbers,
+    and whether it involves a method held out of a calibration (then it is a prediction)."""
 
     claim: str
-    check: str
+    rule: str
     verdict: str
-    evidence: str
+    numbers: str
+    prediction: bool = False
 
 
 class _Missing(Exception):
-    """A method or metric the check needs is absent from the study."""
+    """A method or metric the check needs is absent from the study or the reference."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference of two method means, ours and the reference's, with the sigma of each."""
+
+    text: str  # "TauGate - Frozen acc_45"
+    ours: float
+    ours_sigma: float
+    reference: float
+    reference_sigma: float
+    numbers: str
+
+    @property
+    def tolerance(self) -> float:
+        return 2 * math.hypot(self.ours_sigma, self.reference_sigma)
+
+    def judge(self, direction: str) -> str:
+        if not _holds(self.ours, direction):
+            return NOT_REPRODUCED
+        return REPRODUCED if abs(self.ours - self.reference) <= self.tolerance else DIRECTION_ONLY
+
+    def rule(self, direction: str) -> str:
+        return (
+            f"{self.text} {direction} 0, and |ours - reference| <= 2·sqrt(σ_ours² + σ_ref²) = {self.tolerance:.3f} "
+            f"(σ of a difference = sqrt(σ_a² + σ_b²) of the seed stds)"
+        )
+
+    def describe(self) -> str:
+        return (
+            f"ours {self.ours:+.3f} (σ {self.ours_sigma:.3f}), reference {self.reference:+.3f} "
+            f"(σ {self.reference_sigma:.3f}), gap {self.ours - self.reference:+.3f}; {self.numbers}"
+        )
+
+
+def _holds(value: float, direction: str) -> bool:
+    return {">": value > 0, ">=": value >= 0, "<": value < 0}[direction]
 
 
 class _Means:
-    """Seed means of the representative configurations, raising `_Missing` for absent ones."""
+    """Our representatives' seed statistics and the reference's cells, raising `_Missing`."""
 
-    def __init__(self, stats: pd.DataFrame) -> None:
-        self.chosen = representatives(stats) if not stats.empty else pd.DataFrame()
+    def __init__(self, chosen: pd.DataFrame, reference: Reference, why_empty: str) -> None:
+        self.chosen, self.reference, self.why_empty = chosen, reference, why_empty
 
-    def __call__(self, method: str, metric: str) -> float:
+    def ours(self, method: str, metric: str) -> tuple[float, float]:
+        """(mean, std) of our representative; a std undefined for one seed counts as 0."""
         if method not in self.chosen.index:
-            raise _Missing(f"no finished {method} trials")
-        value = self.chosen.loc[method].get(f"{metric}_mean", math.nan)
-        if value is None or not math.isfinite(float(value)):
+            raise _Missing(self.why_empty or f"no finished {method} trials")
+        row = self.chosen.loc[method]
+        mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan)
+        if mean is None or not math.isfinite(float(mean)):
             raise _Missing(f"no {metric} for {method}")
-        return float(value)
+        return float(mean), float(std) if std is not None and math.isfinite(float(std)) else 0.0
+
+    def ref(self, method: str, metric: str) -> tuple[float, float]:
+        cell = self.reference.cell(method, metric)
+        if cell is None:
+            raise _Missing(f"the reference {self.reference.name} has no {metric} for {method}")
+        return cell.mean, cell.std or 0.0
 
     def describe(self, method: str, metric: str) -> str:
         row = self.chosen.loc[method]
-        std = row.get(f"{metric}_std", math.nan)
-        spread = f" ± {float(std):.3f}" if std is not None and math.isfinite(float(std)) else ""
-        return f"{row['label']} {metric} = {float(row[f'{metric}_mean']):.3f}{spread} (n={int(row[f'{metric}_n'])})"
+        mean, std = self.ours(method, metric)
+        return f"{row['label']} {metric} = {mean:.3f} ± {std:.3f} (n={int(row[f'{metric}_n'])})"
+
+    def difference(self, a: str, b: str, metric: str) -> Difference:
+        (oa, sa), (ob, sb) = self.ours(a, metric), self.ours(b, metric)
+        (ra, qa), (rb, qb) = self.ref(a, metric), self.ref(b, metric)
+        numbers = f"{self.describe(a, metric)}; {self.describe(b, metric)}"
+        return Difference(f"{self.name(a)} - {self.name(b)} {metric}", oa - ob, math.hypot(sa, sb), ra - rb,
+                          math.hypot(qa, qb), numbers)  # fmt: skip
+
+    def name(self, method: str) -> str:
+        row = self.reference.methods.get(method)
+        return row.label if row else method
 
 
-def _taugate_beats_frozen(means: _Means) -> tuple[bool, str]:
-    gain = means("taugate", "acc_45") - means("frozen", "acc_45")
-    evidence = f"{means.describe('taugate', 'acc_45')}; {means.describe('frozen', 'acc_45')}; gain {gain:+.3f}"
-    return gain > 0, evidence
+# A check returns (rule, verdict, numbers) and names the methods it involves.
+Check = Callable[[_Means], tuple[str, str, str]]
 
 
-def _taugate_retains(means: _Means) -> tuple[bool, str]:
-    change = means("taugate", "acc_0") - means("frozen", "acc_0")
-    evidence = f"{means.describe('taugate', 'acc_0')}; {means.describe('frozen', 'acc_0')}; change {change:+.3f}"
-    return change >= -RETENTION_TOLERANCE, evidence
+def _difference_claim(a: str, b: str, angle: float, direction: str) -> Check:
+    def check(means: _Means) -> tuple[str, str, str]:
+        diff = means.difference(a, b, accuracy_name(angle))
+        return diff.rule(direction), diff.judge(direction), diff.describe()
+
+    return check
 
 
-def _lora_buys_accuracy_with_parameters(means: _Means) -> tuple[bool, str]:
-    gain = means("lora", "acc_45") - means("taugate", "acc_45")
-    taugate_params = means("taugate", "trainable_params")
-    ratio = means("lora", "trainable_params") / taugate_params if taugate_params else math.inf
-    evidence = (
-        f"{means.describe('lora', 'acc_45')}; {means.describe('taugate', 'acc_45')}; "
-        f"gain {gain:+.3f} for {ratio:.1f}x the parameters"
+def _lora_buys_accuracy_with_parameters(angle: float) -> Check:
+    return lambda means: _lora_check(means, accuracy_name(angle))
+
+
+def _lora_check(means: _Means, metric: str) -> tuple[str, str, str]:
+    diff = means.difference("lora", "taugate", metric)
+    lora, taugate = means.ours("lora", "trainable_params")[0], means.ours("taugate", "trainable_params")[0]
+    ratio = lora / taugate if taugate else math.inf
+    expected = {m: means.reference.methods[m].trainable_params for m in ("lora", "taugate")}
+    exact = all(count is None or count == ours for count, ours in zip(expected.values(), (lora, taugate), strict=True))
+    low, high = PARAMETER_RATIO
+    if diff.judge(">") == NOT_REPRODUCED or not low <= ratio <= high:
+        verdict = NOT_REPRODUCED
+    else:
+        verdict = REPRODUCED if diff.judge(">") == REPRODUCED and exact else DIRECTION_ONLY
+    rule = (
+        f"{diff.rule('>')}; and LoRA/TauGate parameters within {low:g}-{high:g}x "
+        f"(reproduced also needs the reference's exact counts)"
     )
-    return gain >= 0 and PARAMETER_RATIO[0] <= ratio <= PARAMETER_RATIO[1], evidence
+    counts = f"parameters {lora:.0f} / {taugate:.0f} = {ratio:.1f}x (reference {expected['lora']} / {expected['taugate']})"
+    return rule, verdict, f"{diff.describe()}; {counts}"
 
 
-def _full_wins_target_but_forgets(means: _Means) -> tuple[bool, str]:
-    full = means("full", "acc_45")
-    others = {m: means.chosen.loc[m, "acc_45_mean"] for m in means.chosen.index if m != "full"}
-    others = {m: float(v) for m, v in others.items() if v is not None and math.isfinite(float(v))}
-    if not others:
+def _full_wins_target(angle: float) -> Check:
+    return lambda means: _full_check(means, accuracy_name(angle))
+
+
+def _full_check(means: _Means, metric: str) -> tuple[str, str, str]:
+    """Full minus the best other method on the target mode, among methods both tables have."""
+    others = [m for m in means.reference.methods if m != "full" and m in means.chosen.index]
+    ours = {m: means.ours(m, metric)[0] for m in others if _has(means, m, metric)}
+    if not ours:
         raise _Missing("no other method to compare full fine-tuning with")
-    runner_up = max(others, key=others.get)
-    forgetting = means("full", "acc_0") - means("frozen", "acc_0")
-    evidence = (
-        f"{means.describe('full', 'acc_45')} vs best other {runner_up} {others[runner_up]:.3f}; "
-        f"{means.describe('full', 'acc_0')} vs {means.describe('frozen', 'acc_0')} ({forgetting:+.3f})"
+    ours_best = max(ours, key=ours.get)
+    ref_best = max(ours, key=lambda m: means.ref(m, metric)[0])
+    (of, sf), (ob, sb) = means.ours("full", metric), means.ours(ours_best, metric)
+    (rf, qf), (rb, qb) = means.ref("full", metric), means.ref(ref_best, metric)
+    diff = Difference(
+        f"Full FT - best other {metric}", of - ob, math.hypot(sf, sb), rf - rb, math.hypot(qf, qb),
+        f"{means.describe('full', metric)}; best other: ours {means.describe(ours_best, metric)}, "
+        f"reference {means.name(ref_best)} {rb:.3f}",
+    )  # fmt: skip
+    return diff.rule(">"), diff.judge(">"), diff.describe()
+
+
+def _has(means: _Means, method: str, metric: str) -> bool:
+    try:
+        means.ours(method, metric)
+        means.ref(method, metric)
+    except _Missing:
+        return False
+    return True
+
+
+def _taugate_partially_sparse(means: _Means) -> tuple[str, str, str]:
+    ours, std = means.ours("taugate", RATIO)
+    reference = means.ref("taugate", RATIO)[0]
+    if abs(ours - reference) <= SPARSITY_TOLERANCE:
+        verdict = REPRODUCED
+    else:
+        verdict = DIRECTION_ONLY if 0 < ours < SPARSITY_CEILING else NOT_REPRODUCED
+    rule = (
+        f"TauGate {RATIO} (hard gate on, z > tau) within {reference:.2f} ± {SPARSITY_TOLERANCE}; "
+        f"0 < ratio < {SPARSITY_CEILING} but outside: direction only"
     )
-    return full > others[runner_up] and forgetting < 0, evidence
+    return rule, verdict, f"{means.describe('taugate', RATIO)}; reference {reference:.2f}"
 
 
-def _taugate_partially_sparse(means: _Means) -> tuple[bool, str]:
-    ratio = means("taugate", "high_activation_ratio")
-    return 0 < ratio < SPARSITY_CEILING, f"{means.describe('taugate', 'high_activation_ratio')} (paper: 0.28)"
+def claims(
+    baseline: str, target: float = TARGET_ANGLE, original: float = RETENTION_ANGLE
+) -> tuple[tuple[str, tuple[str, ...], Check], ...]:
+    """(claim, methods involved, check) per claim of the paper, against `baseline`, with
+    `target` the specialised mode and `original` the mode whose retention is checked."""
+    return (
+        ("TauGate improves the rotated mode over the frozen base", ("taugate", baseline),
+         _difference_claim("taugate", baseline, target, ">")),
+        ("TauGate keeps the original mode", ("taugate", baseline),
+         _difference_claim("taugate", baseline, original, ">=")),
+        ("LoRA buys a little more accuracy with ~20x the parameters", ("lora", "taugate"),
+         _lora_buys_accuracy_with_parameters(target)),
+        ("Full fine-tuning wins the target mode", ("full",), _full_wins_target(target)),
+        ("Full fine-tuning forgets some of the original mode", ("full", baseline),
+         _difference_claim("full", baseline, original, "<")),
+        ("TauGate shows partial activation sparsity (ratio 0.28)", ("taugate",), _taugate_partially_sparse),
+        ("BitFit keeps the original mode", ("bitfit", baseline),
+         _difference_claim("bitfit", baseline, original, ">=")),
+        ("LoRA keeps the original mode", ("lora", baseline), _difference_claim("lora", baseline, original, ">=")),
+    )  # fmt: skip
 
 
-CLAIMS: tuple[tuple[str, str, Callable[[_Means], tuple[bool, str]]], ...] = (
-    (
-        "TauGate improves the rotated mode over the frozen base",
-        "TauGate acc_45 > Frozen acc_45",
-        _taugate_beats_frozen,
-    ),
-    (
-        "TauGate keeps the original mode",
-        f"TauGate acc_0 >= Frozen acc_0 - {RETENTION_TOLERANCE} (a gain is not a loss of retention)",
-        _taugate_retains,
-    ),
-    (
-        "LoRA buys a little more accuracy with ~20x the parameters",
-        f"LoRA acc_45 >= TauGate acc_45 with {PARAMETER_RATIO[0]:g}-{PARAMETER_RATIO[1]:g}x its parameters",
-        _lora_buys_accuracy_with_parameters,
-    ),
-    (
-        "Full fine-tuning wins the target mode but forgets the original",
-        "Full FT has the highest acc_45 of all methods and acc_0 < Frozen acc_0",
-        _full_wins_target_but_forgets,
-    ),
-    (
-        "TauGate shows partial activation sparsity (ratio 0.28)",
-        f"0 < TauGate high_activation_ratio < {SPARSITY_CEILING}",
-        _taugate_partially_sparse,
-    ),
-)
-
-
-def check_claims(stats: pd.DataFrame) -> list[Verdict]:
-    """A verdict per paper claim, from a `seed_statistics` table (all configurations)."""
-    means = _Means(stats)
+def check_claims(
+    stats: pd.DataFrame,
+    reference: Reference | str | Path = "paper",
+    held_out: Sequence[str] = (),
+    protocol: Mapping[str, Any] | None = None,
+    target: float = TARGET_ANGLE,
+    original: float = RETENTION_ANGLE,
+) -> list[Verdict]:
+    """A verdict per claim (`claims`), from a `seed_statistics` table of one protocol
+    (`protocol` picks one from a table holding several). Claims involving a `held_out` method
+    are marked as predictions. Representatives are chosen on validation; a table without
+    validation metrics has none, and every claim is then not testable, saying why."""
+    reference = as_reference(reference)
+    chosen, why_empty = pd.DataFrame(), "no finished trials"
+    if not stats.empty:
+        _, stats = single_protocol(stats, protocol)
+        chosen = representatives(stats, prefer=reference.settings(), target=target)
+        selection = accuracy_name(target, validation=True)
+        if f"{selection}_mean" not in stats.columns:
+            why_empty = f"no representative: selection needs validation metrics ({selection}); rerun the study"
+    means = _Means(chosen, reference, why_empty if chosen.empty else "")
     verdicts = []
-    for claim, check, test in CLAIMS:
+    for claim, methods, check in claims(reference.baseline, target, original):
+        prediction = any(m in held_out for m in methods)
         try:
-            holds, evidence = test(means)
+            rule, verdict, numbers = check(means)
         except _Missing as missing:
-            verdicts.append(Verdict(claim, check, NOT_TESTABLE, str(missing)))
+            verdicts.append(Verdict(claim, "needs " + ", ".join(methods), NOT_TESTABLE, str(missing), prediction))
             continue
-        verdicts.append(Verdict(claim, check, REPRODUCED if holds else NOT_REPRODUCED, evidence))
+        verdicts.append(Verdict(claim, rule, verdict, numbers, prediction))
     return verdicts

@@ -1,0 +1,123 @@
+"""Reference tables: what a study's numbers are compared with (the paper's table, or a user's).
+
+A reference is a small YAML file: its name, the baseline method that differences are taken
+from (the paper's: frozen), and per method a label, optionally its trainable parameter count
+and the configuration settings the row stands for (LoRA at rank 8), and its cells
+`{metric: {mean, std}}`. The paper's own table ships as `references/paper.yaml` and goes
+through the same loader as a user's file, so there is one source for its numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from analysis.results import is_accuracy, is_metric
+from trainables.config import VALIDATION_PREFIX
+
+REFERENCES = Path(__file__).parent / "references"
+
+
+class ReferenceError(ValueError):
+    """An unreadable or invalid reference file. The message names the offending field."""
+
+
+class Cell(BaseModel):
+    """One number of the reference: a seed mean and, when the source gives it, the seed std."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float | None = Field(None, ge=0)
+
+    @field_validator("mean")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class ReferenceMethod(BaseModel):
+    """One row of the reference table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    trainable_params: int | None = Field(None, ge=0)
+    settings: dict[str, Any] = Field(default_factory=dict, description="config values the row stands for")
+    cells: dict[str, Cell] = Field(default_factory=dict)
+
+    @field_validator("cells")
+    @classmethod
+    def _metric_names(cls, cells: dict[str, Cell]) -> dict[str, Cell]:
+        for metric in cells:
+            if metric.startswith(VALIDATION_PREFIX) or not is_metric(metric):
+                raise ValueError(f"{metric!r} is not a test metric name (e.g. acc_45, high_activation_ratio)")
+        return cells
+
+
+class Reference(BaseModel):
+    """A reference table (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str = ""
+    baseline: str
+    methods: dict[str, ReferenceMethod] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _baseline_is_a_method(self) -> Reference:
+        if self.baseline not in self.methods:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of methods ({', '.join(self.methods)})")
+        return self
+
+    def accuracy_metrics(self) -> list[str]:
+        """The accuracy metrics the reference has, in first-seen order (acc_0, acc_45 for the paper)."""
+        names = [m for row in self.methods.values() for m in row.cells if is_accuracy(m)]
+        return list(dict.fromkeys(names))
+
+    def cell(self, method: str, metric: str) -> Cell | None:
+        row = self.methods.get(method)
+        return row.cells.get(metric) if row else None
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """The settings each method's row stands for (for `analysis.stats.representatives`)."""
+        return {method: row.settings for method, row in self.methods.items() if row.settings}
+
+
+def load_reference(name_or_path: str | Path) -> Reference:
+    """A shipped reference by name ("paper") or a YAML file by path; `ReferenceError` naming
+    the field when the file is invalid."""
+    path = Path(name_or_path)
+    if not path.suffix and (REFERENCES / f"{name_or_path}.yaml").is_file():
+        path = REFERENCES / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in REFERENCES.glob("*.yaml")))
+        raise ReferenceError(f"reference {str(name_or_path)!r}: no such file, and not a shipped one ({shipped})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ReferenceError(f"reference {path}: not valid YAML ({err})") from err
+    try:
+        return Reference.model_validate(raw)
+    except ValidationError as err:
+        raise ReferenceError(f"reference {path}: {_problems(err)}") from err
+
+
+def _problems(err: ValidationError) -> str:
+    """`methods.taugate.cells.acc_45.mean: Input should be a valid number`, one per problem."""
+    problems = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "file"
+        message = problem["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {'unknown field' if problem['type'] == 'extra_forbidden' else message}")
+    return "; ".join(problems)
+
+
+PAPER = load_reference("paper")
