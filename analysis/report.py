@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -23,9 +21,21 @@ from analysis import plots
 from analysis.interpret import RETENTION_MODE, TARGET_MODE, interpret_configurations
 from analysis.paper import COMPARISON_COLUMNS, PAPER_TABLE, comparison_rows
 from analysis.pareto import FRONTS, pareto_sets
+from analysis.protocols import within_protocol
 from analysis.results import config_columns, configuration_ids, failed_rows, format_value, is_missing, ok_rows
-from analysis.stats import best_configuration, paired_comparisons, representatives, seed_statistics
+from analysis.sections.common import FigureEntry, Table, fmt, mean_ci
+from analysis.sections.fidelity import PREDICTION, Calibration, Setting, budget_figure, fidelity_section, report_setting
+from analysis.sections.sparsity import sparsity_section
+from analysis.stats import (
+    RETENTION_ANGLE,
+    TARGET_ANGLE,
+    best_configuration,
+    paired_comparisons,
+    representatives,
+    seed_statistics,
+)
 from analysis.verdicts import check_claims
+from trainables.config import accuracy_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIGURES = "figures"
@@ -37,44 +47,27 @@ FRONT_TITLES = {
 }
 
 
-@dataclass
-class Table:
-    """A rendered table: text cells, and which rows to highlight (front members, significant)."""
-
-    id: str
-    columns: Sequence[str]
-    rows: list[list[str]] = field(default_factory=list)
-    highlight: list[bool] = field(default_factory=list)
-
-    def add(self, cells: Sequence[Any], highlight: bool = False) -> None:
-        self.rows.append([str(c) for c in cells])
-        self.highlight.append(bool(highlight))
-
-
-@dataclass
-class FigureEntry:
-    """A figure of the report, or the reason it is absent (the study lacks its data)."""
-
-    id: str
-    title: str
-    path: str | None  # relative to the report folder
-    missing: str = ""
-
-
 def write_report(
     df: pd.DataFrame,
     out_dir: Path | str,
     metadata: Mapping[str, Any] | None = None,
     gate_stats: Mapping[str, Mapping[str, Any]] | None = None,
     optuna_study: Any = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write `report.html`, `report.md`, `results.csv` and `figures/*.png` into `out_dir`.
 
     `df` is the results table (one row per trial, see `analysis.results`), `metadata` any
     JSON-able facts about the run (spec, versions, git commit, hardware, wall time), shown as
     given, `gate_stats` each trial's `gate_stats.json` keyed by trial id, `optuna_study` an
-    `optuna.Study` for the importance figure. Returns the paths by name: "html", "markdown",
-    "csv", "figures" (the folder) and "figure:<id>" for every figure written.
+    `optuna.Study` for the importance figure. `calibration` declares the study a calibration
+    against a reference: keys `reference` (shipped name or YAML path, default "paper"),
+    `held_out` (methods kept out of the fit, default ["taugate"]: their rows are predictions),
+    `sparsity_target` (a high-activation ratio to choose lambda for, or None) and
+    `sparsity_tolerance` (default 0.05). Without it the paper is the reference, and a study with
+    several protocols is still reported under the one chosen on validation with TauGate held out.
+    Returns the paths by name: "html", "markdown", "csv", "figures" (the folder) and
+    "figure:<id>" for every figure written.
     """
     if not (TEMPLATES / "report.html").is_file():
         raise FileNotFoundError(
@@ -83,7 +76,8 @@ def write_report(
         )
     out = Path(out_dir)
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
-    context = build_context(df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study)
+    setting = Calibration.from_mapping(calibration)
+    context = build_context(df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting)
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"], default=False),
@@ -106,10 +100,17 @@ def build_context(
     metadata: dict[str, Any],
     gate_stats: dict[str, Any],
     optuna_study: Any,
+    calibration: Calibration,
 ) -> dict[str, Any]:
-    """Everything the templates show, computed once (figures are written on the way)."""
+    """Everything the templates show, computed once (figures are written on the way).
+
+    Representatives (paper table, verdicts, fidelity, sparsity, significance, heatmaps) are
+    chosen on validation metrics within the report's protocol (`report_setting`); Pareto fronts,
+    sensitivity and the all-configurations table describe every configuration on test metrics."""
     stats = seed_statistics(df)
-    chosen = representatives(stats) if not stats.empty else pd.DataFrame()
+    setting = report_setting(stats, calibration)
+    chosen = representatives(setting.stats, prefer=setting.reference.settings())
+    protocol_df = within_protocol(df, setting.protocol) if setting.protocol is not None else df.iloc[0:0]
     figures: list[FigureEntry] = []
 
     def figure(fid: str, title: str, draw: Callable[[Path], Path | None], missing: str) -> FigureEntry:
@@ -156,7 +157,10 @@ def build_context(
         lambda path: plots.plot_accuracy_vs_params(stats, path),
         "needs at least two configurations with finished trials",
     )
-    interpretability = interpretability_section(df, stats, gate_stats, figure)
+    fidelity = fidelity_section(stats, setting, figure)
+    sparsity = sparsity_section(setting, figure)
+    budget = budget_figure(stats, setting, figure, accuracy_name(RETENTION_ANGLE))
+    interpretability = interpretability_section(df, stats, setting.stats, gate_stats, figure)
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",
@@ -176,13 +180,20 @@ def build_context(
             "methods": ", ".join(map(str, stats["method"].unique())) if "method" in stats else "",
             "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
         },
-        "paper_table": paper_table(df, stats, chosen),
-        "verdicts": check_claims(stats),
+        "selection_note": selection_note(stats),
+        "paper_table": paper_table(df, chosen, setting),
+        "fidelity": fidelity,
+        "sparsity": sparsity,
+        "budget": budget,
+        "verdicts": check_claims(setting.stats, setting.reference, setting.held_out),
         "fronts": fronts,
         "efficiency": efficiency,
         "sensitivity": sensitivity,
         "statistics_table": statistics_table(stats),
-        "significance": [significance_table(df, "acc_45"), significance_table(df, "acc_0")],
+        "significance": [
+            significance_table(protocol_df, accuracy_name(TARGET_ANGLE)),
+            significance_table(protocol_df, accuracy_name(RETENTION_ANGLE)),
+        ],
         "interpretability": interpretability,
         "importances": importances,
         "failed_table": failed_table(failed, config_columns(df)),
@@ -191,28 +202,22 @@ def build_context(
     }
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number for a table cell; missing values are "-"."""
-    if value is None or (isinstance(value, float | np.floating) and not math.isfinite(float(value))):
-        return "-"
-    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(value) >= 100:
-        return f"{float(value):.0f}"
-    return f"{float(value):.{digits}f}" if isinstance(value, float | np.floating) else str(value)
+def selection_note(stats: pd.DataFrame) -> str:
+    """Empty when the study has validation metrics; else why nothing can be chosen (an old study)."""
+    selection = accuracy_name(TARGET_ANGLE, validation=True)
+    if stats.empty or f"{selection}_mean" in stats.columns:
+        return ""
+    return (
+        f"This study has no validation metrics ({selection}): each method's representative is chosen on validation "
+        "only, never on the test digits it is reported on, so it is undefined here. Selection needs validation "
+        "metrics: rerun the study."
+    )
 
 
-def mean_ci(row: Mapping[str, Any], metric: str, digits: int = 3) -> str:
-    """ "mean ± CI half-width" (just the mean when the CI is undefined, "-" when no value)."""
-    mean, ci = row.get(f"{metric}_mean"), row.get(f"{metric}_ci95")
-    if mean is None or not math.isfinite(float(mean)):
-        return "-"
-    if ci is None or not math.isfinite(float(ci)):
-        return f"{float(mean):.{digits}f}"
-    return f"{float(mean):.{digits}f} ± {float(ci):.{digits}f}"
-
-
-def paper_table(df: pd.DataFrame, stats: pd.DataFrame, chosen: pd.DataFrame) -> Table:
-    """`analysis.paper.comparison_rows` on each method's representative configuration: a sweep
-    of twenty TauGate settings would otherwise be averaged into one meaningless row."""
+def paper_table(df: pd.DataFrame, chosen: pd.DataFrame, setting: Setting) -> Table:
+    """`analysis.paper.comparison_rows` on each method's representative configuration (chosen
+    on validation; a sweep of twenty TauGate settings would otherwise be averaged into one
+    meaningless row). A method held out of a calibration is labelled a prediction."""
     ids = configuration_ids(df, config_columns(df)) if not df.empty else pd.Series(dtype=int)
     keep = ids.isin(chosen["config_id"].astype(int)) if not chosen.empty else pd.Series(False, index=df.index)
     records = [
@@ -221,8 +226,10 @@ def paper_table(df: pd.DataFrame, stats: pd.DataFrame, chosen: pd.DataFrame) -> 
     table = Table("paper-table", [*COMPARISON_COLUMNS, "our configuration (n seeds)"])
     for paper_row, cells in zip(PAPER_TABLE, comparison_rows(records), strict=True):
         ours = chosen.loc[paper_row.method] if paper_row.method in chosen.index else None
-        where = "not in this study" if ours is None else f"{ours['label']} (n={int(ours['acc_45_n'])})"
-        table.add([*cells, where])
+        n = f"{accuracy_name(TARGET_ANGLE)}_n"
+        where = "not in this study" if ours is None else f"{ours['label']} (n={int(ours[n])})"
+        role = setting.role(paper_row.method)
+        table.add([*cells, f"{where}; {role}" if role == PREDICTION else where], highlight=role == PREDICTION)
     return table
 
 
@@ -256,7 +263,8 @@ def statistics_table(stats: pd.DataFrame) -> Table:
 
 def significance_table(df: pd.DataFrame, metric: str) -> dict[str, Any]:
     # one reference for every metric: the TauGate configuration that represents TauGate elsewhere
-    comparisons = paired_comparisons(df, reference="taugate", metric=metric, select_by="acc_45")
+    select_by = accuracy_name(TARGET_ANGLE, validation=True)
+    comparisons = paired_comparisons(df, reference="taugate", metric=metric, select_by=select_by)
     reference = comparisons["reference"].iloc[0] if len(comparisons) else None
     table = Table(
         f"significance-table-{metric.replace('_', '-')}",
@@ -277,11 +285,16 @@ def significance_table(df: pd.DataFrame, metric: str) -> dict[str, Any]:
 
 
 def interpretability_section(
-    df: pd.DataFrame, stats: pd.DataFrame, gate_stats: dict[str, Any], figure: Callable[..., FigureEntry]
+    df: pd.DataFrame,
+    stats: pd.DataFrame,
+    reported: pd.DataFrame,
+    gate_stats: dict[str, Any],
+    figure: Callable[..., FigureEntry],
 ) -> dict[str, Any]:
-    """Heatmaps of one TauGate trial (the best configuration, lowest seed with statistics) and
-    the mode-specific neuron counts and Jaccard overlap of every configuration with statistics."""
-    best = best_configuration(stats, "taugate") if not stats.empty else None
+    """Heatmaps of one TauGate trial (the best configuration on validation, lowest seed with
+    statistics) and the mode-specific neuron counts and Jaccard overlap of every configuration
+    with statistics."""
+    best = best_configuration(reported, "taugate") if not reported.empty else None
     trial, trial_note = None, ""
     if best is not None and gate_stats:
         ids = configuration_ids(df, config_columns(df))

@@ -164,7 +164,8 @@ def _lora_check(means: _Means, metric: str) -> tuple[str, str, str]:
         f"{diff.rule('>')}; and LoRA/TauGate parameters within {low:g}-{high:g}x "
         f"(reproduced also needs the reference's exact counts)"
     )
-    counts = f"parameters {lora:.0f} / {taugate:.0f} = {ratio:.1f}x (reference {expected['lora']} / {expected['taugate']})"
+    counts = f"parameters {lora:.0f} / {taugate:.0f} = {ratio:.1f}x"
+    counts += f" (reference {expected['lora']} / {expected['taugate']})"
     return rule, verdict, f"{diff.describe()}; {counts}"
 
 

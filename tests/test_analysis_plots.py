@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from analysis import plots
 from analysis.pareto import FRONTS, pareto_sets
 from analysis.stats import seed_statistics
-from analysis.synthetic import synthetic_study
+from tests.synthetic import synthetic_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,0 +1,209 @@
+"""The report's calibration settings, the protocol it reports on, and "Fidelity to the reference".
+
+The protocol a report shows its representatives under is the study's only one, or, for a study
+with several, the one `analysis.fidelity.choose_protocol` picks on validation metrics from the
+reference's methods minus the held-out ones. The held-out methods' rows are then predictions
+(nothing about them was fitted) and are labelled so wherever they appear.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from analysis import calibration_plots
+from analysis.fidelity import ProtocolChoice, choose_protocol, fidelity_cells, protocol_scores, score
+from analysis.protocols import Protocol, describe, protocols, within_protocol
+from analysis.reference import Reference, load_reference
+from analysis.results import protocol_columns
+from analysis.sections.common import FigureEntry, FigureMaker, Table, fmt, plus_minus
+from analysis.stats import TARGET_ANGLE, representatives
+from trainables.config import accuracy_name
+
+PREDICTION = "prediction (held out of the fit)"
+FITTED = "fitted"
+SCORE_DEFINITION = (
+    "score = mean over the cells of |(ours_m - ours_baseline) - (ref_m - ref_baseline)|, each cell a "
+    "(method, accuracy) of the reference other than the baseline; z = (ours - ref) / sqrt(std_ours² + std_ref²) "
+    "from each table's seed std"
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """`write_report`'s `calibration` dict: the reference, the methods held out of the fit, and
+    an optional target for the activation ratio. `declared` is False for the defaults."""
+
+    reference: str = "paper"
+    held_out: tuple[str, ...] = ("taugate",)
+    sparsity_target: float | None = None
+    sparsity_tolerance: float = 0.05
+    declared: bool = False
+
+    @classmethod
+    def from_mapping(cls, calibration: Mapping[str, Any] | None) -> Calibration:
+        if calibration is None:
+            return cls()
+        unknown = set(calibration) - {"reference", "held_out", "sparsity_target", "sparsity_tolerance"}
+        if unknown:
+            raise ValueError(f"calibration: unknown key {', '.join(sorted(unknown))}")
+        given = dict(calibration)
+        if "held_out" in given:
+            given["held_out"] = tuple(given["held_out"] or ())
+        return cls(**{k: v for k, v in given.items() if v is not None or k == "sparsity_target"}, declared=True)
+
+
+@dataclass
+class Setting:
+    """The protocol the report shows (None: none could be chosen), its statistics rows, how it
+    was chosen, and whether held-out methods are predictions (a fit happened)."""
+
+    reference: Reference
+    calibration: Calibration
+    protocol: Protocol | None
+    stats: pd.DataFrame
+    fitted: bool
+    choice: ProtocolChoice | None = None
+    why: str = ""
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def role(self, method: str) -> str:
+        return self.roles.get(method, "")
+
+    @property
+    def held_out(self) -> list[str]:
+        """The methods whose rows are predictions: the held-out ones, once a fit happened."""
+        return list(self.calibration.held_out) if self.fitted else []
+
+
+def report_setting(stats: pd.DataFrame, calibration: Calibration, target: float = TARGET_ANGLE) -> Setting:
+    """Which protocol the report is about, and why (see the module docstring)."""
+    reference = load_reference(calibration.reference)
+    present = protocols(stats)
+    several = len(present) > 1
+    fitted = calibration.declared or several
+    roles = {}
+    if fitted:
+        roles = {m: PREDICTION if m in calibration.held_out else FITTED for m in reference.methods}
+        roles.pop(reference.baseline, None)
+    if not several:
+        why = f"The study ran one protocol ({describe(present[0])})."
+        return Setting(reference, calibration, present[0], stats, fitted, why=why, roles=roles)
+    choice = choose_protocol(stats, reference, held_out=calibration.held_out, target=target)
+    fit = ", ".join(choice.fitted) or "no method"
+    if choice.protocol is None:
+        why = (
+            f"No protocol of {len(present)} could be chosen: none has a validation score over {fit} "
+            f"(selection needs validation metrics, {accuracy_name(target, validation=True)}; rerun the study)."
+        )
+        return Setting(reference, calibration, None, stats.iloc[0:0], fitted, choice, why, roles)
+    why = (
+        f"Chosen from {len(present)} protocols: {describe(choice.protocol)}, the lowest validation score "
+        f"({fmt(choice.ranking['score'].iloc[0])}) over {fit}; held out of the fit: "
+        f"{', '.join(choice.held_out) or 'none'}."
+    )
+    return Setting(reference, calibration, choice.protocol, within_protocol(stats, choice.protocol), fitted, choice,
+                   why, roles)  # fmt: skip
+
+
+def fidelity_section(all_stats: pd.DataFrame, setting: Setting, figure: FigureMaker) -> dict[str, Any]:
+    """Per-cell table and scores on test metrics under the report's protocol, and, for several
+    protocols, the score of each (validation: used for the choice; test: reported) with a figure."""
+    cells = fidelity_cells(setting.stats, setting.reference, validation=False) if not setting.stats.empty else None
+    table = cells_table(cells, setting)
+    scores: list[tuple[str, str]] = []
+    if cells is not None:
+        scores.append(("every cell", fmt(score(cells))))
+        if setting.fitted:
+            for role, name in ((FITTED, "fitted methods"), (PREDICTION, "held-out methods (prediction)")):
+                mine = cells[cells["method"].map(setting.role) == role]
+                scores.append((name, fmt(score(mine)) if len(mine) else "-"))
+    grid = _grid_scores(all_stats, setting) if setting.choice is not None else pd.DataFrame()
+    heatmap = figure(
+        "fidelity-grid",
+        "Validation fidelity score over the protocol grid (fitted methods)",
+        lambda path: calibration_plots.plot_protocol_scores(grid, path, "validation score") if len(grid) else None,
+        "the study runs one protocol",
+    )
+    return {
+        "reference": setting.reference,
+        "why": setting.why,
+        "table": table,
+        "scores": scores,
+        "definition": SCORE_DEFINITION,
+        "grid_table": _grid_table(grid, setting),
+        "figure": heatmap,
+        "held_out": setting.held_out,
+    }
+
+
+CELL_HEADER = ("method", "metric", "our configuration (n)", "ours (mean ± std)", "reference (mean ± std)",
+               "|ours - ref|", "baseline-relative gap", "z", "role")  # fmt: skip
+
+
+def cells_table(cells: pd.DataFrame | None, setting: Setting) -> Table:
+    """The fidelity cells as text; held-out methods' rows say they are predictions."""
+    table = Table("fidelity-table", CELL_HEADER)
+    for _, cell in cells.iterrows() if cells is not None else ():
+        role = setting.role(cell["method"])
+        n = f" (n={cell['n']})"
+        table.add(
+            [
+                cell["label"], cell["metric"], "not in this study" if cell["configuration"] is None
+                else f"{cell['configuration']}{n}", plus_minus(cell["ours_mean"], cell["ours_std"]),
+                plus_minus(cell["reference_mean"], cell["reference_std"]), fmt(cell["abs_diff"]),
+                _signed(cell["relative_diff"]), _signed(cell["z"], 2), role,
+            ],
+            highlight=role == PREDICTION,
+        )  # fmt: skip
+    return table
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(float(value)) else f"{float(value):+.{digits}f}"
+
+
+def _grid_scores(stats: pd.DataFrame, setting: Setting) -> pd.DataFrame:
+    """Per protocol: the validation score the choice read, and the test scores (fitted, every method)."""
+    assert setting.choice is not None
+    columns = protocol_columns(stats)
+    validation = setting.choice.ranking.rename(columns={"score": "validation score"})[[*columns, "validation score"]]
+    fitted = protocol_scores(stats, setting.reference, validation=False, methods=setting.choice.fitted)
+    every = protocol_scores(stats, setting.reference, validation=False)
+    table = validation.merge(fitted[[*columns, "score"]].rename(columns={"score": "test score (fitted)"}), on=columns)
+    return table.merge(every[[*columns, "score"]].rename(columns={"score": "test score (every method)"}), on=columns)
+
+
+def _grid_table(grid: pd.DataFrame, setting: Setting) -> Table:
+    columns = ["validation score", "test score (fitted)", "test score (every method)"]
+    table = Table("fidelity-protocols-table", ["protocol", *columns, "chosen"])
+    for _, row in grid.iterrows():
+        protocol = {c: row[c] for c in protocol_columns(grid)}
+        chosen = setting.protocol is not None and protocols(pd.DataFrame([protocol]))[0] == setting.protocol
+        table.add([describe(protocol), *(fmt(row[c]) for c in columns), "yes" if chosen else ""], highlight=chosen)
+    return table
+
+
+def protocol_representatives(stats: pd.DataFrame, reference: Reference, target: float = TARGET_ANGLE) -> pd.DataFrame:
+    """Each method's representative within each protocol (chosen on validation), with the protocol
+    fields: the rows of the retention-against-budget figure."""
+    frames = []
+    for protocol in protocols(stats):
+        chosen = representatives(within_protocol(stats, protocol), prefer=reference.settings(), target=target)
+        if not chosen.empty:
+            frames.append(chosen.assign(**protocol))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def budget_figure(stats: pd.DataFrame, setting: Setting, figure: FigureMaker, retention: str) -> FigureEntry:
+    rows = protocol_representatives(stats, setting.reference) if not stats.empty else pd.DataFrame()
+    return figure(
+        "retention-vs-budget",
+        "Retention vs specialisation budget (epochs x lr_scale)",
+        lambda path: calibration_plots.plot_retention_vs_budget(rows, path, retention) if len(rows) else None,
+        "the study does not vary epochs or lr_scale",
+    )
