@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from analysis.plots import _PALETTE, _save, _series, _values, method_colour
 from analysis.protocols import describe
@@ -41,13 +42,15 @@ def plot_protocol_scores(scores: pd.DataFrame, path: Path, column: str = "score"
         grid = rows.pivot_table(index="epochs", columns="lr_scale", values=column, aggfunc="min", dropna=False)
         image = ax.imshow(grid.to_numpy(float), origin="lower", cmap="viridis_r", vmin=low, vmax=high, aspect="auto")
         for (row, col), value in np.ndenumerate(grid.to_numpy(float)):
-            ax.text(col, row, "-" if not np.isfinite(value) else f"{value:.3f}", ha="center", va="center", fontsize=7)
+            text = "-" if not np.isfinite(value) else f"{value:.3f}"
+            light = np.isfinite(value) and value > (low + high) / 2  # dark cells of viridis_r: white text
+            ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
         ax.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
         ax.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
         ax.set_xlabel("lr_scale")
         ax.set_ylabel("specialisation epochs")
         ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=fig.axes, label=f"{column} (mean |baseline-relative gap|, lower is closer)")
+    fig.colorbar(image, ax=fig.axes, label=f"{column} (lower is closer)")
     fig.suptitle("Fidelity to the reference over the protocol grid", fontsize=10)
     return _save(fig, path)
 
@@ -116,6 +119,9 @@ def plot_retention_vs_budget(per_protocol: pd.DataFrame, path: Path, metric: str
             band = keep & np.isfinite(std)
             ax.fill_between(x[band], (mean - std)[band], (mean + std)[band], color=colour, alpha=0.15, lw=0)
         ax.set_xscale("log")
+        budgets = np.unique(_values(rows, "budget")[np.isfinite(_values(rows, "budget"))])
+        ax.set_xticks(budgets, [format_value(v) for v in budgets])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("specialisation budget = epochs x lr_scale (log)")
         ax.set_ylabel(f"{metric} (original mode)")
         ax.set_title(title, fontsize=9)

@@ -1,4 +1,4 @@
-"""Seed statistics and paired comparisons, against numbers worked out by hand."""
+"""Seed statistics and paired comparisons, against numbers worked out by hand; selection reads validation only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from analysis.results import config_columns, configuration_ids, configuration_labels
-from analysis.stats import COMPARISON_COLUMNS, best_configuration, paired_comparisons, representatives, seed_statistics
+from analysis.stats import (
+    COMPARISON_COLUMNS,
+    SelectionError,
+    best_configuration,
+    paired_comparisons,
+    representatives,
+    seed_statistics,
+)
 
 NAN = math.nan
 
@@ -28,6 +35,9 @@ def trial(method: str, seed: int, acc_45: float, status: str = "ok", **config: f
         "trainable_params": {"frozen": 0, "taugate": 512, "lora": 10448, "bitfit": 266}[method],
         "acc_45": acc_45 if status == "ok" else NAN,
         "acc_0": 0.8 if status == "ok" else NAN,
+        # validation: close to test, same ranking (tests of disagreement build their own tables)
+        "val_acc_45": acc_45 - 0.001 if status == "ok" else NAN,
+        "val_acc_0": 0.8 - 0.001 if status == "ok" else NAN,
     }
     return row | config
 
@@ -52,6 +62,10 @@ def row_of(stats: pd.DataFrame, label: str) -> pd.Series:
 
 def test_config_columns_are_everything_but_identity_outcome_and_metrics() -> None:
     assert config_columns(small_table()) == ["method", "gate_sharpness", "sparsity_weight", "lora_rank"]
+    new_metrics = {"val_high_activation_ratio": 0.3, "strong_activation_ratio": 0.1, "val_acc_45_hard": 0.8}
+    assert config_columns(small_table().assign(**new_metrics, epochs=5, lr_scale=1.0)) == [
+        "method", "gate_sharpness", "sparsity_weight", "lora_rank", "epochs", "lr_scale",
+    ]  # fmt: skip
 
 
 def test_nan_config_values_group_together_and_are_not_dropped() -> None:
@@ -114,7 +128,7 @@ def test_best_configuration_and_preferred_settings() -> None:
         "lora_rank": [4.0, 8.0, 16.0, NAN],
         "label": ["r4", "r8", "r16", "taugate"],
         "config_id": [0, 1, 2, 3],
-        "acc_45_mean": [0.86, 0.85, 0.87, 0.84],
+        "val_acc_45_mean": [0.86, 0.85, 0.87, 0.84],
     })  # fmt: skip
     assert best_configuration(stats, "lora")["label"] == "r16"
     assert best_configuration(stats, "lora", prefer={"lora_rank": 8})["label"] == "r8"
@@ -176,9 +190,9 @@ def test_identical_pairs_are_not_significant() -> None:
 
 def test_reference_selection_can_use_another_metric() -> None:
     df = paired_table()
-    df.loc[df["gate_sharpness"] == 1.0, "acc_0"] = 0.95  # the weaker s=1 setting retains best
-    by_retention = paired_comparisons(df, metric="acc_0")
-    by_target = paired_comparisons(df, metric="acc_0", select_by="acc_45")
+    df.loc[df["gate_sharpness"] == 1.0, "val_acc_0"] = 0.95  # the weaker s=1 setting retains best
+    by_retention = paired_comparisons(df, metric="acc_0")  # chosen on val_acc_0, the validation twin
+    by_target = paired_comparisons(df, metric="acc_0", select_by="val_acc_45")
     assert set(by_retention["reference"]) == {"taugate s=1"}
     assert set(by_target["reference"]) == {"taugate s=10"}
 
@@ -194,3 +208,65 @@ def test_infinite_values_are_left_out_like_nan() -> None:
     df = small_table().assign(final_loss=[0.5, 0.7, math.inf, math.nan, 0.1, 0.1, math.nan])
     taugate = row_of(seed_statistics(df, ["final_loss"]), "taugate")
     assert taugate["final_loss_n"] == 2 and taugate["final_loss_mean"] == pytest.approx(0.6)
+
+
+def disagreeing_table() -> pd.DataFrame:
+    """Two TauGate settings and two LoRA ranks whose test and validation rankings disagree."""
+    rows = []
+    for seed in range(3):
+        for s, test, val in ((1.0, 0.90, 0.80), (10.0, 0.80, 0.90)):
+            rows.append(trial("taugate", seed, test, gate_sharpness=s) | {"val_acc_45": val + 0.001 * seed})
+        for rank, test, val in ((4.0, 0.95, 0.85), (16.0, 0.85, 0.95)):
+            rows.append(trial("lora", seed, test, lora_rank=rank) | {"val_acc_45": val})
+    return pd.DataFrame(rows)
+
+
+def choices(df: pd.DataFrame) -> dict[str, object]:
+    """Every selection stats.py makes, by configuration label."""
+    stats = seed_statistics(df)
+    comparison = paired_comparisons(df, metric="acc_45") if "acc_45" in df.columns else None
+    return {
+        "best taugate": best_configuration(stats, "taugate")["label"],
+        "representatives": representatives(stats, prefer={})["label"].to_dict(),
+        "paired reference": None if comparison is None else set(comparison["reference"]),
+    }
+
+
+def test_selection_follows_validation_when_test_disagrees() -> None:
+    chosen = choices(disagreeing_table())
+    assert chosen == {
+        "best taugate": "taugate s=10",
+        "representatives": {"taugate": "taugate s=10", "lora": "lora r=16"},
+        "paired reference": {"taugate s=10"},
+    }
+
+
+TEST_METRICS = ["acc_45", "acc_0", "high_activation_ratio", "active_ratio", "trainable_params"]
+
+
+def test_selection_reads_no_test_metric() -> None:
+    df = disagreeing_table().assign(high_activation_ratio=0.3, active_ratio=0.4)
+    expected = choices(df)
+    without = choices(df.drop(columns=TEST_METRICS))
+    assert {k: v for k, v in without.items() if k != "paired reference"} == {
+        k: v for k, v in expected.items() if k != "paired reference"
+    }
+    rng = np.random.default_rng(0)
+    shuffled = df.assign(**{c: rng.permutation(df[c].to_numpy()) for c in TEST_METRICS})
+    assert choices(shuffled) == expected
+
+
+def test_a_test_metric_is_refused_as_a_selection_criterion() -> None:
+    stats = seed_statistics(disagreeing_table())
+    for select in (lambda: best_configuration(stats, "taugate", "acc_45"), lambda: representatives(stats, "acc_45"),
+                   lambda: paired_comparisons(disagreeing_table(), select_by="acc_45")):  # fmt: skip
+        with pytest.raises(SelectionError, match="validation metrics only"):
+            select()
+
+
+def test_an_old_table_without_validation_metrics_has_no_representative() -> None:
+    old = disagreeing_table().drop(columns=["val_acc_45", "val_acc_0"])
+    stats = seed_statistics(old)
+    assert best_configuration(stats, "taugate") is None
+    assert representatives(stats).empty
+    assert paired_comparisons(old, metric="acc_45").empty
