@@ -227,7 +227,12 @@ def paper_table(df: pd.DataFrame, chosen: pd.DataFrame, setting: Setting) -> Tab
     for paper_row, cells in zip(PAPER_TABLE, comparison_rows(records), strict=True):
         ours = chosen.loc[paper_row.method] if paper_row.method in chosen.index else None
         n = f"{accuracy_name(TARGET_ANGLE)}_n"
-        where = "not in this study" if ours is None else f"{ours['label']} (n={int(ours[n])})"
+        if ours is not None:
+            where = f"{ours['label']} (n={int(ours[n])})"
+        elif "method" in df.columns and paper_row.method in set(df["method"]):
+            where = "no representative (chosen on validation only; see above)"
+        else:
+            where = "not in this study"
         role = setting.role(paper_row.method)
         table.add([*cells, f"{where}; {role}" if role == PREDICTION else where], highlight=role == PREDICTION)
     return table

@@ -12,7 +12,7 @@ import pytest
 
 from analysis.paper import PAPER_TABLE
 from analysis.report import write_report
-from tests.synthetic import synthetic_study
+from tests.synthetic import PROTOCOL_GRID, synthetic_study
 
 METADATA = {
     "spec": {"name": "ablation", "seeds": 4, "methods": ["taugate", "lora"]},
@@ -134,15 +134,19 @@ def test_sections_have_stable_ids(report) -> None:
         "seed-statistics", "seed-statistics-table", "significance", "significance-table-acc-45",
         "interpretability", "interpretability-table", "failed-trials", "failed-trials-table", "metadata",
         "metadata-table", "front-accuracy_vs_params", "front-table-accuracy_vs_params", "figure-gate-heatmaps",
+        "fidelity", "fidelity-table", "fidelity-scores-table", "fidelity-protocols-table", "sparsity",
+        "sparsity-table", "budget", "figure-retention-vs-budget", "figure-ratio-vs-lambda", "figure-fidelity-grid",
     }  # fmt: skip
     assert expected <= page.ids
 
 
 def test_verdicts_one_per_claim(report) -> None:
     _, page = report
-    _, *rows = page.tables["verdicts-table"]
-    assert len(rows) == 5
-    assert {row[2] for row in rows} <= {"reproduced", "not reproduced", "not testable with this study"}
+    header, *rows = page.tables["verdicts-table"]
+    assert header == ["claim", "rule", "verdict", "numbers (test metrics)"]
+    assert len(rows) == 8
+    assert {row[2] for row in rows} <= {"reproduced", "direction only", "not reproduced", "not testable"}
+    assert all("2·sqrt(σ_ours² + σ_ref²) = " in row[1] for row in rows if row[2] != "not testable" and "acc" in row[1])
 
 
 def test_front_members_are_highlighted(report) -> None:
@@ -202,16 +206,21 @@ def test_markdown_mirrors_the_html(report) -> None:
     out = paths["markdown"].parent
     images = [line.split("](")[1].rstrip(")") for line in markdown.splitlines() if line.startswith("![")]
     assert images and all((out / image).is_file() for image in images)
-    for heading in ("## Our results beside the paper's", "## The paper's claims", "## Failed trials (2)"):
+    headings = (
+        "## Our results beside the paper's", "## Fidelity to the reference", "## Sparsity", "## The paper's claims",
+        "## Retention against the specialisation budget", "## Failed trials (2)",
+    )  # fmt: skip
+    for heading in headings:
         assert heading in markdown
     assert "| TauGate | 512 |" in markdown
 
 
 def test_smoke_study_report_notes_missing_figures(tmp_path: Path) -> None:
     df, gate_stats = synthetic_study(seeds=2, sweep=False)
-    paths = write_report(df, tmp_path, {}, gate_stats)
+    paths = write_report(df, tmp_path, {}, gate_stats, calibration={"sparsity_target": 0.9})
     html = paths["html"].read_text(encoding="utf-8")
     assert "does not sweep gate_sharpness" in html and "does not sweep the LoRA rank" in html
+    assert "out of reach under this protocol" in html and "does not sweep sparsity_weight" in html
     assert "no Optuna study was given" in html
     assert "figure:sensitivity-gate-sharpness" not in paths
     page = Page()
@@ -229,7 +238,7 @@ def test_degenerate_studies_still_write_a_report(tmp_path: Path) -> None:
     page = Page()
     page.feed(paths["html"].read_text(encoding="utf-8"))
     assert len(page.tables["failed-trials-table"]) == 1 + len(df)
-    assert {row[2] for row in page.tables["verdicts-table"][1:]} == {"not testable with this study"}
+    assert {row[2] for row in page.tables["verdicts-table"][1:]} == {"not testable"}
 
 
 def test_optuna_importances_are_included(study, tmp_path: Path) -> None:
@@ -264,3 +273,80 @@ def test_unusual_tables_still_write_a_complete_report(case: str, tmp_path: Path)
     assert {"paper-table", "verdicts-table", "failed-trials-table"} <= page.ids
     assert all((tmp_path / src).is_file() for src in page.images)
     assert paths["csv"].is_file() and paths["markdown"].is_file()
+
+
+def test_fidelity_and_sparsity_of_a_one_protocol_study(report) -> None:
+    paths, page = report
+    header, *cells = page.tables["fidelity-table"]
+    assert len(cells) == 8  # four methods x acc_0, acc_45 (the paper's cells)
+    assert {row[header.index("metric")] for row in cells} == {"acc_0", "acc_45"}
+    assert all(row[header.index("role")] == "" for row in cells)  # nothing was fitted: no predictions
+    scores = dict(page.tables["fidelity-scores-table"][1:])
+    assert float(scores["every cell"]) < 0.02
+    readings = {row[0]: row for row in page.tables["sparsity-table"][1:]}
+    assert set(readings) == {"high_activation_ratio", "active_ratio", "strong_activation_ratio", "mean_gate"}
+    assert readings["high_activation_ratio"][-1] == "0.28" and readings["active_ratio"][3] != "-"  # frozen's
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "soft gate above 0.5 is the hard gate" in html
+    assert "does not vary epochs or lr_scale" in html and "runs one protocol" in html
+    assert "<em>validation</em> accuracy of the target mode" in html
+
+
+@pytest.fixture(scope="module")
+def calibration_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Page, pd.DataFrame]:
+    """A calibration study: the paper's five methods and a lambda sweep over a 3 x 3 grid of epochs x lr_scale."""
+    df, gate_stats = synthetic_study(seeds=3, sweep=False, failures=False, protocols=PROTOCOL_GRID)
+    lambdas = df[df["method"] == "taugate"].copy()
+    extra = []
+    for weight in (0.01, 0.1, 1.0):
+        extra.append(lambdas.assign(sparsity_weight=weight, trial_id=lambdas["trial_id"] + f"-{weight}",
+                                    high_activation_ratio=0.28 / (1 + 10 * weight),
+                                    val_high_activation_ratio=0.28 / (1 + 10 * weight) + 0.001))  # fmt: skip
+    df = pd.concat([df, *extra], ignore_index=True)
+    calibration = {"reference": "paper", "held_out": ["taugate"], "sparsity_target": 0.05}
+    paths = write_report(df, tmp_path_factory.mktemp("calibration"), {}, gate_stats, calibration=calibration)
+    page = Page()
+    page.feed(paths["html"].read_text(encoding="utf-8"))
+    return paths, page, df
+
+
+def test_calibration_chooses_a_protocol_and_labels_predictions(calibration_report) -> None:
+    paths, page, _ = calibration_report
+    header, *protocols = page.tables["fidelity-protocols-table"]
+    assert len(protocols) == len(PROTOCOL_GRID)
+    chosen = [row for row in protocols if row[-1] == "yes"]
+    assert len(chosen) == 1
+    validation = [float(row[header.index("validation score")]) for row in protocols]
+    assert float(chosen[0][header.index("validation score")]) == min(validation)
+    for key in ("figure:fidelity-grid", "figure:retention-vs-budget", "figure:ratio-vs-lambda"):
+        assert paths[key].is_file(), key
+    fidelity_header, *cells = page.tables["fidelity-table"]
+    roles = {row[0]: row[fidelity_header.index("role")] for row in cells}
+    assert roles["TauGate"] == "prediction (held out of the fit)" and roles["LoRA (r=8)"] == "fitted"
+    paper_header, *rows = page.tables["paper-table"]
+    taugate = next(row for row in rows if row[0] == "TauGate")
+    assert "prediction (held out of the fit)" in taugate[-1]
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "Chosen from 9 protocols" in html and "held out of the fit: taugate" in html
+    assert "(prediction: held out of the fit)" in page.tables["verdicts-table"][1][0]
+
+
+def test_sparsity_target_chooses_lambda_on_validation(calibration_report) -> None:
+    paths, page, _ = calibration_report
+    assert "sparsity-target" in page.ids
+    html = paths["html"].read_text(encoding="utf-8")
+    target = html.split('id="sparsity-target"')[1].split("</p>")[0]
+    assert "λ = 1" in target and "within tolerance" in target  # 0.28 / 11 = 0.025 from 0.05
+
+
+def test_an_old_study_without_validation_metrics_chooses_nothing(tmp_path: Path) -> None:
+    df, gate_stats = synthetic_study(seeds=2, sweep=False)
+    old = df.drop(columns=[c for c in df.columns if c.startswith("val_")])
+    paths = write_report(old, tmp_path, {}, gate_stats)
+    page = Page()
+    page.feed(paths["html"].read_text(encoding="utf-8"))
+    assert "selection-note" in page.ids
+    assert "Selection needs validation metrics: rerun the study" in paths["html"].read_text(encoding="utf-8")
+    assert all("no representative" in row[-1] for row in page.tables["paper-table"][1:])
+    assert {row[2] for row in page.tables["verdicts-table"][1:]} == {"not testable"}
+    assert all(row[3] == "-" for row in page.tables["fidelity-table"][1:])
