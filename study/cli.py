@@ -163,6 +163,14 @@ def plan(
         f"{totals['trials']} trials ({study_spec.search.kind}), {totals['foundations']} foundations; "
         + ", ".join(f"{m}: {n}" for m, n in totals["per_method"].items())
     )
+    swept = study_spec.protocol.axes()
+    out.print(
+        f"protocol ({totals['protocols']} shared by every method): "
+        + ", ".join(
+            f"{k} {'/'.join(f'{v:g}' for v in vs)}{' (swept)' if k in swept else ''}"
+            for k, vs in totals["protocol"].items()
+        )  # fmt: skip
+    )
 
 
 def _run_study(

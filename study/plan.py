@@ -18,18 +18,27 @@ from trainables.config import TrialConfig, parse_config
 from trainables.methods import REGISTRY
 
 
+def protocols(spec: StudySpec) -> list[dict[str, Any]]:
+    """The protocol grid: one dict of the swept protocol fields per protocol ([{}] when none is swept)."""
+    axes = spec.protocol.axes()
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
 def variants(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every grid trial's varying fields (method, seed, the method's own axes, overrides)."""
+    """Every grid trial's varying fields (the swept protocol fields, method, seed, the method's
+    own axes, overrides): the protocol grid multiplies every method's grid."""
     out = []
-    for name, method in spec.methods.items():
-        axes = {"seed": method.seeds or spec.seeds}
-        for axis in REGISTRY[name].dimensions:
-            values = getattr(method, axis)
-            if values is not None:
-                axes[axis] = values
-        fixed = {"method": name} | {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
-        for combo in itertools.product(*axes.values()):
-            out.append(fixed | dict(zip(axes, combo, strict=True)))
+    for protocol in protocols(spec):
+        for name, method in spec.methods.items():
+            axes = {"seed": method.seeds or spec.seeds}
+            for axis in REGISTRY[name].dimensions:
+                values = getattr(method, axis)
+                if values is not None:
+                    axes[axis] = values
+            overrides = {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
+            fixed = protocol | {"method": name} | overrides
+            for combo in itertools.product(*axes.values()):
+                out.append(fixed | dict(zip(axes, combo, strict=True)))
     return out
 
 
@@ -95,7 +104,7 @@ def run_name(variant: dict[str, Any]) -> str:
         return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
     parts = [variant["method"]]
     short = {"gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
-             "epochs": "ep"}  # fmt: skip
+             "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
     for field, prefix in short.items():
         if field in variant:
             parts.append(f"{prefix}{variant[field]:g}")
@@ -110,10 +119,14 @@ def summary(spec: StudySpec) -> dict[str, Any]:
     per_method: dict[str, int] = {}
     for v in grid:
         per_method[v["method"]] = per_method.get(v["method"], 0) + 1
+    optuna = spec.search.kind == "optuna"
     return {
         "name": spec.name,
         "search": spec.search.kind,
-        "trials": spec.search.num_samples if spec.search.kind == "optuna" else len(grid),
+        # an Optuna trial is one configuration evaluated on every seed: one study trial per seed
+        "trials": spec.search.num_samples * len(spec.seeds) if optuna else len(grid),
         "foundations": len({foundation_key(c) for c in configs}),
         "per_method": per_method,
+        "protocol": spec.protocol_values(),
+        "protocols": len(protocols(spec)),
     }

@@ -173,9 +173,10 @@ def execute(
 
         objectives = tuple(o.metric for o in spec.search.objectives)
         search_alg, completed = optuna_searcher(spec, study, study_dir / OPTUNA_DB)
-        total = spec.search.num_samples
-        todo = list(range(max(0, total - completed)))
-        num_samples = len(todo)
+        # an Optuna trial is a configuration on every seed: the study's trials are its seeds' runs
+        total = spec.search.num_samples * len(spec.seeds)
+        todo = [seed for _ in range(max(0, spec.search.num_samples - completed)) for seed in spec.seeds]
+        num_samples = len(todo) // len(spec.seeds)
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     if todo:
@@ -223,7 +224,12 @@ def execute(
         tuner.fit()
 
     finished = ledger.all_finished()
-    failed = total - len(finished) if spec.search.kind == "grid" else 0
+    if spec.search.kind == "grid":
+        failed = total - len(finished)
+    else:  # identical suggestions share ledger entries, so count Optuna's own verdicts
+        from study.search import failed_trials
+
+        failed = failed_trials(study_dir / OPTUNA_DB, study["optuna_study_name"]) * len(spec.seeds)
     outcome = StudyOutcome(study_dir, len(finished), failed, total, time.monotonic() - started)
     try:
         from study.tracking import Tracker

@@ -1,5 +1,9 @@
 """Optuna search: a define-by-run conditional space over the spec's methods, persisted in an RDB.
 
+An Optuna trial is a configuration, evaluated on every seed of the spec (trained together as a
+fused group, each seed its own ledger entry, MLflow run and results row); its objective values
+are seed means of validation metrics. The seed is never a search parameter.
+
 The LoRA rank only exists for LoRA trials, s and lambda only for gated ones, exactly as in the
 grid. The Optuna study lives in `<study>/optuna.db` under a unique name, so
 `optuna-dashboard sqlite:///<study>/optuna.db` opens it and a resumed study continues it.
@@ -25,7 +29,7 @@ class ConditionalSpace:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         spec, ranges = self.spec, self.spec.search.ranges
         method = trial.suggest_categorical("method", list(spec.methods))
-        trial.suggest_categorical("seed", spec.seeds)
+        # no seed here: seeds are repeats, not a hyperparameter (a search would favour lucky seeds)
         if method in GATED_METHODS:
             for axis in ("gate_sharpness", "sparsity_weight"):
                 r = ranges[axis]
@@ -33,21 +37,30 @@ class ConditionalSpace:
         if method == "lora":
             r = ranges["lora_rank"]
             trial.suggest_int("lora_rank", int(r.low), int(r.high), log=r.log)
-        return {"base": spec.base_config()}  # constants every trial shares
+        # constants: the fields every trial shares, and the seeds each configuration is evaluated on
+        return {"base": spec.base_config(), "seeds": list(spec.seeds)}
 
 
 def storage_url(db_path: Path) -> str:
     return f"sqlite:///{Path(db_path).resolve()}"
 
 
-def completed_trials(db_path: Path, study_name: str) -> int:
+def _count(db_path: Path, study_name: str, state: optuna.trial.TrialState) -> int:
     if not Path(db_path).is_file():
         return 0
     try:
         study = optuna.load_study(study_name=study_name, storage=storage_url(db_path))
     except KeyError:
         return 0
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return sum(t.state == state for t in study.trials)
+
+
+def completed_trials(db_path: Path, study_name: str) -> int:
+    return _count(db_path, study_name, optuna.trial.TrialState.COMPLETE)
+
+
+def failed_trials(db_path: Path, study_name: str) -> int:
+    return _count(db_path, study_name, optuna.trial.TrialState.FAIL)
 
 
 def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):

@@ -14,7 +14,7 @@ from ray import tune
 
 from study.plan import run_name, trial_key
 from study.storage import FoundationStore, TrialLedger
-from trainables.config import TrialConfig, parse_config
+from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
 from trainables.methods import REGISTRY
 from trainables.trial import run_trial
 
@@ -22,23 +22,28 @@ _stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(base, variant): grid trials carry `variant`; Optuna trials carry the suggested fields flat."""
-    variant = config.get("variant") or {k: v for k, v in config.items() if k != "base"}
+    """(base, variant): grid trials carry `variant`; Optuna trials carry the suggested fields flat
+    and `seeds`: a configuration evaluated on every seed, i.e. a group with one member per seed."""
+    variant = config.get("variant") or {k: v for k, v in config.items() if k not in ("base", "seeds")}
+    if "seeds" in config:
+        variant = {"members": [variant | {"seed": seed} for seed in config["seeds"]]}
     return config["base"], variant
 
 
-def sparsity(metrics: dict[str, Any]) -> float | None:
-    """1 - the fraction of active hidden units: gated methods by their hard gates, others by ReLU."""
-    ratio = metrics.get("high_activation_ratio", metrics.get("active_ratio"))
+def sparsity(metrics: dict[str, Any], prefix: str = "") -> float | None:
+    """1 - the fraction of active hidden units: gated methods by their hard gates, others by ReLU
+    (`prefix="val_"`: on validation digits, what a search may select on)."""
+    ratio = metrics.get(f"{prefix}high_activation_ratio", metrics.get(f"{prefix}active_ratio"))
     return None if ratio is None else 1.0 - ratio
 
 
 def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a trial in the results table: method, seed, the values of the method's own
-    axes (defaults included) and any per-method overrides. Axes a method ignores stay out."""
+    """What identifies a trial in the results table: method, seed, the protocol, the values of the
+    method's own axes (defaults included) and a per-method lr override. Axes a method ignores stay out."""
     own = {axis: getattr(config, axis) for axis in REGISTRY[config.method].dimensions}
-    overrides = {k: variant[k] for k in ("lr", "epochs") if k in variant}
-    return {"method": config.method, "seed": config.seed} | own | overrides
+    protocol = {field: getattr(config, field) for field in PROTOCOL_FIELDS}
+    overrides = {"lr": variant["lr"]} if "lr" in variant else {}
+    return {"method": config.method, "seed": config.seed} | protocol | own | overrides
 
 
 def _store(study_dir: str) -> FoundationStore:
@@ -56,8 +61,9 @@ def _record(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[
 def member_report(key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool) -> dict:
     report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused,
                         "columns": table_columns(config, variant)}  # fmt: skip
-    if (value := sparsity(metrics)) is not None:
-        report["sparsity"] = value
+    for prefix in ("", "val_"):
+        if (value := sparsity(metrics, prefix)) is not None:
+            report[f"{prefix}sparsity"] = value
     return report
 
 
@@ -82,10 +88,26 @@ def train_group(base: dict[str, Any], members: list[dict[str, Any]], study_dir: 
     return {"members": reports, "member_keys": keys, "fused": len(members)}
 
 
+def seed_means(reports: list[dict[str, Any]], objectives: tuple[str, ...], name: str) -> dict[str, float]:
+    """An Optuna trial's objective values: each objective's mean over the configuration's seeds.
+    A seed without the value (diverged) fails the trial: a searcher must see a failure, not a
+    mean over the lucky seeds."""
+    out = {}
+    for objective in objectives:
+        missing = [r["seed"] for r in reports if objective not in r]
+        if missing:
+            raise RuntimeError(f"trial {name}: no {objective} on seed(s) {missing} (diverged or absent)")
+        out[objective] = sum(r[objective] for r in reports) / len(reports)
+    return out
+
+
 def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = ()) -> None:
     base, variant = split_config(config)
     if "members" in variant:
-        tune.report(train_group(base, variant["members"], study_dir))
+        result = train_group(base, variant["members"], study_dir)
+        if objectives:  # an Optuna trial: one configuration over the study's seeds
+            result |= seed_means(result["members"], objectives, run_name(variant))
+        tune.report(result)
         return
     trial_config = parse_config(base | variant)
     key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))

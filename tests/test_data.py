@@ -44,6 +44,39 @@ def test_split_is_stratified_disjoint_and_deterministic():
     assert torch.allclose(per_class, torch.full((10,), 0.2), atol=0.01)
 
 
+def _digit_keys(images: torch.Tensor) -> set[bytes]:
+    return {image.numpy().tobytes() for image in images}
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.2, 0.5])
+def test_validation_split_is_carved_from_training_digits_disjoint_from_train_and_test(val_fraction):
+    train, val, test = load_digits(parse_config({"val_fraction": val_fraction}))
+    assert len(train.labels) + len(val.labels) == 4000 and len(test.labels) == 1000
+    assert len(val.labels) == pytest.approx(4000 * val_fraction, abs=10)
+    # disjoint as digits, not just as indices (the subset's 5,000 images are all distinct)
+    train_keys, val_keys, test_keys = (_digit_keys(d.images) for d in (train, val, test))
+    assert len(train_keys | val_keys | test_keys) == 5000
+    assert not train_keys & val_keys and not val_keys & test_keys and not train_keys & test_keys
+    per_class = torch.bincount(val.labels, minlength=10).float() / torch.bincount(
+        torch.cat([train.labels, val.labels]), minlength=10
+    )
+    assert torch.allclose(per_class, torch.full((10,), val_fraction), atol=0.01)  # stratified
+    again = load_digits(parse_config({"val_fraction": val_fraction}))[1]
+    assert torch.equal(again.images, val.images)  # seeded: every trial selects on the same digits
+
+
+def test_training_never_sees_validation_digits():
+    config = parse_config({"foundation_epochs": 1, "epochs": 1})
+    modes = load_modes(config, torch.device("cpu"))
+    train_rows = {row.numpy().tobytes() for row in modes[45].train_x}
+    val_rows = {row.numpy().tobytes() for row in modes[45].val_x}
+    test_rows = {row.numpy().tobytes() for row in modes[45].test_x}
+    foundation_x, _ = mixture(modes, None, seed=0)
+    foundation_rows = {row.numpy().tobytes() for row in foundation_x}
+    assert foundation_rows <= train_rows | {row.numpy().tobytes() for row in modes[0].train_x}
+    assert not val_rows & train_rows and not val_rows & test_rows and not val_rows & foundation_rows
+
+
 def test_rotation_by_45_changes_the_image_and_minus_45_brings_it_back():
     images = load_mnist5k().images[:64]
     original = rotate_images(images, 0)
@@ -82,7 +115,9 @@ def test_modes_hold_the_same_digits_rotated_and_are_built_once():
     assert list(modes) == [0, 45, 90]
     assert torch.equal(modes[0].train_y, modes[90].train_y)
     assert not torch.equal(modes[0].train_x, modes[90].train_x)
-    assert modes[0].train_x.shape == (4000, 784) and modes[0].test_x.shape == (1000, 784)
+    # 5,000 digits: 1,000 test, and of the other 4,000 a fifth (800) is the validation split
+    assert modes[0].train_x.shape == (3200, 784) and modes[0].val_x.shape == (800, 784)
+    assert modes[0].test_x.shape == (1000, 784)
     assert load_modes(config, torch.device("cpu"))[90].train_x is modes[90].train_x
 
 
@@ -112,11 +147,12 @@ def test_torchvision_mnist_reads_idx_files_from_a_local_root(tmp_path):
     for prefix, n in (("train", 60), ("t10k", 20)):
         _write_idx(raw, f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)), 2051)
         _write_idx(raw, f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
-    train, test = load_digits(parse_config({"dataset": "mnist", "data_root": str(tmp_path)}))
-    assert train.images.shape == (60, 28, 28) and test.images.shape == (20, 28, 28)
-    assert train.labels.tolist() == [i % 10 for i in range(60)]
+    train, val, test = load_digits(parse_config({"dataset": "mnist", "data_root": str(tmp_path)}))
+    assert train.images.shape == (50, 28, 28) and val.images.shape == (10, 28, 28)  # one of each 6 per class
+    assert test.images.shape == (20, 28, 28)
+    assert sorted(train.labels.tolist() + val.labels.tolist()) == sorted(i % 10 for i in range(60))
     modes = load_modes(parse_config({"dataset": "mnist", "data_root": str(tmp_path)}), torch.device("cpu"))
-    assert modes[45].train_x.shape == (60, 784)
+    assert modes[45].train_x.shape == (50, 784)
 
 
 @pytest.mark.parametrize(

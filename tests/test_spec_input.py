@@ -20,10 +20,13 @@ from hypothesis import strategies as st
 
 from study.plan import summary
 from study.spec import (
-    OBJECTIVE_METRICS,
+    PLAIN_OBJECTIVES,
+    CalibrateSpec,
     FoundationSpec,
     MethodSpec,
+    NextStudy,
     Objective,
+    ProtocolSpec,
     Range,
     Resources,
     SearchSpec,
@@ -102,6 +105,33 @@ MALFORMED = [
     ("unknown-method", "name: x\nmethods: {dropout: {}}\n", "dropout"),
     ("unknown-objective", spec_text("search: {objectives: [{metric: speed, mode: max}]}"), "speed"),
     ("unknown-objective-mode", spec_text("search: {objectives: [{metric: acc_45, mode: maximise}]}"), "mode"),
+    # objectives select, so they read validation metrics of the study's own angles and methods
+    ("objective-reads-test", spec_text("search: {objectives: [{metric: acc_45, mode: max}]}"), "use val_acc_45"),
+    ("objective-unknown-angle", spec_text("search: {objectives: [{metric: val_acc_30, mode: max}]}"), "val_acc_30"),
+    (
+        "objective-hard-on-ungated-method",
+        spec_text(
+            "search: {kind: optuna, objectives: [{metric: val_acc_45_hard, mode: max}]}",
+            methods="{taugate: {}, lora: {}}",
+        ),
+        "only for gated methods, not lora",
+    ),  # fmt: skip
+    # the protocol axes
+    ("protocol-unknown-axis", spec_text("protocol: {lr: [0.1]}"), "protocol.lr: unknown field"),
+    ("protocol-empty-axis", spec_text("protocol: {epochs: []}"), "protocol.epochs"),
+    ("protocol-negative-epochs", spec_text("protocol: {epochs: [-1]}"), "epochs must be >= 0"),
+    ("protocol-zero-lr-scale", spec_text("protocol: {lr_scale: [0]}"), "protocol.lr_scale"),
+    ("protocol-duplicate", spec_text("protocol: {lr_scale: [0.1, 0.1]}"), "duplicate values"),
+    ("protocol-and-single-epochs", spec_text("epochs: 2", "protocol: {epochs: [1, 2]}"), "give it once"),
+    (
+        "protocol-and-method-epochs",
+        spec_text("protocol: {epochs: [1, 2]}", methods="{bitfit: {epochs: 3}}"),
+        "methods.bitfit.epochs",
+    ),  # fmt: skip
+    ("protocol-with-optuna", spec_text("search: {kind: optuna}", "protocol: {epochs: [1, 2]}"), "search kind grid"),
+    ("val-fraction-one", spec_text("val_fraction: 1"), "val_fraction"),
+    ("calibrate-unknown-field", spec_text("calibrate: {target: 0.28}"), "calibrate.target"),
+    ("calibrate-sparsity-target-above-one", spec_text("calibrate: {sparsity_target: 28}"), "calibrate.sparsity_target"),
     ("unknown-search-kind", spec_text("search: {kind: random}"), "search.kind"),
     ("unknown-dataset", spec_text("dataset: cifar10"), "dataset"),
     ("unknown-device", spec_text("device: tpu"), "device"),
@@ -175,7 +205,7 @@ RICH_SPEC = {
     "search": {
         "kind": "optuna",
         "num_samples": 7,
-        "objectives": [{"metric": "acc_45", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}],
+        "objectives": [{"metric": "val_acc_45", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}],
         "ranges": {"gate_sharpness": {"low": 0.5, "high": 50, "log": True}},
         "study_name": "rt",
     },
@@ -198,9 +228,23 @@ def test_a_valid_spec_dumped_back_to_yaml_loads_to_an_equal_spec(source, tmp_pat
 
 # ---- fuzz: never anything but a StudySpec or a SpecError --------------------------------------
 
-SPEC_MODELS = (StudySpec, FoundationSpec, MethodSpec, SearchSpec, Objective, Range, Resources)
+SPEC_MODELS = (StudySpec, FoundationSpec, MethodSpec, SearchSpec, Objective, Range, Resources, ProtocolSpec,
+               CalibrateSpec, NextStudy)  # fmt: skip
 FIELD_NAMES = sorted({field for model in SPEC_MODELS for field in model.model_fields})
-WORDS = [*FIELD_NAMES, *METHODS, *OBJECTIVE_METRICS, "grid", "optuna", "max", "min", "mnist5k", "cpu", "cuda"]
+WORDS = [
+    *FIELD_NAMES,
+    *METHODS,
+    *PLAIN_OBJECTIVES,
+    "val_acc_45",
+    "acc_45",
+    "grid",
+    "optuna",
+    "max",
+    "min",
+    "mnist5k",
+    "cpu",
+    "cuda",
+]
 
 # Numbers are mostly in range (so that a changed spec often still loads), with edge cases and anything.
 integers = st.one_of(st.integers(0, 50), st.integers(0, 50), st.sampled_from([0, -1, 10**30, 2**64]), st.integers())
@@ -244,7 +288,7 @@ VALID = {
     "name": "fuzz",
     "seeds": [0, 1],
     "methods": {"frozen": {}, "taugate": {"gate_sharpness": [10]}, "lora": {"lora_rank": [4]}},
-    "search": {"objectives": [{"metric": "acc_45", "mode": "max"}], "ranges": {"lora_rank": {"low": 1, "high": 8}}},
+    "search": {"objectives": [{"metric": "val_acc_45", "mode": "max"}], "ranges": {"lora_rank": {"low": 1, "high": 8}}},
 }
 # where a field can be set (a path into the spec) and the model that defines the fields there
 SECTIONS = [

@@ -18,9 +18,10 @@ from trainables.methods import adapt
 from trainables.train import specialise
 from trainables.trial import GATE_STATS_FILE, run_trial, shared
 
-METRIC_NAMES = {"status", "method", "seed", "trainable_params", "acc_0", "acc_45", "final_loss",
-                "train_seconds", "active_ratio"}  # fmt: skip
-GATED_NAMES = {"acc_0_hard", "acc_45_hard", "high_activation_ratio", "mean_gate"}
+METRIC_NAMES = {"status", "method", "seed", "trainable_params", "acc_0", "acc_45", "val_acc_0", "val_acc_45",
+                "final_loss", "train_seconds", "active_ratio", "strong_activation_ratio"}  # fmt: skip
+GATED_NAMES = {"acc_0_hard", "acc_45_hard", "val_acc_0_hard", "val_acc_45_hard", "high_activation_ratio",
+               "val_high_activation_ratio", "mean_gate"}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["frozen", "bitfit", "taugate", "threshold_only", "gain_only", "lora", "full"])
@@ -31,9 +32,25 @@ def test_metrics_dict_follows_the_contract(method, foundation):
     assert metrics["status"] == "ok" and metrics["method"] == method
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     assert 0.5 < metrics["acc_45"] <= 1 and 0 <= metrics["active_ratio"] <= 1
+    assert 0.5 < metrics["val_acc_45"] <= 1 and metrics["val_acc_45"] != metrics["acc_45"]  # other digits
+    assert 0 <= metrics["strong_activation_ratio"] <= metrics["active_ratio"]  # strong units are active ones
     if gated:
         assert 0 <= metrics["high_activation_ratio"] <= 1 and 0 < metrics["mean_gate"] <= 1
+        assert 0 <= metrics["val_high_activation_ratio"] <= 1
     json.dumps(metrics)  # plain, serialisable values only
+
+
+def test_lr_scale_multiplies_the_methods_learning_rate(foundation):
+    from trainables.methods import specialisation_lr
+
+    assert specialisation_lr(parse_config({"method": "lora", "lr_scale": 0.1})) == pytest.approx(
+        0.1 * specialisation_lr(parse_config({"method": "lora"}))
+    )
+    assert specialisation_lr(parse_config({"method": "lora", "lr": 0.5, "lr_scale": 0.2})) == pytest.approx(0.1)
+    slow = run_trial({**FAST, "method": "full", "lr_scale": 0.01}, shared(foundation))
+    fast = run_trial({**FAST, "method": "full"}, shared(foundation))
+    # a hundredth of the step size forgets the original mode far less
+    assert slow["acc_0"] > fast["acc_0"]
 
 
 def test_same_config_and_seed_give_identical_metrics():

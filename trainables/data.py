@@ -23,6 +23,7 @@ from trainables.config import ConfigError, TrialConfig
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 SPLIT_SEED = 20240601  # the train/test split is fixed: every trial evaluates on the same digits
+VAL_SPLIT_SEED = 20240602  # so is the train/validation split: selections compare trials on the same digits
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,16 @@ class Digits:
 
 @dataclass(frozen=True)
 class Mode:
-    """One rotation mode, flattened and normalised, on the trial's device."""
+    """One rotation mode, flattened and normalised, on the trial's device.
+
+    The three splits hold disjoint digits: training trains, validation selects (it is carved
+    from the training digits, which never train on it), test is only reported."""
 
     angle: float
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
 
@@ -85,9 +91,11 @@ def load_mnist5k() -> Digits:
     return digits
 
 
-def stratified_split(labels: torch.Tensor, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic per-class split; returns sorted (train_indices, test_indices)."""
-    generator = torch.Generator().manual_seed(SPLIT_SEED)
+def stratified_split(
+    labels: torch.Tensor, test_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic per-class split; returns sorted (kept_indices, held_out_indices)."""
+    generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for label in labels.unique(sorted=True):
         members = (labels == label).nonzero().flatten()
@@ -113,9 +121,22 @@ def load_torchvision_mnist(root: str | None, download: bool) -> tuple[Digits, Di
     return Digits(train.data, train.targets), Digits(test.data, test.targets)
 
 
-def load_digits(config: TrialConfig) -> tuple[Digits, Digits]:
-    """The (train, test) digits of the configured source."""
-    return _load_source(config.dataset, config.data_root, config.download, config.test_fraction)
+def load_digits(config: TrialConfig) -> tuple[Digits, Digits, Digits]:
+    """The (train, validation, test) digits of the configured source."""
+    return _load_splits(config.dataset, config.data_root, config.download, config.test_fraction, config.val_fraction)
+
+
+def _load_splits(
+    dataset: str, data_root: str | None, download: bool, test_fraction: float, val_fraction: float
+) -> tuple[Digits, Digits, Digits]:
+    """The source's train/test split, then a stratified validation split carved from its training digits."""
+    train, test = _load_source(dataset, data_root, download, test_fraction)
+    train_idx, val_idx = stratified_split(train.labels, val_fraction, seed=VAL_SPLIT_SEED)
+    return (
+        Digits(train.images[train_idx], train.labels[train_idx]),
+        Digits(train.images[val_idx], train.labels[val_idx]),
+        test,
+    )
 
 
 def _load_source(dataset: str, data_root: str | None, download: bool, test_fraction: float) -> tuple[Digits, Digits]:
@@ -163,18 +184,24 @@ def _flatten(pixels: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def _modes_cached(
-    dataset: str, data_root: str | None, download: bool, test_fraction: float,
+    dataset: str, data_root: str | None, download: bool, test_fraction: float, val_fraction: float,
     angles: tuple[float, ...], device: str,
 ) -> tuple[Mode, ...]:  # fmt: skip
-    train, test = _load_source(dataset, data_root, download, test_fraction)
+    train, val, test = _load_splits(dataset, data_root, download, test_fraction, val_fraction)
+
+    def pixels(digits: Digits, angle: float) -> torch.Tensor:
+        return _flatten(rotate_images(digits.images, angle)).to(device)
+
     return tuple(
         Mode(
             angle=angle,
-            train_x=_flatten(rotate_images(train.images, angle)).to(device),
+            train_x=pixels(train, angle),
             train_y=train.labels.to(device),
-            test_x=_flatten(rotate_images(test.images, angle)).to(device),
+            val_x=pixels(val, angle),
+            val_y=val.labels.to(device),
+            test_x=pixels(test, angle),
             test_y=test.labels.to(device),
-        )
+        )  # fmt: skip
         for angle in angles
     )
 
@@ -182,7 +209,7 @@ def _modes_cached(
 def load_modes(config: TrialConfig, device: torch.device) -> dict[float, Mode]:
     """Every configured rotation mode, built once per process and reused by later trials."""
     modes = _modes_cached(
-        config.dataset, config.data_root, config.download, config.test_fraction,
+        config.dataset, config.data_root, config.download, config.test_fraction, config.val_fraction,
         tuple(config.angles), str(device),
     )  # fmt: skip
     return {mode.angle: mode for mode in modes}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import TrialConfig
+from trainables.config import STRONG_ACTIVATION_LEVEL, TrialConfig
 from trainables.data import Mode, mixture
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.taugate import GatedReLU, mean_soft_gate, set_hard
@@ -83,12 +83,22 @@ def specialise(foundation: MLP, config: TrialConfig, target: Mode) -> tuple[MLP,
     return model, result
 
 
+def split_of(mode: Mode, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mode's `test` or `val` digits and labels (never its training digits)."""
+    if split == "test":
+        return mode.test_x, mode.test_y
+    if split == "val":
+        return mode.val_x, mode.val_y
+    raise ValueError(f"split: {split!r} is not 'test' or 'val'")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, mode: Mode, hard: bool = False) -> float:
-    """Test accuracy on one mode; `hard` evaluates with step gates 1[z > tau]."""
+def evaluate(model: nn.Module, mode: Mode, hard: bool = False, split: str = "test") -> float:
+    """Accuracy on one mode's test (or validation) digits; `hard` evaluates with step gates 1[z > tau]."""
+    x, y = split_of(mode, split)
     set_hard(model, hard)
     try:
-        return (model(mode.test_x).argmax(1) == mode.test_y).float().mean().item()
+        return (model(x).argmax(1) == y).float().mean().item()
     finally:
         set_hard(model, False)
 
@@ -99,36 +109,43 @@ class GateStats:
 
     rate: list[list[float]]  # [layer][neuron]: fraction of digits on which the neuron fires
     rate_by_class: list[list[list[float]]]  # [layer][class][neuron]
-    high_activation_ratio: float | None  # fraction of hidden units whose hard gate is on (gated methods)
-    active_ratio: float  # fraction of hidden units with a non-zero activation
-    mean_gate: float | None  # mean soft gate over hidden units and digits
+    # Readings of "high activation" (PAPER.md leaves it undefined), each averaged over hidden units
+    # and digits. A soft gate above 0.5 is the hard gate (sigmoid(s(z - tau)) > 0.5 iff z > tau).
+    high_activation_ratio: float | None  # hard gate on, z > tau (gated methods)
+    active_ratio: float  # hard-gated activation non-zero: ReLU on and, for gated methods, gate on
+    strong_activation_ratio: float  # hard-gated activation gamma * 1[z > tau] * relu(z) > STRONG_ACTIVATION_LEVEL
+    mean_gate: float | None  # mean soft gate
 
 
 @torch.no_grad()
-def gate_statistics(model: MLP, mode: Mode) -> GateStats:
-    """Which neurons fire on a mode: a neuron fires when its hard-gated activation is non-zero
-    (ReLU on and, for gated methods, z above tau)."""
-    _, pre_activations = model.trace(mode.test_x)
-    fires, gate_on, soft = [], [], []
+def gate_statistics(model: MLP, mode: Mode, split: str = "test") -> GateStats:
+    """Which neurons fire on a mode's test (or validation) digits: a neuron fires when its
+    hard-gated activation is non-zero (ReLU on and, for gated methods, z above tau)."""
+    x, y = split_of(mode, split)
+    _, pre_activations = model.trace(x)
+    fires, strong, gate_on, soft = [], [], [], []
     for z, activation in zip(pre_activations, model.activations, strict=True):
-        on = z > 0
-        if isinstance(activation, GatedReLU) and activation.has_gate:
-            hard = activation.gate(z, hard=True).bool()
-            gate_on.append(hard)
-            soft.append(activation.gate(z, hard=False))
-            on = on & hard
+        on, value = z > 0, torch.relu(z)
+        if isinstance(activation, GatedReLU):
+            value = value * activation.gamma
+            if activation.has_gate:
+                hard = activation.gate(z, hard=True).bool()
+                gate_on.append(hard)
+                soft.append(activation.gate(z, hard=False))
+                on = on & hard
+                value = value * hard
         fires.append(on.float())
-    classes = int(mode.test_y.max().item()) + 1
+        strong.append(value > STRONG_ACTIVATION_LEVEL)
+    classes = int(y.max().item()) + 1
     by_class = [
-        [layer[mode.test_y == c].mean(0).tolist() if (mode.test_y == c).any() else [0.0] * layer.shape[1]
-         for c in range(classes)]
+        [layer[y == c].mean(0).tolist() if (y == c).any() else [0.0] * layer.shape[1] for c in range(classes)]
         for layer in fires
-    ]  # fmt: skip
-    all_units = torch.cat(fires, dim=1)
+    ]
     return GateStats(
         rate=[layer.mean(0).tolist() for layer in fires],
         rate_by_class=by_class,
         high_activation_ratio=torch.cat(gate_on, dim=1).float().mean().item() if gate_on else None,
-        active_ratio=all_units.mean().item(),
+        active_ratio=torch.cat(fires, dim=1).mean().item(),
+        strong_activation_ratio=torch.cat(strong, dim=1).float().mean().item(),
         mean_gate=torch.cat(soft, dim=1).mean().item() if soft else None,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.checkpoints import save_adapter
-from trainables.config import TrialConfig, TrialMetrics, angle_key, parse_config
+from trainables.config import TrialConfig, TrialMetrics, accuracy_name, angle_key, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
 from trainables.methods import count_trainable
@@ -57,9 +57,10 @@ def trial_metrics(
     if result.diverged_at_step is not None:
         return TrialMetrics(status="diverged", diverged_at_step=result.diverged_at_step, **metrics).to_dict()
     for angle, mode in modes.items():
-        metrics[f"acc_{angle_key(angle)}"] = evaluate(model, mode)
-        if config.gated:
-            metrics[f"acc_{angle_key(angle)}_hard"] = evaluate(model, mode, hard=True)
+        for split in ("test", "val"):
+            for hard in (False, True) if config.gated else (False,):
+                name = accuracy_name(angle, hard=hard, validation=split == "val")
+                metrics[name] = evaluate(model, mode, hard=hard, split=split)
     # the metrics need the target mode's statistics only; the artifacts need every mode's
     wanted = modes if artifact_dir is not None else {config.target_angle: modes[config.target_angle]}
     stats = {angle: gate_statistics(model, mode) for angle, mode in wanted.items()}
@@ -68,8 +69,13 @@ def trial_metrics(
         "final_loss": result.final_loss,
         "high_activation_ratio": target.high_activation_ratio,
         "active_ratio": target.active_ratio,
+        "strong_activation_ratio": target.strong_activation_ratio,
         "mean_gate": target.mean_gate,
     }
+    if config.gated:  # what a lambda chosen for a target sparsity reads (selection: validation only)
+        metrics["val_high_activation_ratio"] = gate_statistics(
+            model, modes[config.target_angle], split="val"
+        ).high_activation_ratio
     if artifact_dir is not None:
         write_artifacts(model, config, stats, Path(artifact_dir))
     return TrialMetrics(status="ok", **metrics).to_dict()

@@ -44,4 +44,5 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def specialisation_lr(config: TrialConfig) -> float:
-    return config.lr if config.lr is not None else REGISTRY[config.method].default_lr
+    """The configured lr (the method's default when unset) times the protocol's `lr_scale`."""
+    return (config.lr if config.lr is not None else REGISTRY[config.method].default_lr) * config.lr_scale
