@@ -187,6 +187,16 @@ def _run_study(
         f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
         highlight=False,
     )
+    from study.calibrate import calibrate_study
+
+    if calibrated := calibrate_study(study_dir, spec):
+        protocol, path = calibrated
+        console.print(
+            "calibrated protocol (best validation fidelity over the fitted methods): "
+            + ", ".join(f"{k} {v:g}" for k, v in protocol.items())
+            + f"\nnext: taugate run {path}",
+            highlight=False,
+        )
     if report:
         _report(study_dir, tracking_uri, outcome.seconds)
     if outcome.failed:

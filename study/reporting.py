@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from analysis.load import load_gate_stats, load_tune
+from study.calibrate import report_settings
 from study.runner import OPTUNA_DB, load_study
 
 REPORT_DIR = "report"
@@ -42,7 +43,8 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         optuna_study = optuna.load_study(study_name=study["optuna_study_name"],
                                          storage=storage_url(Path(study_dir) / OPTUNA_DB))  # fmt: skip
     gate_stats = load_gate_stats(study_dir, df["trial_id"].tolist()) if len(df) else {}
-    paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study)
+    paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study,
+                         calibration=report_settings(spec))  # fmt: skip
     (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
     return paths
 

@@ -95,7 +95,7 @@ def prepare(spec: StudySpec, study_dir: Path, yes: bool = False) -> dict[str, An
     study_file = study_dir / STUDY_FILE
     if study_file.is_file():
         raise StorageError(f"{study_dir} already holds a study; use `taugate resume {study_dir}` or another --output")
-    (study_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    (study_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.dump(), sort_keys=False))
     study = {
         "study_id": uuid.uuid4().hex,
         "name": spec.name,

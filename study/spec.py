@@ -146,6 +146,23 @@ class CalibrateSpec(Strict):
     sparsity_tolerance: float = Field(0.05, gt=0, lt=1)
     next: NextStudy | None = None
 
+    @field_validator("held_out")
+    @classmethod
+    def _known_methods(cls, values: list[str]) -> list[str]:
+        return _each(values, lambda v: v in METHODS, f"held_out: every entry must be one of {', '.join(METHODS)}")
+
+    @field_validator("reference")
+    @classmethod
+    def _readable_reference(cls, value: str) -> str:
+        from analysis.reference import ReferenceError, load_reference
+
+        try:
+            load_reference(value)
+        except ReferenceError as err:
+            raise ValueError(str(err)) from None
+        # a user's file is kept by absolute path: a resumed or reported study may run elsewhere
+        return str(Path(value).resolve()) if Path(value).is_file() else value
+
 
 class Range(Strict):
     low: float
@@ -190,6 +207,7 @@ class StudySpec(Strict):
     target_angle: float = 45.0
     foundation: FoundationSpec = Field(default_factory=FoundationSpec)
     epochs: int = Field(5, ge=0, description="specialisation epochs (a method may override)")
+    lr_scale: float = Field(1.0, gt=0, description="multiplies every method's specialisation lr")
     batch_size: int = Field(64, gt=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: dict[str, MethodSpec] = Field(min_length=1)
@@ -248,6 +266,7 @@ class StudySpec(Strict):
     def _protocol_given_once(self) -> None:
         single = {"foundation_epochs": ("foundation.epochs", "epochs" in self.foundation.model_fields_set),
                   "epochs": ("epochs", "epochs" in self.model_fields_set),
+                  "lr_scale": ("lr_scale", "lr_scale" in self.model_fields_set),
                   "batch_size": ("batch_size", "batch_size" in self.model_fields_set)}  # fmt: skip
         for axis in self.protocol.axes():
             where, given = single.get(axis, ("", False))
@@ -280,9 +299,19 @@ class StudySpec(Strict):
             choices = ", ".join([*sorted(accuracies | hard), *PLAIN_OBJECTIVES])
             raise ValueError(f"{where}: unknown objective {metric!r}; choose one of {choices}")
 
+    def dump(self, exclude_none: bool = False) -> dict[str, Any]:
+        """The spec as plain data that loads back to an equal spec: every field (unset optional ones
+        left out with `exclude_none`), except the single values of swept protocol axes (the sweep
+        replaces them; giving both is refused)."""
+        swept = self.protocol.axes()
+        exclude: dict[str, Any] = {name: True for name in ("epochs", "lr_scale", "batch_size") if name in swept}
+        if "foundation_epochs" in swept:
+            exclude["foundation"] = {"epochs"}
+        return self.model_dump(mode="json", exclude=exclude, exclude_none=exclude_none)
+
     def protocol_values(self) -> dict[str, list]:
         """Every protocol field's values: the swept ones, and the study's single value for the rest."""
-        single = {"foundation_epochs": [self.foundation.epochs], "epochs": [self.epochs], "lr_scale": [1.0],
+        single = {"foundation_epochs": [self.foundation.epochs], "epochs": [self.epochs], "lr_scale": [self.lr_scale],
                   "batch_size": [self.batch_size]}  # fmt: skip
         return single | self.protocol.axes()
 
@@ -303,6 +332,7 @@ class StudySpec(Strict):
             "foundation_batch_size": self.foundation.batch_size,
             "foundation_weights": self.foundation.weights,
             "epochs": self.epochs,
+            "lr_scale": self.lr_scale,
             "batch_size": self.batch_size,
             "val_fraction": self.val_fraction,
             "device": self.device,

@@ -222,7 +222,7 @@ RICH_SPEC = {
 def test_a_valid_spec_dumped_back_to_yaml_loads_to_an_equal_spec(source, tmp_path):
     spec = parse_spec(RICH_SPEC) if source == "rich" else load_spec(CONFIGS / source)
     path = tmp_path / "again.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    path.write_text(yaml.safe_dump(spec.dump()))
     assert load_spec(path) == spec
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from analysis import calibration_plots
-from analysis.fidelity import ProtocolChoice, choose_protocol, fidelity_cells, protocol_scores, score
+from analysis.fidelity import ProtocolChoice, choose_by_ratio, choose_protocol, fidelity_cells, protocol_scores, score
 from analysis.protocols import Protocol, describe, protocols, within_protocol
 from analysis.reference import Reference, load_reference
-from analysis.results import protocol_columns
+from analysis.results import is_missing, protocol_columns
 from analysis.sections.common import FigureEntry, FigureMaker, Table, fmt, plus_minus
 from analysis.stats import TARGET_ANGLE, representatives
 from trainables.config import accuracy_name
@@ -81,7 +81,31 @@ class Setting:
 
 
 def report_setting(stats: pd.DataFrame, calibration: Calibration, target: float = TARGET_ANGLE) -> Setting:
-    """Which protocol the report is about, and why (see the module docstring)."""
+    """Which protocol the report is about, and why (see the module docstring); with a sparsity
+    target, each held-out method is represented by its configuration whose validation ratio is
+    closest to the target (`choose_by_ratio`), never by its accuracies."""
+    setting = _protocol_setting(stats, calibration, target)
+    if calibration.sparsity_target is None or setting.stats.empty:
+        return setting
+    methods = dict(setting.reference.methods)
+    for method in calibration.held_out:
+        if method not in methods:
+            continue
+        choice = choose_by_ratio(setting.stats, method, target=float(calibration.sparsity_target),
+                                 protocol=setting.protocol, tolerance=calibration.sparsity_tolerance)  # fmt: skip
+        if choice.configuration is not None:
+            axes = {axis: choice.configuration[axis] for axis in RATIO_AXES if axis in choice.configuration.index}
+            settings = methods[method].settings | {k: v for k, v in axes.items() if not is_missing(v)}
+            methods[method] = methods[method].model_copy(update={"settings": settings})
+    setting.reference = setting.reference.model_copy(update={"methods": methods})
+    return setting
+
+
+# the configuration values a ratio-chosen representative is pinned to (a gated method's own axes)
+RATIO_AXES = ("gate_sharpness", "sparsity_weight")
+
+
+def _protocol_setting(stats: pd.DataFrame, calibration: Calibration, target: float) -> Setting:
     reference = load_reference(calibration.reference)
     present = protocols(stats)
     several = len(present) > 1
