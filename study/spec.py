@@ -44,7 +44,7 @@ class Strict(BaseModel):
 
 class FoundationSpec(Strict):
     hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1)
-    epochs: int = Field(1, ge=0)
+    epochs: int = Field(4, ge=0)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, gt=0)
     weights: list[float] | None = None
@@ -206,8 +206,9 @@ class StudySpec(Strict):
     angles: list[float] = Field(default_factory=lambda: [0.0, 45.0], min_length=1)
     target_angle: float = 45.0
     foundation: FoundationSpec = Field(default_factory=FoundationSpec)
-    epochs: int = Field(5, ge=0, description="specialisation epochs (a method may override)")
-    lr_scale: float = Field(1.0, gt=0, description="multiplies every method's specialisation lr")
+    # the protocol defaults are the calibrated ones (trainables.config.TrialConfig)
+    epochs: int = Field(3, ge=0, description="specialisation epochs (a method may override)")
+    lr_scale: float = Field(0.2, gt=0, description="multiplies every method's specialisation lr")
     batch_size: int = Field(64, gt=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: dict[str, MethodSpec] = Field(min_length=1)

@@ -21,9 +21,9 @@ search:
   kind: optuna
   num_samples: 6
   objectives:
-    - {metric: acc_45, mode: max}
+    - {metric: val_acc_45, mode: max}
     - {metric: trainable_params, mode: min}
-    - {metric: sparsity, mode: max}
+    - {metric: val_sparsity, mode: max}
   ranges:
     gate_sharpness: {low: 1, high: 100, log: true}
     sparsity_weight: {low: 0.00001, high: 0.1, log: true}
@@ -51,8 +51,29 @@ def test_multi_objective_optuna_study_runs_and_persists(tmp_path):
         assert ("gate_sharpness" in trial.params) == (method == "taugate")
     assert len(study.best_trials) >= 1
 
-    # identical suggestions are one trial config: the ledger trains it once and reports it twice
-    distinct = {json.dumps(t.params, sort_keys=True) for t in complete}
-    ledger = [json.loads(p.read_text()) for p in (study_dir / "trials").glob("*/metrics.json")]
-    assert len(ledger) == len(distinct)
+    entries = sorted((study_dir / "trials").glob("*/metrics.json"))
+    ledger = [json.loads(p.read_text()) for p in entries]
+    configs = [json.loads((p.parent / "config.json").read_text()) for p in entries]
     assert {t.values[1] for t in complete} == {m["trainable_params"] for m in ledger}
+
+    # seeds are repeats, not a hyperparameter: Optuna never sees the seed, and each configuration
+    # is evaluated on both seeds, each its own ledger entry
+    assert all("seed" not in t.params for t in study.trials)
+    distinct = {json.dumps(t.params, sort_keys=True) for t in complete}
+    assert len(ledger) == 2 * len(distinct)
+    assert {m["seed"] for m in ledger} == {0, 1}
+
+    # the objective is the seed mean of the *validation* accuracy, never the test accuracy
+    def seed_mean(params: dict, metric: str) -> float:
+        runs = [m for m, c in zip(ledger, configs, strict=True)
+                if all(c["config"][k] == v for k, v in params.items())]  # fmt: skip
+        assert len(runs) == 2
+        return sum(r[metric] for r in runs) / 2
+
+    for trial in complete:
+        assert trial.values[0] == pytest.approx(seed_mean(trial.params, "val_acc_45"), abs=1e-6)
+        assert trial.values[0] != pytest.approx(seed_mean(trial.params, "acc_45"), abs=1e-6)
+
+    # the results table holds one row per seed run, MLflow one child run per seed run
+    table = (study_dir / "report" / "results.csv").read_text().splitlines()
+    assert len(table) - 1 == len(ledger)
