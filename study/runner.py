@@ -223,14 +223,16 @@ def execute(
         )
         tuner.fit()
 
-    finished = ledger.all_finished()
     if spec.search.kind == "grid":
-        failed = total - len(finished)
-    else:  # identical suggestions share ledger entries, so count Optuna's own verdicts
-        from study.search import failed_trials
+        finished = len(ledger.all_finished())
+        failed = total - finished
+    else:  # identical suggestions share ledger entries, so count Optuna's own verdicts, one per seed
+        from study.search import completed_trials, failed_trials
 
-        failed = failed_trials(study_dir / OPTUNA_DB, study["optuna_study_name"]) * len(spec.seeds)
-    outcome = StudyOutcome(study_dir, len(finished), failed, total, time.monotonic() - started)
+        db, name = study_dir / OPTUNA_DB, study["optuna_study_name"]
+        finished = completed_trials(db, name) * len(spec.seeds)
+        failed = failed_trials(db, name) * len(spec.seeds)
+    outcome = StudyOutcome(study_dir, finished, failed, total, time.monotonic() - started)
     try:
         from study.tracking import Tracker
 

@@ -19,7 +19,8 @@ from trainables.train import specialise
 from trainables.trial import GATE_STATS_FILE, run_trial, shared
 
 METRIC_NAMES = {"status", "method", "seed", "trainable_params", "acc_0", "acc_45", "val_acc_0", "val_acc_45",
-                "final_loss", "train_seconds", "active_ratio", "strong_activation_ratio"}  # fmt: skip
+                "final_loss", "train_seconds", "active_ratio", "val_active_ratio",
+                "strong_activation_ratio"}  # fmt: skip
 GATED_NAMES = {"acc_0_hard", "acc_45_hard", "val_acc_0_hard", "val_acc_45_hard", "high_activation_ratio",
                "val_high_activation_ratio", "mean_gate"}  # fmt: skip
 
@@ -44,11 +45,11 @@ def test_lr_scale_multiplies_the_methods_learning_rate(foundation):
     from trainables.methods import specialisation_lr
 
     assert specialisation_lr(parse_config({"method": "lora", "lr_scale": 0.1})) == pytest.approx(
-        0.1 * specialisation_lr(parse_config({"method": "lora"}))
+        0.1 * specialisation_lr(parse_config({"method": "lora", "lr_scale": 1.0}))
     )
     assert specialisation_lr(parse_config({"method": "lora", "lr": 0.5, "lr_scale": 0.2})) == pytest.approx(0.1)
     slow = run_trial({**FAST, "method": "full", "lr_scale": 0.01}, shared(foundation))
-    fast = run_trial({**FAST, "method": "full"}, shared(foundation))
+    fast = run_trial({**FAST, "method": "full", "lr_scale": 1.0}, shared(foundation))
     # a hundredth of the step size forgets the original mode far less
     assert slow["acc_0"] > fast["acc_0"]
 

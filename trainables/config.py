@@ -194,6 +194,7 @@ class TrialMetrics(BaseModel):
     high_activation_ratio: float | None = None  # hard gate on (z > tau), gated methods, target test digits
     val_high_activation_ratio: float | None = None  # the same on the target mode's validation digits
     active_ratio: float | None = None  # hard-gated activation non-zero (ReLU and gate on), every method
+    val_active_ratio: float | None = None  # the same on the target mode's validation digits
     strong_activation_ratio: float | None = None  # hard-gated activation > STRONG_ACTIVATION_LEVEL
     mean_gate: float | None = None  # mean soft gate
     diverged_at_step: int | None = None

@@ -72,10 +72,12 @@ def trial_metrics(
         "strong_activation_ratio": target.strong_activation_ratio,
         "mean_gate": target.mean_gate,
     }
-    if config.gated:  # what a lambda chosen for a target sparsity reads (selection: validation only)
-        metrics["val_high_activation_ratio"] = gate_statistics(
-            model, modes[config.target_angle], split="val"
-        ).high_activation_ratio
+    # what a lambda chosen for a target sparsity, or a search on sparsity, reads: validation only
+    validation = gate_statistics(model, modes[config.target_angle], split="val")
+    metrics |= {
+        "val_high_activation_ratio": validation.high_activation_ratio,
+        "val_active_ratio": validation.active_ratio,
+    }
     if artifact_dir is not None:
         write_artifacts(model, config, stats, Path(artifact_dir))
     return TrialMetrics(status="ok", **metrics).to_dict()
