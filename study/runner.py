@@ -22,7 +22,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import platform
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -40,9 +39,11 @@ from study.spec import SpecError, StudySpec, parse_spec
 from study.storage import TUNE_DIR, StorageError, TrialLedger, check_writable, write_json
 
 STUDY_FILE, SPEC_FILE, OPTUNA_DB = "study.json", "spec.yaml", "optuna.db"
-# Ray rewrites 127.0.0.1 to the machine's network address; another loopback address keeps a
-# local study's Ray ports off the network (Linux routes all of 127.0.0.0/8 to loopback).
-LOCAL_NODE_IP = os.environ.get("TAUGATE_RAY_NODE_IP", "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
+# A local study's Ray node address. Ray 2.60 binds its servers (GCS, raylet, workers, agents,
+# autoscaler monitor) to loopback only when the node address is 127.0.0.1 itself; any other
+# address, 127.0.0.2 included, makes them listen on every interface. `connect` keeps Ray from
+# rewriting 127.0.0.1 to the network address. TAUGATE_RAY_NODE_IP overrides it (at that cost).
+LOCAL_NODE_IP = os.environ.get("TAUGATE_RAY_NODE_IP", "127.0.0.1")
 
 
 class ClusterError(RuntimeError):
@@ -127,6 +128,32 @@ def use_prestarted_workers() -> None:
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
 
 
+@contextlib.contextmanager
+def single_node_on_loopback(node_ip: str):
+    """Let `ray.init` keep 127.0.0.1 as the node address while it starts a local Ray.
+
+    Ray 2.60 binds every server of a node to loopback when the node address is localhost, and to
+    all interfaces otherwise; but `ray.init` first rewrites a localhost address to the machine's
+    network address, unless Ray runs as a single-node cluster (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    read once when Ray is imported, which Tune may already have done). A local study is one node,
+    so it says so for the start only: Ray's processes get 127.0.0.1 on their command lines, and a
+    later driver in this process that joins a cluster resolves its address as before. Ray is
+    pinned (pyproject.toml); tests/test_loopback.py checks every listening socket of a study.
+    """
+    from ray._common.network_utils import is_localhost
+    from ray._private import ray_constants
+
+    if not is_localhost(node_ip):
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def connect(address: str | None) -> None:
     import ray
 
@@ -134,7 +161,8 @@ def connect(address: str | None) -> None:
         return
     quiet = {"log_to_driver": False, "logging_level": "warning"}
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
+        with single_node_on_loopback(LOCAL_NODE_IP):
+            ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:
         try:  # an existing cluster, or the one a Ray Job runs on
             ray.init(address=address, **quiet)
