@@ -17,15 +17,9 @@ import pandas as pd
 from analysis.results import BOOKKEEPING_COLUMNS, is_metric
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
+METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/storage.py)
+PLAN_FILE = "plan.json"  # every planned trial's key, name and columns (study/plan.py)
 ORDER = ("trial_id", "run_name", "status", "error", "diverged_at_step", "method", "seed")
-
-
-def _last_result(trial_dir: Path) -> dict[str, Any] | None:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
 
 
 def _variant(params: dict[str, Any]) -> dict[str, Any]:
@@ -70,31 +64,67 @@ def _identity(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in skip and not is_metric(k)}
 
 
+def _ledger(study_dir: Path) -> tuple[list[dict[str, Any]], set[str]]:
+    """Rows of every trial the study folder's ledger holds (`<study>/trials/<key>/`: its config
+    record and metrics, metrics written last), and the variants they ran (as canonical JSON)."""
+    rows, ran = [], set()
+    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        config_file = metrics_file.parent / CONFIG_FILE
+        try:
+            metrics, record = json.loads(metrics_file.read_text()), json.loads(config_file.read_text())
+        except (OSError, ValueError):
+            continue  # a torn entry is not a result: the trial shows as not run
+        key = metrics_file.parent.name
+        rows.append(_row(key, record.get("run_name", key), metrics.get("status", "ok"), record.get("columns", {}),
+                         metrics, None))  # fmt: skip
+        ran.add(_canonical(record.get("variant", {})))
+    return rows, ran
+
+
+def _canonical(variant: dict[str, Any]) -> str:
+    return json.dumps(variant, sort_keys=True, default=str)
+
+
 def load_tune(study_dir: Path) -> pd.DataFrame:
-    """The results table from `<study>/tune/run-*/<trial>/` (params.json, result.json, error.txt)."""
-    rows = []
+    """The results table of a study folder: every trial its ledger holds (the source of truth,
+    whatever Tune's own files say of an interrupted or retried trial), plus one `error` row per
+    planned trial whose Tune trial failed and that never reached the ledger (from
+    `<study>/tune/run-*/<trial>/params.json` and its `error.txt`)."""
+    rows, ran = _ledger(Path(study_dir))
+    plan = _plan(Path(study_dir))
     for trial_dir in sorted(Path(study_dir, TUNE_DIR).glob("run-*/*/")):
         params_file = trial_dir / "params.json"
         if not params_file.is_file():
             continue
-        variant = _variant(json.loads(params_file.read_text()))
-        result = _last_result(trial_dir)
-        if result and "members" in result:  # a fused trial: one row per member
-            for member in result["members"]:
-                rows.append(_row(member["trial_key"], member["run_name"], member["status"], member["columns"],
-                                 member, None))  # fmt: skip
-        elif result and "trial_key" in result:
-            columns = result.get("columns") or variant
-            rows.append(_row(result["trial_key"], result["run_name"], result["status"], columns, result, None))
-        else:
-            error_file = trial_dir / "error.txt"
-            error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else "no result"
-            name = trial_dir.name.rsplit("_", 2)[0]
-            members = variant.get("members", [variant])
-            for index, member in enumerate(members):
-                label = name if len(members) == 1 else f"{name}#{index}"
-                rows.append(_row(f"error:{label}", label, "error", member, {}, error))
+        params = json.loads(params_file.read_text())
+        variant = _variant(params)
+        members = variant.get("members") or (
+            [variant | {"seed": seed} for seed in params["seeds"]] if "seeds" in params else [variant]
+        )
+        missing = [m for m in members if _canonical(m) not in ran]
+        if not missing:
+            continue
+        error_file = trial_dir / "error.txt"
+        if not error_file.is_file():  # stopped before it reported (an interrupted or killed driver): still to run
+            continue
+        error = error_file.read_text().strip().splitlines()[-1]
+        name = trial_dir.name.rsplit("_", 2)[0]
+        for member in missing:
+            label = name if len(members) == 1 else f"{name}#{members.index(member)}"
+            key, record = plan.get(_canonical(member), (label, {}))
+            # the plan names and groups a failed trial as its finished siblings are (defaults included)
+            rows.append(_row(f"error:{key}", record.get("run_name", label), "error", record.get("columns", member), {},
+                             error))  # fmt: skip
+            ran.add(_canonical(member))  # a retried trial is one error row, not one per attempt
     return _frame(_dedupe(rows))
+
+
+def _plan(study_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """`<study>/plan.json` (grid studies) by canonical variant: (trial key, its record)."""
+    path = Path(study_dir, PLAN_FILE)
+    if not path.is_file():
+        return {}
+    return {_canonical(record["variant"]): (key, record) for key, record in json.loads(path.read_text()).items()}
 
 
 def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:

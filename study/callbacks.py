@@ -16,10 +16,11 @@ from typing import Any
 from ray import tune
 from rich.console import Console
 
-from study.plan import run_name
+from study.plan import run_name, table_columns, trial_key
 from study.storage import CONFIG_FILE, TrialLedger
 from study.tracking import Tracker
 from study.trainable import split_config
+from trainables.config import ConfigError, parse_config
 
 
 class _Lazy(tune.Callback):
@@ -49,12 +50,15 @@ class TrackingCallback(_Lazy):
     def worker(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="taugate-tracking")
 
-    def _guard(self, action, *args) -> None:
+    def _guard(self, action: str, *args) -> None:
+        """Run `self.tracker.<action>(*args)` on the tracking thread; building the client (a URI
+        whose driver is missing, an unreachable server) fails inside the guard too."""
+
         def attempt() -> None:
             if self.down:
                 return
             try:
-                action(*args)
+                getattr(self.tracker, action)(*args)
             except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
                 self.down = True
                 self.console.print(
@@ -77,13 +81,27 @@ class TrackingCallback(_Lazy):
             metrics = ledger.finished(key)
             if metrics is not None:
                 record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
-                self._guard(self.tracker.log_trial, self.study, key, record, metrics)
+                self._guard("log_trial", self.study, key, record, metrics)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        """A FAILED run for each member that never reached the ledger, keyed by its trial key (so a
+        later success replaces it); members that did run (an Optuna objective failed after them)
+        are logged with their own results."""
         base, variant = split_config(trial.config)
         error = str(getattr(trial, "error_msg", None) or "trial failed")
+        ledger = TrialLedger(self.study_dir)
         for member in variant.get("members", [variant]):
-            self._guard(self.tracker.log_failure, self.study, run_name(member), base | member, member, error)
+            try:  # named and grouped as its finished siblings (defaults included), as the plan names it
+                config = parse_config(base | member)
+                key, columns = trial_key(config), table_columns(config, member)
+            except ConfigError:
+                key, columns = f"error:{run_name(member)}", member
+            metrics = ledger.finished(key)
+            if metrics is not None:
+                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+                self._guard("log_trial", self.study, key, record, metrics)
+            else:
+                self._guard("log_failure", self.study, key, run_name(member), base | member, columns, error)
 
 
 class ProgressCallback(_Lazy):
@@ -115,6 +133,9 @@ class ProgressCallback(_Lazy):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         members = self._members(trial)
         self.running = max(0, self.running - members)
+        result = trial.last_result or {}
+        if not result.get("trial_key") and not result.get("member_keys"):
+            return  # stopped before it reported (an interrupted study): still to run, not done
         self.done, self.done_this_run = self.done + members, self.done_this_run + members
         self._print()
 
@@ -122,3 +143,21 @@ class ProgressCallback(_Lazy):
         members = self._members(trial)
         self.running, self.failed = max(0, self.running - members), self.failed + members
         self._print()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        # a failed attempt Tune retries: it stops running now and counts again when it restarts
+        self.running = max(0, self.running - self._members(trial))
+
+
+class StopOnSignal(tune.Stopper):
+    """Stops every trial once the driver got SIGINT or SIGTERM (`study.interrupt`): Tune checks
+    `stop_all` on each step of its loop, stops running trials and starts no new ones. Stateless,
+    so Tune can pickle it into the experiment folder."""
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        from study.interrupt import received
+
+        return received() is not None

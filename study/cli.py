@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +14,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from trainables.config import ConfigError
 
@@ -19,7 +23,8 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # the message is text, never markup: `pip install '.[directml]'` must print as written
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     raise typer.Exit(code)
 
 
@@ -37,8 +42,10 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 @app.command()
 def trial(
-    method: Annotated[str, typer.Option(help="frozen|bitfit|taugate|gain_only|threshold_only|lora|full")] = "taugate",
-    seed: Annotated[int, typer.Option()] = 0,
+    method: Annotated[
+        str | None, typer.Option(help="frozen|bitfit|taugate|gain_only|threshold_only|lora|full (default taugate)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="default 0")] = None,
     gate_sharpness: Annotated[float | None, typer.Option(help="TauGate sharpness s")] = None,
     sparsity_weight: Annotated[float | None, typer.Option(help="TauGate sparsity weight lambda")] = None,
     lora_rank: Annotated[int | None, typer.Option()] = None,
@@ -49,7 +56,8 @@ def trial(
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file of trial config fields")] = None,
     artifacts: Annotated[Path | None, typer.Option(help="folder for the adapter and gate statistics")] = None,
 ) -> None:
-    """Run one trial (training its own foundation); the metrics dict is the last line of stdout."""
+    """Run one trial (training its own foundation); the metrics dict is the last line of stdout.
+    Options given on the command line override the fields of `--config`."""
     from trainables.trial import run_trial
 
     raw = _load_yaml(config) if config else {}
@@ -159,10 +167,17 @@ def plan(
         for index, variant in enumerate(variants(study_spec)):
             table.add_row(str(index), run_name(variant), variant["method"], str(variant["seed"]))
         out.print(table)
-    out.print(
-        f"{totals['trials']} trials ({study_spec.search.kind}), {totals['foundations']} foundations; "
-        + ", ".join(f"{m}: {n}" for m, n in totals["per_method"].items())
-    )
+    if study_spec.search.kind == "optuna":
+        search = study_spec.search
+        out.print(
+            f"{totals['trials']} trials (optuna): {search.num_samples} configurations drawn over "
+            f"{', '.join(study_spec.methods)}, each on {len(study_spec.seeds)} seeds"
+        )
+    else:
+        out.print(
+            f"{totals['trials']} trials (grid), {totals['foundations']} foundations; "
+            + ", ".join(f"{m}: {n}" for m, n in totals["per_method"].items())
+        )
     swept = study_spec.protocol.axes()
     out.print(
         f"protocol ({totals['protocols']} shared by every method): "
@@ -173,15 +188,86 @@ def plan(
     )
 
 
+@contextlib.contextmanager
+def _one_driver(study_dir: Path, read_only_ok: bool = False):
+    """Hold the study folder's driver lock (`study.lock`) for the block; a live driver holding it
+    is refused with exit 2 naming its host and pid, a stale one (killed, machine lost) is taken
+    over. `read_only_ok`: on a folder this user cannot write, only check that no driver is alive."""
+    from study.lock import DriverLock, StudyLocked
+    from study.storage import StorageError, check_writable
+
+    def lost(holder: dict) -> None:  # this driver was judged dead (a long pause) and replaced
+        who = f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}"
+        console.print(
+            Text.assemble(("error:", "bold red"), f" another driver ({who}) took over {study_dir}; this one stops")
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    lock = DriverLock(study_dir, on_lost=lost)
+    try:
+        check_writable(study_dir)
+        lock.acquire()
+    except StudyLocked as err:
+        fail(str(err))
+    except (StorageError, OSError) as err:
+        if not read_only_ok:
+            fail(str(err) if isinstance(err, StorageError) else f"{study_dir}: cannot take the driver lock ({err})")
+        try:
+            lock.check()
+        except StudyLocked as locked:
+            fail(str(locked))
+        yield
+        return
+    if gone := lock.taken_over:
+        who = f"host {gone.get('host', '?')}, pid {gone.get('pid', '?')}: {gone['why']}"
+        console.print(Text.assemble(("warning:", "yellow"), f" took over the lock of a driver that is gone ({who})"))
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM end the study cleanly (`study.interrupt`); a second one ends it at once."""
+    from study.interrupt import install, name
+
+    def notify(signum: int) -> None:
+        console.print(f"{name(signum)}: stopping the study; finished trials are kept (again to stop at once)",
+                      highlight=False)  # fmt: skip
+
+    install(notify)
+
+
+def _interrupted(spec, study, study_dir: Path, signum: int, seconds: float | None = None) -> None:
+    """The summary of an interrupted study, and exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    from study.interrupt import exit_code, name
+    from study.progress import study_progress
+
+    progress = study_progress(study_dir, spec, study)
+    took = f", {seconds:.1f}s" if seconds is not None else ""
+    console.print(
+        f"study {spec.name} interrupted ({name(signum)}): {progress.finished}/{progress.planned} trials finished, "
+        f"{progress.failed} failed, {progress.remaining} remaining{took}; no report written (`taugate report` "
+        f"writes one for the partial study)\ncontinue with: taugate resume {Path(study_dir).resolve()}",
+        highlight=False,
+    )
+    raise typer.Exit(exit_code(signum))
+
+
 def _run_study(
     spec, study, study_dir: Path, address: str | None, tracking_uri: str | None, report: bool = True
 ) -> None:
+    from study.interrupt import SIGNALS, received
     from study.runner import ClusterError, execute
 
     try:
         outcome = execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
     except ClusterError as err:
         fail(f"{err}; the study folder {study_dir} is kept, `taugate resume` continues it", code=1)
+    except KeyboardInterrupt:  # a second signal (or Ctrl-C before the handlers): stop at once
+        _interrupted(spec, study, study_dir, received() or SIGNALS[0])
+    if outcome.interrupted is not None:
+        _interrupted(spec, study, study_dir, outcome.interrupted, outcome.seconds)
     console.print(
         f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished, {outcome.failed} failed, "
         f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
@@ -210,7 +296,8 @@ def _report(study_dir: Path, tracking_uri: str | None, wall_seconds: float | Non
     try:
         log_report(study_dir, tracking_uri)
     except Exception as err:  # noqa: BLE001 - the report is on disk; tracking is best effort
-        console.print(f"[yellow]warning:[/] report not logged to MLflow ({type(err).__name__}: {err})")
+        problem = f" report not logged to MLflow ({type(err).__name__}: {err})"
+        console.print(Text.assemble(("warning:", "yellow"), problem))
     console.print(f"report: {paths['html'].resolve()}", highlight=False)
 
 
@@ -241,11 +328,23 @@ def run(
 
     study_spec = _spec_or_exit(spec)
     study_dir = output or _default_output(study_spec)
-    try:
-        study = prepare(study_spec, study_dir, yes=yes)
-    except (SpecError, StorageError) as err:
-        fail(str(err))
-    _run_study(study_spec, study, study_dir, address, tracking_uri, report)
+    _stop_on_signals()
+    created = not study_dir.exists()
+    with _one_driver(study_dir):
+        try:
+            study = prepare(study_spec, study_dir, yes=yes, tracking_uri=tracking_uri)
+        except (SpecError, StorageError) as err:
+            refused = str(err)
+        else:
+            _run_study(study_spec, study, study_dir, address, tracking_uri, report)
+            return
+    if created:  # refused before anything was written: leave no empty folder behind
+        from study.lock import GUARD_FILE
+
+        with contextlib.suppress(OSError):
+            (study_dir / GUARD_FILE).unlink()
+            study_dir.rmdir()
+    fail(refused)
 
 
 @app.command()
@@ -256,27 +355,19 @@ def resume(
     report: Annotated[bool, typer.Option(help="write the report at the end")] = True,
 ) -> None:
     """Finish an interrupted study: finished trials are not run again."""
-    from study.storage import StorageError, check_writable
-
     study_spec, study = _study_or_exit(study_dir)
-    try:
-        check_writable(study_dir)
-    except StorageError as err:
-        fail(str(err))
-    _run_study(study_spec, study, study_dir, address, tracking_uri, report)
+    _stop_on_signals()
+    with _one_driver(study_dir):
+        _run_study(study_spec, study, study_dir, address, tracking_uri, report)
 
 
 @app.command()
 def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
-    """Trials finished, diverged and still to run."""
-    from study.storage import TrialLedger
+    """Trials finished (ok or diverged), failed and still to run."""
+    from study.progress import study_progress
 
-    _, study = _study_or_exit(study_dir)
-    finished = TrialLedger(study_dir).all_finished()
-    diverged = sum(m.get("status") == "diverged" for m in finished.values())
-    planned = study["trials_planned"]
-    print(json.dumps({"name": study["name"], "planned": planned, "finished": len(finished),
-                      "diverged": diverged, "remaining": max(0, planned - len(finished))}))  # fmt: skip
+    spec, study = _study_or_exit(study_dir)
+    print(json.dumps({"name": study["name"]} | study_progress(study_dir, spec, study).as_dict()))
 
 
 @app.command()
@@ -285,12 +376,21 @@ def track(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's own)")] = None,
 ) -> None:
     """(Re)log a study to MLflow; idempotent: runs already there are not duplicated."""
+    from study.progress import study_progress
     from study.tracking import Tracker
 
-    _, study = _study_or_exit(study_dir)
-    tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
-    added = tracker.sync(study)
-    tracker.finish(study)
+    spec, study = _study_or_exit(study_dir)
+    uri = tracking_uri or study.get("tracking_uri")
+    with _one_driver(study_dir, read_only_ok=True):
+        try:
+            tracker = Tracker(study_dir, uri, study["experiment_name"])
+            added = tracker.sync(study)
+            # a study stopped part-way stays KILLED until `taugate resume` completes it
+            tracker.finish(study, "KILLED" if study_progress(study_dir, spec, study).remaining else "FINISHED")
+        except Exception as err:  # noqa: BLE001 - any store failure is the user's to fix; the folder keeps everything
+            fail(f"MLflow tracking at {uri or 'the study folder'} failed ({type(err).__name__}: {str(err)[:300]}); "
+                 f"nothing was lost: the study folder holds every result, run `taugate track {study_dir}` again "
+                 "once the store is reachable", code=1)  # fmt: skip
     console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")
 
 
@@ -301,7 +401,8 @@ def report(
 ) -> None:
     """Write the ablation report (report.html, report.md, results.csv) and log it to MLflow."""
     _study_or_exit(study_dir)
-    _report(study_dir, tracking_uri)
+    with _one_driver(study_dir, read_only_ok=True):
+        _report(study_dir, tracking_uri)
 
 
 @app.command()

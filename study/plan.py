@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from study.spec import StudySpec
-from trainables.config import TrialConfig, parse_config
+from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
 from trainables.methods import REGISTRY
 
 
@@ -86,6 +86,18 @@ def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
     return parse_config(spec.base_config() | variant)
 
 
+def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a trial in the results table: method, seed, the target mode, the protocol, the
+    values of the method's own axes (defaults included) and a per-method lr override. Axes a method
+    ignores stay out."""
+    own = {axis: getattr(config, axis) for axis in REGISTRY[config.method].dimensions}
+    protocol = {field: getattr(config, field) for field in PROTOCOL_FIELDS}
+    overrides = {"lr": variant["lr"]} if "lr" in variant else {}
+    return (
+        {"method": config.method, "seed": config.seed, "target_angle": config.target_angle} | protocol | own | overrides
+    )
+
+
 def trial_key(config: TrialConfig) -> str:
     """A stable id for a trial's whole config: the same trial always gets the same key."""
     canonical = json.dumps(config.model_dump(), sort_keys=True, default=str)
@@ -126,7 +138,22 @@ def summary(spec: StudySpec) -> dict[str, Any]:
         # an Optuna trial is one configuration evaluated on every seed: one study trial per seed
         "trials": spec.search.num_samples * len(spec.seeds) if optuna else len(grid),
         "foundations": len({foundation_key(c) for c in configs}),
-        "per_method": per_method,
+        "per_method": {} if optuna else per_method,  # Optuna draws the methods: no fixed count each
         "protocol": spec.protocol_values(),
         "protocols": len(protocols(spec)),
     }
+
+
+PLAN_FILE = "plan.json"
+
+
+def planned_trials(spec: StudySpec, grid: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What `<study>/plan.json` holds for a grid study: per trial key its run name, variant and
+    results-table columns, so a trial that never reached the ledger (it failed, or has not run) is
+    still named and grouped as the trials that did (`analysis.load.load_tune`)."""
+    out = {}
+    for variant in grid:
+        config = trial_config(spec, variant)
+        out[trial_key(config)] = {"run_name": run_name(variant), "variant": variant,
+                                  "columns": table_columns(config, variant)}  # fmt: skip
+    return out

@@ -20,7 +20,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # Tune's automatic loggers include TensorBoard's, whose import and event files cost the driver
 # seconds per study; the JSON and CSV loggers (which the analysis reads) are added explicitly.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Ctrl-C and SIGTERM stop a study through study.interrupt; Tune's own SIGINT handler would print
+# its `Tuner.restore(...)` hint, which is not how a study resumes.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 import platform
+import socket
 import subprocess
 import threading
 import time
@@ -34,7 +38,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from study.plan import fused_groups, longest_first, run_name, summary, trial_config, trial_key, variants
+from study.plan import (
+    PLAN_FILE,
+    fused_groups,
+    longest_first,
+    planned_trials,
+    run_name,
+    summary,
+    trial_config,
+    trial_key,
+    variants,
+)
 from study.spec import SpecError, StudySpec, parse_spec
 from study.storage import TUNE_DIR, StorageError, TrialLedger, check_writable, write_json
 
@@ -57,6 +71,8 @@ class StudyOutcome:
     failed: int
     total: int
     seconds: float
+    remaining: int = 0
+    interrupted: int | None = None  # the stop signal (SIGINT, SIGTERM) when the study was interrupted
 
 
 def environment() -> dict[str, str]:
@@ -84,7 +100,7 @@ def load_study(study_dir: Path) -> tuple[StudySpec, dict[str, Any]]:
     return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file)), json.loads(study_file.read_text())
 
 
-def prepare(spec: StudySpec, study_dir: Path, yes: bool = False) -> dict[str, Any]:
+def prepare(spec: StudySpec, study_dir: Path, yes: bool = False, tracking_uri: str | None = None) -> dict[str, Any]:
     """Check everything that can fail before a trial starts; write the spec and metadata."""
     totals = summary(spec)
     if totals["trials"] > spec.max_trials and not yes:
@@ -105,7 +121,8 @@ def prepare(spec: StudySpec, study_dir: Path, yes: bool = False) -> dict[str, An
         "foundations_planned": totals["foundations"],
         "environment": environment(),
         "optuna_study_name": spec.search.study_name or f"{spec.name}-{uuid.uuid4().hex[:8]}",
-        "tracking_uri": spec.tracking_uri,
+        # part of the study's record: resume, track and report write where the run wrote
+        "tracking_uri": tracking_uri or spec.tracking_uri,
         "experiment_name": spec.experiment_name or spec.name,
     }
     write_json(study_file, study)
@@ -154,6 +171,21 @@ def single_node_on_loopback(node_ip: str):
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a `host:port` cluster address does not answer: Ray's own
+    connection attempt retries for minutes before it gives up."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r}: expected host:port (for example 127.0.0.2:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); check the address "
+                           "and that the head node is up") from None  # fmt: skip
+
+
 def connect(address: str | None) -> None:
     import ray
 
@@ -164,6 +196,7 @@ def connect(address: str | None) -> None:
         with single_node_on_loopback(LOCAL_NODE_IP):
             ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))
         try:  # an existing cluster, or the one a Ray Job runs on
             ray.init(address=address, **quiet)
         except ConnectionError as err:
@@ -171,6 +204,14 @@ def connect(address: str | None) -> None:
                 f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} ({err}); check the "
                 "address and that this machine has the cluster's auth token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
             ) from None
+
+
+def shutdown_local_ray(address: str | None) -> None:
+    """Stop the Ray this driver started (a cluster's Ray is not ours to stop)."""
+    import ray
+
+    if address is None and not os.environ.get("RAY_ADDRESS") and ray.is_initialized():
+        ray.shutdown()
 
 
 def execute(
@@ -191,6 +232,7 @@ def execute(
     units: list[dict[str, Any]] = []  # grid: the Tune trials, single variants or fused groups
     if spec.search.kind == "grid":
         grid = variants(spec)
+        write_json(study_dir / PLAN_FILE, planned_trials(spec, grid))
         todo = [v for v in grid if trial_key(trial_config(spec, v)) not in done]
         total = len(grid)
         groups = [{"members": g} for g in fused_groups(spec, todo)] if spec.fuse > 1 else todo
@@ -207,7 +249,9 @@ def execute(
         num_samples = len(todo) // len(spec.seeds)
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
-    if todo:
+    from study.interrupt import received
+
+    if todo and received() is None:
         # Ray's start is mostly waiting on its processes: import Tune and our callbacks meanwhile
         importing = threading.Thread(target=importlib.import_module, args=("study.callbacks",), daemon=True)
         importing.start()
@@ -217,7 +261,7 @@ def execute(
         from ray import tune
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-        from study.callbacks import ProgressCallback, TrackingCallback
+        from study.callbacks import ProgressCallback, StopOnSignal, TrackingCallback
         from study.trainable import split_config, train_trial
 
         callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TrackingCallback(study_dir, uri, study),
@@ -246,27 +290,27 @@ def execute(
                 storage_path=str(study_dir / TUNE_DIR),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 callbacks=callbacks,
+                stop=StopOnSignal(),
                 verbose=0,
             ),  # fmt: skip
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            shutdown_local_ray(address)  # no Ray process of a local study outlives its driver
 
-    if spec.search.kind == "grid":
-        finished = len(ledger.all_finished())
-        failed = total - finished
-    else:  # identical suggestions share ledger entries, so count Optuna's own verdicts, one per seed
-        from study.search import completed_trials, failed_trials
+    from study.progress import study_progress
 
-        db, name = study_dir / OPTUNA_DB, study["optuna_study_name"]
-        finished = completed_trials(db, name) * len(spec.seeds)
-        failed = failed_trials(db, name) * len(spec.seeds)
-    outcome = StudyOutcome(study_dir, finished, failed, total, time.monotonic() - started)
+    progress = study_progress(study_dir, spec, study)  # the one account of the study's trials
+    outcome = StudyOutcome(study_dir, progress.finished, progress.failed, total, time.monotonic() - started,
+                           remaining=progress.remaining, interrupted=received())  # fmt: skip
     try:
         from study.tracking import Tracker
 
         tracker = Tracker(study_dir, uri, study["experiment_name"])
         tracker.sync(study)  # anything the callback could not log (an outage) is logged now if possible
-        tracker.finish(study, "FINISHED", {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds})
+        status = "KILLED" if outcome.interrupted and outcome.remaining else "FINISHED"
+        tracker.finish(study, status, {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds})
     except Exception as err:  # noqa: BLE001 - the study folder holds everything; tracking is best effort
         console.print(f"[yellow]warning:[/] MLflow tracking unavailable ({type(err).__name__}); "
                       f"run `taugate track {study_dir}` later", highlight=False)  # fmt: skip

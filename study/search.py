@@ -37,22 +37,26 @@ class ConditionalSpace:
         if method == "lora":
             r = ranges["lora_rank"]
             trial.suggest_int("lora_rank", int(r.low), int(r.high), log=r.log)
-        # constants: the fields every trial shares, and the seeds each configuration is evaluated on
-        return {"base": spec.base_config(), "seeds": list(spec.seeds)}
+        # constants: the fields every trial shares, the seeds each configuration is evaluated on, and
+        # the method's own fixed overrides (its lr, its epochs)
+        chosen = spec.methods[method]
+        overrides = {k: v for k, v in (("lr", chosen.lr), ("epochs", chosen.epochs)) if v is not None}
+        return {"base": spec.base_config(), "seeds": list(spec.seeds)} | overrides
 
 
 def storage_url(db_path: Path) -> str:
     return f"sqlite:///{Path(db_path).resolve()}"
 
 
-def _count(db_path: Path, study_name: str, state: optuna.trial.TrialState) -> int:
+def _count(db_path: Path, study_name: str, state: optuna.trial.TrialState | None) -> int:
+    """Trials of the persisted Optuna study in `state` (None: every trial)."""
     if not Path(db_path).is_file():
         return 0
     try:
         study = optuna.load_study(study_name=study_name, storage=storage_url(db_path))
     except KeyError:
         return 0
-    return sum(t.state == state for t in study.trials)
+    return sum(state is None or t.state == state for t in study.trials)
 
 
 def completed_trials(db_path: Path, study_name: str) -> int:
@@ -69,6 +73,9 @@ def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):
 
     name = study["optuna_study_name"]
     done = completed_trials(db_path, name)
+    # a resumed search must not replay the points it already drew: seed the sampler by how many
+    # trials the persisted study holds (deterministic, and different at every resume)
+    drawn = _count(db_path, name, None)
     metrics = [o.metric for o in spec.search.objectives]
     modes = [o.mode for o in spec.search.objectives]
     searcher = OptunaSearch(
@@ -77,6 +84,6 @@ def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):
         mode=modes if len(modes) > 1 else modes[0],
         storage=optuna.storages.RDBStorage(storage_url(db_path)),
         study_name=name,
-        seed=0,
+        seed=drawn,
     )
     return searcher, done

@@ -30,6 +30,33 @@ class SpecError(ValueError):
     """An invalid study spec; the message names the field path and the reason."""
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives the same key twice (plain YAML keeps the last one silently)."""
+
+
+class SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth. Keys merged in
+    with `<<` may still be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if earlier is not key_node:
+                mark, was = key_node.start_mark, earlier.start_mark
+                raise DuplicateKeyError(
+                    None, None, f"duplicate key {key!r} at line {mark.line + 1}, column {mark.column + 1} "
+                    f"(first given at line {was.line + 1}); give each key once", mark,
+                )  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+
 def _each(values: list | None, ok, message: str) -> list | None:
     """A grid axis's values, unless one fails `ok` (then `message`)."""
     if values and not all(ok(v) for v in values):
@@ -37,9 +64,27 @@ def _each(values: list | None, ok, message: str) -> list | None:
     return values
 
 
+# Integers go to torch (tensor sizes, seeds), JSON and the pandas results table, all 64-bit signed:
+# torch.manual_seed takes up to 2**64 - 1, but a seed of 2**63 or more turns the table's seed column
+# into uint64, or float64 beside a missing value, where neighbouring seeds merge.
+INT_LIMIT = 2**63
+
+
+def _within_int64(values: Any) -> bool:
+    items = values if isinstance(values, list) else [values]
+    return all(-INT_LIMIT <= v < INT_LIMIT for v in items if isinstance(v, int) and not isinstance(v, bool))
+
+
 class Strict(BaseModel):
     # NaN/infinity pass `gt`/`ge` checks unnoticed and break a trial later (an angle's metric name, a rate)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        if not _within_int64(value):
+            raise ValueError("must be < 2**63 (a 64-bit signed integer: torch, JSON tables and pandas hold no more)")
+        return value
 
 
 class FoundationSpec(Strict):
@@ -193,6 +238,19 @@ class SearchSpec(Strict):
     )
     study_name: str | None = Field(None, description="optuna study name; default: the study's name + a timestamp")
 
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_the_trials_accept(cls, ranges: dict[str, Range]) -> dict[str, Range]:
+        # each suggested value must pass the trial contract: s > 0, lambda >= 0, an integer rank >= 1
+        lowest = {"gate_sharpness": (lambda low: low > 0, "low must be > 0 (gate sharpness s > 0)"),
+                  "sparsity_weight": (lambda low: low >= 0, "low must be >= 0 (sparsity weight lambda >= 0)"),
+                  "lora_rank": (lambda low: low >= 1, "low must be >= 1 (a LoRA rank is an integer >= 1)")}  # fmt: skip
+        for axis, r in ranges.items():
+            ok, message = lowest[axis]
+            if not ok(r.low):
+                raise ValueError(f"{axis}: {message}")
+        return ranges
+
 
 class Resources(Strict):
     cpu: float = Field(1, gt=0)
@@ -254,6 +312,7 @@ class StudySpec(Strict):
             raise ValueError(f"target_angle: {self.target_angle:g} is not one of angles {self.angles}")
         self._protocol_given_once()
         self._objectives_exist()
+        self._optuna_takes_every_method_field()
         if self.fuse > 1 and self.search.kind != "grid":
             raise ValueError("fuse: fused trials need search kind grid (Optuna suggests one trial at a time)")
         # every trial config must pass the trial contract: check one per method now, not mid-study
@@ -278,6 +337,21 @@ class StudySpec(Strict):
                     raise ValueError(f"methods.{name}.epochs: the protocol sweeps epochs for every method")
         if self.protocol.axes() and self.search.kind != "grid":
             raise ValueError("protocol: protocol axes need search kind grid")
+
+    def _optuna_takes_every_method_field(self) -> None:
+        """An Optuna search draws s, lambda and the LoRA rank from `search.ranges` and evaluates every
+        configuration on the study's seeds: per-method axis lists and seeds would be ignored, so
+        they are refused (a method's fixed `lr` and `epochs` are honoured)."""
+        if self.search.kind != "optuna":
+            return
+        for name, method in self.methods.items():
+            for field in ("seeds", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"):
+                if getattr(method, field) is not None:
+                    where = "the study's seeds" if field == "seeds" else f"search.ranges ({field} is searched)"
+                    if field == "lora_alpha":
+                        where = "the default lora_alpha (not searched)"
+                    raise ValueError(f"methods.{name}.{field}: an Optuna search uses {where}; per-method lists are "
+                                     "grid axes (search kind grid)")  # fmt: skip
 
     def _objectives_exist(self) -> None:
         """Each objective names a validation metric every trial of the study reports."""
@@ -344,9 +418,11 @@ def load_spec(path: Path | str) -> StudySpec:
     """Read and validate a spec file (`-` reads standard input); a problem is a `SpecError` naming the field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(sys.stdin.read() if str(path) == "-" else path.read_text())
+        raw = yaml.load(sys.stdin.read() if str(path) == "-" else path.read_text(), Loader=SpecLoader)  # noqa: S506
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
+    except DuplicateKeyError as err:
+        raise SpecError(f"{path}: {err.problem}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: YAML syntax error: {err}") from None
     except (OSError, UnicodeDecodeError) as err:

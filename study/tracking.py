@@ -99,6 +99,7 @@ class Tracker:
         parent = self.parent(study)
         if key in self.logged_trials(parent):
             return False
+        self._drop_failure(parent, key)  # a trial that failed before and finished since is one run
         tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
                 "taugate.status": metrics["status"]}  # fmt: skip
         if "columns" in record:
@@ -122,12 +123,22 @@ class Tracker:
         self._logged.add(key)
         return True
 
+    def _drop_failure(self, parent: str, key: str) -> None:
+        failure = f"error:{key}"
+        if failure in self.logged_trials(parent):
+            query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{failure}'"
+            for run in self.client.search_runs([self.experiment_id], filter_string=query, max_results=10):
+                self.client.delete_run(run.info.run_id)
+            self._logged.discard(failure)
+
     def log_failure(
-        self, study: dict[str, Any], name: str, config: dict[str, Any], columns: dict[str, Any], error: str
-    ) -> None:
-        """A trial that errored (no metrics): a FAILED child run carrying the error."""
+        self, study: dict[str, Any], trial: str, name: str, config: dict[str, Any], columns: dict[str, Any],
+        error: str,
+    ) -> None:  # fmt: skip
+        """A trial that errored (no metrics): a FAILED child run carrying the error, tagged with the
+        trial's key (`error:<key>`), replaced by the trial's own run if it finishes later."""
         parent = self.parent(study)
-        key = f"error:{name}"
+        key = trial if trial.startswith("error:") else f"error:{trial}"
         if key in self.logged_trials(parent):
             return
         tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",

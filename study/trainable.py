@@ -12,10 +12,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from study.plan import run_name, trial_key
+from study.plan import run_name, table_columns, trial_key
 from study.storage import FoundationStore, TrialLedger
-from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
-from trainables.methods import REGISTRY
+from trainables.config import TrialConfig, parse_config
 from trainables.trial import run_trial
 
 _stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors keep foundations loaded
@@ -35,15 +34,6 @@ def sparsity(metrics: dict[str, Any], prefix: str = "") -> float | None:
     (`prefix="val_"`: on validation digits, what a search may select on)."""
     ratio = metrics.get(f"{prefix}high_activation_ratio", metrics.get(f"{prefix}active_ratio"))
     return None if ratio is None else 1.0 - ratio
-
-
-def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a trial in the results table: method, seed, the protocol, the values of the
-    method's own axes (defaults included) and a per-method lr override. Axes a method ignores stay out."""
-    own = {axis: getattr(config, axis) for axis in REGISTRY[config.method].dimensions}
-    protocol = {field: getattr(config, field) for field in PROTOCOL_FIELDS}
-    overrides = {"lr": variant["lr"]} if "lr" in variant else {}
-    return {"method": config.method, "seed": config.seed} | protocol | own | overrides
 
 
 def _store(study_dir: str) -> FoundationStore:

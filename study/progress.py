@@ -1,0 +1,60 @@
+"""One place decides how far a study got: finished (ok or diverged), failed, still to run.
+
+The CLI summary, `taugate status` and the MLflow parent run all read `study_progress`, and the
+report reads the same sources (the ledger and the plan, `analysis.load.load_tune`), so the
+service never tells two stories. "failed" means a trial that raised (its Tune trial errored and
+it never reached the ledger) or, in an Optuna study, a configuration Optuna marked FAIL; a trial
+that has not run yet is "remaining", never "failed".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from study.plan import PLAN_FILE
+from study.spec import StudySpec
+from study.storage import TrialLedger
+
+
+@dataclass(frozen=True)
+class Progress:
+    planned: int
+    finished: int  # in the ledger: ok or diverged
+    diverged: int
+    failed: int
+    remaining: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def study_progress(study_dir: Path, spec: StudySpec, study: dict[str, Any]) -> Progress:
+    """The study's counts, from its folder (ledger, plan, Tune's error files, the Optuna study)."""
+    ledger = TrialLedger(Path(study_dir)).all_finished()
+    if spec.search.kind == "optuna":
+        from study.runner import OPTUNA_DB
+        from study.search import completed_trials, failed_trials
+
+        db, name, seeds = Path(study_dir) / OPTUNA_DB, study["optuna_study_name"], len(spec.seeds)
+        planned = spec.search.num_samples * seeds
+        finished, failed = completed_trials(db, name) * seeds, failed_trials(db, name) * seeds
+        diverged = sum(m.get("status") == "diverged" for m in ledger.values())
+        return Progress(planned, finished, diverged, failed, max(0, planned - finished - failed))
+    plan_file = Path(study_dir) / PLAN_FILE
+    planned_keys = set(json.loads(plan_file.read_text())) if plan_file.is_file() else set(ledger)
+    planned = max(len(planned_keys), int(study.get("trials_planned", 0)))
+    done = {key: m for key, m in ledger.items() if key in planned_keys}
+    diverged = sum(m.get("status") == "diverged" for m in done.values())
+    failed = _failed_grid_trials(Path(study_dir))
+    return Progress(planned, len(done), diverged, failed, max(0, planned - len(done) - failed))
+
+
+def _failed_grid_trials(study_dir: Path) -> int:
+    """Planned trials whose Tune trial errored and that never reached the ledger."""
+    from analysis.load import load_tune
+
+    table = load_tune(study_dir)
+    return int((table["status"] == "error").sum()) if "status" in table.columns else 0
