@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.modes import StudyModes, reference_mismatch, study_modes
 from analysis.protocols import Protocol, protocols, single_protocol, validation_view, within_protocol
 from analysis.reference import Reference, load_reference
 from analysis.results import config_columns, protocol_columns
-from analysis.stats import TARGET_ANGLE, representatives
+from analysis.stats import representatives
 from trainables.config import validation_name
 
 CELL_COLUMNS = (
@@ -52,14 +53,22 @@ def fidelity_cells(
     validation: bool,
     methods: Iterable[str] | None = None,
     protocol: Protocol | None = None,
-    target: float = TARGET_ANGLE,
+    target: float | None = None,
 ) -> pd.DataFrame:
     """One row per (method, accuracy metric) of the reference (`CELL_COLUMNS`, see the module
     docstring), for `methods` (default: every non-baseline method of the reference) on a
     `seed_statistics` table of one protocol (`protocol` picks it from a table holding several).
     `validation` reads our `val_acc_*` instead of `acc_*`. A method absent from the study keeps
-    its row with NaN for ours."""
+    its row with NaN for ours. A study whose target (`target`, by default its own) or original
+    angle is not the reference's has no cells (`analysis.modes.reference_mismatch`): the
+    reference's accuracies are not its."""
     reference = as_reference(reference)
+    modes = study_modes(stats)
+    if target is not None:
+        modes = StudyModes(float(target), modes.retention, modes.notes)
+    if reference_mismatch(reference, modes):
+        return pd.DataFrame(columns=list(CELL_COLUMNS))
+    target = modes.target
     _, stats = single_protocol(stats, protocol)
     chosen = representatives(stats, prefer=reference.settings(), target=target) if not stats.empty else pd.DataFrame()
     rows = []
@@ -122,7 +131,7 @@ def protocol_scores(
     *,
     validation: bool,
     methods: Iterable[str] | None = None,
-    target: float = TARGET_ANGLE,
+    target: float | None = None,
 ) -> pd.DataFrame:
     """One row per protocol of the table: its fields, `score` (see `score`), `cells` and
     `missing` (cells without our number), each method's representative chosen within it."""
@@ -153,7 +162,7 @@ def choose_protocol(
     reference: Reference | str | Path,
     *,
     held_out: Sequence[str],
-    target: float = TARGET_ANGLE,
+    target: float | None = None,
 ) -> ProtocolChoice:
     """The protocol with the lowest validation score over the reference's methods minus
     `held_out` (ties: the first in protocol order, the smallest settings).

@@ -2,7 +2,9 @@
 
 Input is a trial's gate statistics (`gate_stats.json`, written by `trainables.trial`):
 `{"method": ..., "modes": {"0": {"rate": [[layer 0 rates], [layer 1 rates]], ...}, "45": ...}}`
-where a rate is the fraction of a mode's test digits on which the neuron fires. A neuron is
+(one key per evaluated angle, `trainables.config.angle_key`) where a rate is the fraction of a
+mode's test digits on which the neuron fires. The two modes compared are the study's original
+and target modes (`analysis.modes.study_modes`). A neuron is
 named `(layer, index)`. Neuron identities only mean something within one foundation, so
 interpretations are computed per trial and only their summaries are averaged over seeds.
 """
@@ -16,12 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.modes import study_modes
 from analysis.results import config_columns, configuration_ids, ok_rows
 
 ACTIVE = 0.5  # fires on at least half of a mode's digits
 SILENT = 0.1  # fires on at most a tenth
-RETENTION_MODE = "0"
-TARGET_MODE = "45"
 
 Neuron = tuple[int, int]  # (layer, index)
 GateStats = Mapping[str, Any]
@@ -73,12 +74,13 @@ def mode_overlap(gate_stats: GateStats, mode: str, other: str, threshold: float 
 
 def interpret_trial(
     gate_stats: GateStats,
-    mode: str = RETENTION_MODE,
-    other: str = TARGET_MODE,
+    mode: str,
+    other: str,
     active: float = ACTIVE,
     silent: float = SILENT,
 ) -> dict[str, float]:
-    """The per-trial numbers the report shows: active-set sizes, mode-specific counts, Jaccard."""
+    """The per-trial numbers the report shows for two modes (the original `mode`, the target
+    `other`): active-set sizes, mode-specific counts, Jaccard."""
     return {
         f"active_{mode}": len(active_set(gate_stats, mode, active)),
         f"active_{other}": len(active_set(gate_stats, other, active)),
@@ -91,17 +93,20 @@ def interpret_trial(
 def interpret_configurations(
     df: pd.DataFrame,
     gate_stats: Mapping[str, GateStats],
-    mode: str = RETENTION_MODE,
-    other: str = TARGET_MODE,
+    mode: str | None = None,
+    other: str | None = None,
     active: float = ACTIVE,
     silent: float = SILENT,
 ) -> pd.DataFrame:
-    """Per configuration: mean and sample std over seeds of `interpret_trial`'s numbers.
+    """Per configuration: mean and sample std over seeds of `interpret_trial`'s numbers, by
+    default for the study's original and target modes (`analysis.modes.study_modes(df)`).
 
     Uses the ok trials that have gate statistics holding both modes (keys of `gate_stats` are
     trial ids, compared as strings). Columns: `config_id` (as in `seed_statistics`), `n`, and
     `<quantity>_mean` / `<quantity>_std`. Empty when no trial qualifies.
     """
+    default_mode, default_other = study_modes(df).keys
+    mode, other = mode or default_mode, other or default_other
     stats_by_id = {str(k): v for k, v in gate_stats.items()}
     ids = configuration_ids(df, config_columns(df))
     records = []

@@ -7,10 +7,13 @@ the same table `analysis.fidelity` and `analysis.verdicts` compare with.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.modes import degrees
 from analysis.reference import PAPER, Reference
+from trainables.config import accuracy_name
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,8 @@ class PaperRow:
     method: str
     label: str
     trainable_params: int
-    acc_0: tuple[float, float]  # mean, std over seeds
-    acc_45: tuple[float, float]
+    acc_0: tuple[float, float]  # mean, std over seeds at the reference's original angle (the paper's 0)
+    acc_45: tuple[float, float]  # and at its target angle (the paper's 45)
     high_activation_ratio: float | None = None
 
 
@@ -32,11 +35,12 @@ def paper_rows(reference: Reference) -> tuple[PaperRow, ...]:
             raise ValueError(f"reference {reference.name}: {method} has no {metric}")
         return cell.mean, cell.std if cell.std is not None else 0.0
 
+    retention, target = accuracy_name(reference.retention_angle), accuracy_name(reference.target_angle)
     rows = []
     for method, row in reference.methods.items():
         ratio = reference.cell(method, "high_activation_ratio")
         rows.append(PaperRow(
-            method, row.label, row.trainable_params or 0, mean_std(method, "acc_0"), mean_std(method, "acc_45"),
+            method, row.label, row.trainable_params or 0, mean_std(method, retention), mean_std(method, target),
             ratio.mean if ratio else None,
         ))  # fmt: skip
     return tuple(rows)
@@ -59,14 +63,16 @@ def summarise(results: list[dict[str, Any]], metric: str, method: str) -> tuple[
     return mean, std, len(values)
 
 
+# "±" is the sample std over seeds, in ours and in the paper's numbers alike: the headers say so
+_RETENTION, _TARGET = degrees(PAPER.retention_angle), degrees(PAPER.target_angle)
 COMPARISON_COLUMNS = (
     "method",
-    "params",
-    "acc 0 ours",
-    "acc 0 paper",
-    "acc 45 ours",
-    "acc 45 paper",
-    "high-act ours",
+    "params (ours)",
+    f"acc {_RETENTION} ours (mean ± std)",
+    f"acc {_RETENTION} paper (mean ± std)",
+    f"acc {_TARGET} ours (mean ± std)",
+    f"acc {_TARGET} paper (mean ± std)",
+    "high-act ours (mean)",
     "paper",
 )
 
@@ -75,17 +81,18 @@ def _cell(stat: tuple[float, float] | tuple[float, float, int] | None) -> str:
     return "-" if stat is None else f"{stat[0]:.3f} ± {stat[1]:.3f}"
 
 
-def comparison_rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """Our seed means beside the paper's, one row per paper method (cells as text)."""
+def comparison_rows(results: list[dict[str, Any]], labels: Mapping[str, str] | None = None) -> list[tuple[str, ...]]:
+    """Our seed means beside the paper's, one row per paper method (cells as text); `labels`
+    replaces a method's row label (to name our settings where they are not the paper's)."""
     rows = []
     for row in PAPER_TABLE:
         params = summarise(results, "trainable_params", row.method)
         ratio = summarise(results, "high_activation_ratio", row.method)
         rows.append((
-            row.label,
+            (labels or {}).get(row.method, row.label),
             f"{params[0]:.0f}" if params else "-",
-            _cell(summarise(results, "acc_0", row.method)), _cell(row.acc_0),
-            _cell(summarise(results, "acc_45", row.method)), _cell(row.acc_45),
+            _cell(summarise(results, accuracy_name(PAPER.retention_angle), row.method)), _cell(row.acc_0),
+            _cell(summarise(results, accuracy_name(PAPER.target_angle), row.method)), _cell(row.acc_45),
             f"{ratio[0]:.2f}" if ratio else "-",
             f"{row.high_activation_ratio:.2f}" if row.high_activation_ratio is not None else "-",
         ))  # fmt: skip

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.modes import StudyModes, study_modes
+
 
 def pareto_mask(values: np.ndarray, maximise: Sequence[bool]) -> np.ndarray:
     """Boolean mask of the non-dominated rows of `values` (n points x k objectives).
@@ -48,17 +50,26 @@ class Objective:
     label: str
 
 
-ACCURACY = Objective("acc_45", True, "accuracy, target mode (45°)")
-RETENTION = Objective("acc_0", True, "accuracy, original mode (0°)")
 PARAMETERS = Objective("trainable_params", False, "trainable parameters")
 SPARSITY = Objective("sparsity", True, "sparsity (1 - high-activation ratio)")
+FRONT_NAMES = ("accuracy_vs_params", "accuracy_vs_sparsity", "accuracy_vs_retention", "accuracy_params_sparsity")
 
-FRONTS: dict[str, tuple[Objective, ...]] = {
-    "accuracy_vs_params": (ACCURACY, PARAMETERS),
-    "accuracy_vs_sparsity": (ACCURACY, SPARSITY),
-    "accuracy_vs_retention": (ACCURACY, RETENTION),
-    "accuracy_params_sparsity": (ACCURACY, PARAMETERS, SPARSITY),
-}
+
+def accuracy_objective(modes: StudyModes) -> Objective:
+    """Accuracy on the study's target mode (`acc_30` for a study targeting 30 degrees)."""
+    return Objective(modes.target_metric, True, f"accuracy, {modes.target_label}")
+
+
+def retention_objective(modes: StudyModes) -> Objective:
+    return Objective(modes.retention_metric, True, f"accuracy, {modes.retention_label}")
+
+
+def fronts(modes: StudyModes) -> dict[str, tuple[Objective, ...]]:
+    """The named fronts (`FRONT_NAMES`) at the study's angles: its objectives, y axis first."""
+    accuracy, retention = accuracy_objective(modes), retention_objective(modes)
+    return dict(zip(FRONT_NAMES, (
+        (accuracy, PARAMETERS), (accuracy, SPARSITY), (accuracy, retention), (accuracy, PARAMETERS, SPARSITY),
+    ), strict=True))  # fmt: skip
 
 
 def with_sparsity(stats: pd.DataFrame) -> pd.DataFrame:
@@ -82,13 +93,14 @@ def _column(stats: pd.DataFrame, name: str) -> pd.Series:
     return stats[name].astype(float) if name in stats.columns else pd.Series(np.nan, index=stats.index)
 
 
-def pareto_sets(stats: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The named fronts (`FRONTS`) on seed means: per front, the statistics table (with
-    sparsity columns, see `with_sparsity`) and an `on_front` column. Configurations lacking an
-    objective (e.g. all trials failed) are kept with `on_front=False`."""
+def pareto_sets(stats: pd.DataFrame, modes: StudyModes | None = None) -> dict[str, pd.DataFrame]:
+    """The named fronts (`fronts`, at `modes`, by default the study's own) on seed means: per
+    front, the statistics table (with sparsity columns, see `with_sparsity`) and an `on_front`
+    column. Configurations lacking an objective (e.g. all trials failed) are kept with
+    `on_front=False`."""
     table = with_sparsity(stats)
-    fronts = {}
-    for name, objectives in FRONTS.items():
+    sets = {}
+    for name, objectives in fronts(modes or study_modes(stats)).items():
         values = np.column_stack([_column(table, f"{o.metric}_mean").to_numpy() for o in objectives])
-        fronts[name] = table.assign(on_front=pareto_mask(values, [o.maximise for o in objectives]))
-    return fronts
+        sets[name] = table.assign(on_front=pareto_mask(values, [o.maximise for o in objectives]))
+    return sets

@@ -21,7 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from analysis.interpret import RETENTION_MODE, TARGET_MODE
+from analysis.interpret import mode_keys
+from analysis.modes import StudyModes, study_modes
 from analysis.pareto import PARAMETERS, Objective, with_sparsity
 from analysis.results import METHOD_ORDER, SYMBOLS, config_columns, format_value, is_missing
 
@@ -144,8 +145,15 @@ def _band(ax: Axes, line: pd.DataFrame, parameter: str, metric: str, colour: str
     return True
 
 
-ACCURACY_PANELS = (("acc_45", "accuracy, target mode (45°)"), ("acc_0", "accuracy, original mode (0°)"))
 SPARSITY_PANEL = ("sparsity", "sparsity (1 - high-activation ratio)")
+
+
+def accuracy_panels(modes: StudyModes) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(metric, axis label) of the target and original modes' accuracies at the study's angles."""
+    return (
+        (modes.target_metric, f"accuracy, {modes.target_label}"),
+        (modes.retention_metric, f"accuracy, {modes.retention_label}"),
+    )
 
 
 def plot_sensitivity(
@@ -153,13 +161,16 @@ def plot_sensitivity(
     parameter: str,
     path: Path,
     xscale: str = "log",
-    panels: Sequence[tuple[str, str]] = (*ACCURACY_PANELS, SPARSITY_PANEL),
+    panels: Sequence[tuple[str, str]] | None = None,
 ) -> Path | None:
-    """Seed means of each metric in `panels` against one swept knob, a line per setting of the
-    other knobs, with 95% CI bands (Student t over seeds). `xscale`: "log", "symlog" (when 0 is
-    swept, e.g. lambda) or "log2". Skipped unless some line has two values of `parameter`."""
+    """Seed means of each metric in `panels` (default: both modes' accuracies at the study's
+    angles, and sparsity) against one swept knob, a line per setting of the other knobs, with
+    95% CI bands (Student t over seeds). `xscale`: "log", "symlog" (when 0 is swept, e.g.
+    lambda) or "log2". Skipped unless some line has two values of `parameter`."""
     if parameter not in stats.columns:
         return None
+    if panels is None:
+        panels = (*accuracy_panels(study_modes(stats)), SPARSITY_PANEL)
     table = with_sparsity(stats)
     rows = table[pd.to_numeric(table[parameter], errors="coerce").notna()]
     lines = [(name, line) for name, line in _series(rows, parameter) if line[parameter].nunique() >= 2]
@@ -191,18 +202,19 @@ def plot_sensitivity(
     return _save(fig, path)
 
 
-def plot_lora_rank(stats: pd.DataFrame, path: Path) -> Path | None:
+def plot_lora_rank(stats: pd.DataFrame, path: Path, modes: StudyModes | None = None) -> Path | None:
     """LoRA accuracy against its rank (log2 axis): what each doubling of adapter size buys."""
     lora = stats[stats["method"] == "lora"] if "method" in stats.columns else stats.iloc[0:0]
-    return plot_sensitivity(lora, "lora_rank", path, xscale="log2", panels=ACCURACY_PANELS)
+    panels = accuracy_panels(modes or study_modes(stats))
+    return plot_sensitivity(lora, "lora_rank", path, xscale="log2", panels=panels)
 
 
-def plot_accuracy_vs_params(stats: pd.DataFrame, path: Path) -> Path | None:
-    """Every configuration of every method: accuracy on both modes against trainable
-    parameters (log scale), error bars = seed std. The efficiency picture of RQ2."""
+def plot_accuracy_vs_params(stats: pd.DataFrame, path: Path, modes: StudyModes | None = None) -> Path | None:
+    """Every configuration of every method: accuracy on both modes (the study's, by default)
+    against trainable parameters (log scale), error bars = seed std. The efficiency picture of RQ2."""
     x = _values(stats, "trainable_params_mean")
-    panels = [(m, label) for m, label in (("acc_45", "target mode (45°)"), ("acc_0", "original mode (0°)"))]
-    if (np.isfinite(x) & np.isfinite(_values(stats, "acc_45_mean"))).sum() < 2:
+    panels = accuracy_panels(modes or study_modes(stats))
+    if (np.isfinite(x) & np.isfinite(_values(stats, f"{panels[0][0]}_mean"))).sum() < 2:
         return None
     fig = Figure(figsize=(10.5, 4.2), layout="constrained")
     for index, (metric, label) in enumerate(panels):
@@ -216,7 +228,7 @@ def plot_accuracy_vs_params(stats: pd.DataFrame, path: Path) -> Path | None:
                 ms=5, capsize=2, lw=0.8, label=method,
             )  # fmt: skip
         _params_axis(ax, x)
-        ax.set_ylabel(f"accuracy, {label}")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Accuracy against trainable parameters (mean ± seed std)", fontsize=10)
@@ -227,12 +239,18 @@ def plot_gate_heatmaps(
     gate_stats: Mapping[str, Any],
     path: Path,
     title: str = "",
-    modes: tuple[str, str] = (RETENTION_MODE, TARGET_MODE),
+    modes: tuple[str, str] | None = None,
 ) -> Path | None:
     """Firing rate of every hidden neuron by mode, and by digit class within each mode, for
-    one trial. Neurons are sorted by (target - original) rate, so mode-specific neurons
+    one trial; `modes` are the (original, target) mode keys, by default the trial's first two
+    in angle order. Neurons are sorted by (target - original) rate, so mode-specific neurons
     gather at the two ends of each layer."""
     available = gate_stats.get("modes", {}) if gate_stats else {}
+    if modes is None:
+        keys = list(mode_keys(gate_stats or {}))
+        if len(keys) < 2:
+            return None
+        modes = (keys[0], keys[1])
     if not all(m in available and available[m].get("rate") for m in modes):
         return None
     layers = len(available[modes[0]]["rate"])

@@ -10,13 +10,16 @@ through the same loader as a user's file, so there is one source for its numbers
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.results import is_accuracy, is_metric
+from analysis.modes import DEFAULT_TARGET, PREFERRED_RETENTION
+from analysis.results import SYMBOLS, format_value, is_accuracy, is_metric
 from trainables.config import VALIDATION_PREFIX
 
 REFERENCES = Path(__file__).parent / "references"
@@ -69,6 +72,9 @@ class Reference(BaseModel):
     name: str
     source: str = ""
     baseline: str
+    # the modes its accuracies are for: its cells apply to a study with the same target and original angles
+    target_angle: float = DEFAULT_TARGET
+    retention_angle: float = PREFERRED_RETENTION
     methods: dict[str, ReferenceMethod] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -86,9 +92,32 @@ class Reference(BaseModel):
         row = self.methods.get(method)
         return row.cells.get(metric) if row else None
 
+    def label_for(self, method: str, ours: Mapping[str, Any] | None = None) -> str:
+        """The row's label, or, when our representative `ours` (its config values) differs from
+        the settings the row stands for, both: "LoRA (ours r=4; paper r=8)"."""
+        row = self.methods[method]
+        if ours is None:
+            return row.label
+        differing = [k for k, v in row.settings.items() if k in ours and not _same(ours[k], v)]
+        if not differing:
+            return row.label
+        name = re.sub(r"\s*\(.*\)$", "", row.label) or row.label
+
+        def knobs(values: Mapping[str, Any]) -> str:
+            return " ".join(f"{SYMBOLS.get(k, k)}={format_value(values[k])}" for k in differing)
+
+        return f"{name} (ours {knobs(ours)}; {self.name} {knobs(row.settings)})"
+
     def settings(self) -> dict[str, dict[str, Any]]:
         """The settings each method's row stands for (for `analysis.stats.representatives`)."""
         return {method: row.settings for method, row in self.methods.items() if row.settings}
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    try:
+        return float(ours) == float(theirs)
+    except (TypeError, ValueError):
+        return str(ours) == str(theirs)
 
 
 def load_reference(name_or_path: str | Path) -> Reference:

@@ -8,7 +8,6 @@ can be zipped, attached to an MLflow run or opened from a cluster's shared disk 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,24 +17,20 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from analysis import plots
-from analysis.interpret import RETENTION_MODE, TARGET_MODE, interpret_configurations
+from analysis.modes import StudyModes, degrees, reference_mismatch, study_modes
 from analysis.paper import COMPARISON_COLUMNS, PAPER_TABLE, comparison_rows
-from analysis.pareto import FRONTS, pareto_sets
+from analysis.pareto import fronts as front_objectives
+from analysis.pareto import pareto_sets
 from analysis.protocols import within_protocol
+from analysis.reference import PAPER
 from analysis.results import config_columns, configuration_ids, failed_rows, format_value, is_missing, ok_rows
-from analysis.sections.common import FigureEntry, Table, fmt, mean_ci
+from analysis.sections.common import FigureEntry, Table
+from analysis.sections.configurations import front_table, significance_table, statistics_table
 from analysis.sections.fidelity import PREDICTION, Calibration, Setting, budget_figure, fidelity_section, report_setting
+from analysis.sections.interpretability import interpretability_section
 from analysis.sections.sparsity import sparsity_section
-from analysis.stats import (
-    RETENTION_ANGLE,
-    TARGET_ANGLE,
-    best_configuration,
-    paired_comparisons,
-    representatives,
-    seed_statistics,
-)
+from analysis.stats import seed_statistics
 from analysis.verdicts import check_claims
-from trainables.config import accuracy_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIGURES = "figures"
@@ -104,13 +99,18 @@ def build_context(
 ) -> dict[str, Any]:
     """Everything the templates show, computed once (figures are written on the way).
 
-    Representatives (paper table, verdicts, fidelity, sparsity, significance, heatmaps) are
-    chosen on validation metrics within the report's protocol (`report_setting`); Pareto fronts,
-    sensitivity and the all-configurations table describe every configuration on test metrics."""
-    stats = seed_statistics(df)
-    setting = report_setting(stats, calibration)
-    chosen = representatives(setting.stats, prefer=setting.reference.settings())
-    protocol_df = within_protocol(df, setting.protocol) if setting.protocol is not None else df.iloc[0:0]
+    Every section is at the study's angles (`analysis.modes.study_modes`: its target and
+    original modes, read from the table). Representatives (paper table, verdicts, fidelity,
+    sparsity, significance, heatmaps) are chosen on validation metrics of the target mode within
+    the report's protocol (`report_setting`); Pareto fronts, sensitivity and the
+    all-configurations table describe every configuration on test metrics. A table holding
+    several target angles is not analysed (the report says it needs one target)."""
+    modes = study_modes(df)
+    analysed = df.iloc[0:0] if modes.problem else df
+    stats = seed_statistics(analysed)
+    setting = report_setting(stats, calibration, modes)
+    chosen = setting.representatives()
+    protocol_df = within_protocol(analysed, setting.protocol) if setting.protocol is not None else df.iloc[0:0]
     figures: list[FigureEntry] = []
 
     def figure(fid: str, title: str, draw: Callable[[Path], Path | None], missing: str) -> FigureEntry:
@@ -121,46 +121,47 @@ def build_context(
         figures.append(entry)
         return entry
 
-    fronts = []
-    for name, front in (pareto_sets(stats) if not stats.empty else {}).items():
+    fronts, objectives = [], front_objectives(modes)
+    for name, front in (pareto_sets(stats, modes) if not stats.empty else {}).items():
         entry = figure(
             f"pareto-{name}",
             FRONT_TITLES[name],
-            lambda path, front=front, name=name: plots.plot_pareto(front, FRONTS[name], path, FRONT_TITLES[name]),
+            lambda path, front=front, name=name: plots.plot_pareto(front, objectives[name], path, FRONT_TITLES[name]),
             "needs at least two configurations with finished trials",
         )
-        fronts.append({"name": name, "figure": entry, "table": front_table(name, front)})
+        fronts.append({"name": name, "figure": entry, "table": front_table(name, front, objectives[name])})
+    panels = (*plots.accuracy_panels(modes), plots.SPARSITY_PANEL)
 
     sensitivity = [
         figure(
             "sensitivity-gate-sharpness",
             "Accuracy and sparsity vs gate sharpness s",
-            lambda path: plots.plot_sensitivity(stats, "gate_sharpness", path, xscale="log"),
+            lambda path: plots.plot_sensitivity(stats, "gate_sharpness", path, xscale="log", panels=panels),
             "the study does not sweep gate_sharpness (needs two values of s for one gated method)",
         ),
         figure(
             "sensitivity-sparsity-weight",
             "Accuracy and sparsity vs sparsity weight λ",
-            lambda path: plots.plot_sensitivity(stats, "sparsity_weight", path, xscale="symlog"),
+            lambda path: plots.plot_sensitivity(stats, "sparsity_weight", path, xscale="symlog", panels=panels),
             "the study does not sweep sparsity_weight (needs two values of λ for one gated method)",
         ),
         figure(
             "lora-rank",
             "LoRA accuracy vs rank",
-            lambda path: plots.plot_lora_rank(stats, path),
+            lambda path: plots.plot_lora_rank(stats, path, modes),
             "the study does not sweep the LoRA rank",
         ),
     ]
     efficiency = figure(
         "accuracy-vs-params",
         "Accuracy vs trainable parameters, every method",
-        lambda path: plots.plot_accuracy_vs_params(stats, path),
+        lambda path: plots.plot_accuracy_vs_params(stats, path, modes),
         "needs at least two configurations with finished trials",
     )
     fidelity = fidelity_section(stats, setting, figure)
     sparsity = sparsity_section(setting, figure)
-    budget = budget_figure(stats, setting, figure, accuracy_name(RETENTION_ANGLE))
-    interpretability = interpretability_section(df, stats, setting.stats, gate_stats, figure)
+    budget = budget_figure(stats, setting, figure)
+    interpretability = interpretability_section(analysed, stats, setting, gate_stats, figure)
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",
@@ -179,32 +180,37 @@ def build_context(
             "configurations": len(stats),
             "methods": ", ".join(map(str, stats["method"].unique())) if "method" in stats else "",
             "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
+            "modes": f"target mode {degrees(modes.target)}, original mode {degrees(modes.retention)}",
         },
-        "selection_note": selection_note(stats),
-        "paper_table": paper_table(df, chosen, setting),
+        "modes_problem": modes.problem,
+        "selection_note": selection_note(stats, modes),
+        "paper_mismatch": reference_mismatch(PAPER, modes),
+        "paper_table": paper_table(analysed, chosen, setting, modes),
         "fidelity": fidelity,
         "sparsity": sparsity,
         "budget": budget,
-        "verdicts": check_claims(setting.stats, setting.reference, setting.held_out),
+        "verdicts": check_claims(
+            setting.stats, setting.reference, setting.held_out, target=modes.target, original=modes.retention
+        ),  # fmt: skip
         "fronts": fronts,
         "efficiency": efficiency,
         "sensitivity": sensitivity,
-        "statistics_table": statistics_table(stats),
+        "statistics_table": statistics_table(stats, modes),
         "significance": [
-            significance_table(protocol_df, accuracy_name(TARGET_ANGLE)),
-            significance_table(protocol_df, accuracy_name(RETENTION_ANGLE)),
+            significance_table(protocol_df, modes.target_metric, modes),
+            significance_table(protocol_df, modes.retention_metric, modes),
         ],
         "interpretability": interpretability,
         "importances": importances,
         "failed_table": failed_table(failed, config_columns(df)),
-        "metadata": metadata_rows(metadata),
+        "metadata": metadata_rows({**metadata, "modes (read from the results table)": modes.describe()}),
         "all_figures": figures,
     }
 
 
-def selection_note(stats: pd.DataFrame) -> str:
+def selection_note(stats: pd.DataFrame, modes: StudyModes) -> str:
     """Empty when the study has validation metrics; else why nothing can be chosen (an old study)."""
-    selection = accuracy_name(TARGET_ANGLE, validation=True)
+    selection = modes.selection_metric
     if stats.empty or f"{selection}_mean" in stats.columns:
         return ""
     return (
@@ -214,19 +220,24 @@ def selection_note(stats: pd.DataFrame) -> str:
     )
 
 
-def paper_table(df: pd.DataFrame, chosen: pd.DataFrame, setting: Setting) -> Table:
+def paper_table(df: pd.DataFrame, chosen: pd.DataFrame, setting: Setting, modes: StudyModes) -> Table:
     """`analysis.paper.comparison_rows` on each method's representative configuration (chosen
     on validation; a sweep of twenty TauGate settings would otherwise be averaged into one
-    meaningless row). A method held out of a calibration is labelled a prediction."""
+    meaningless row). A method held out of a calibration is labelled a prediction; a row whose
+    settings are not ours names both ("LoRA (ours r=4; paper r=8)"). No rows when the paper's
+    angles are not the study's (the report says why)."""
+    table = Table("paper-table", [*COMPARISON_COLUMNS, "our configuration (n seeds)"])
+    if reference_mismatch(PAPER, modes):
+        return table
     ids = configuration_ids(df, config_columns(df)) if not df.empty else pd.Series(dtype=int)
     keep = ids.isin(chosen["config_id"].astype(int)) if not chosen.empty else pd.Series(False, index=df.index)
     records = [
         {k: v for k, v in record.items() if not is_missing(v)} for record in ok_rows(df[keep]).to_dict("records")
     ]
-    table = Table("paper-table", [*COMPARISON_COLUMNS, "our configuration (n seeds)"])
-    for paper_row, cells in zip(PAPER_TABLE, comparison_rows(records), strict=True):
+    labels = {method: PAPER.label_for(method, chosen.loc[method]) for method in PAPER.methods if method in chosen.index}
+    for paper_row, cells in zip(PAPER_TABLE, comparison_rows(records, labels), strict=True):
         ours = chosen.loc[paper_row.method] if paper_row.method in chosen.index else None
-        n = f"{accuracy_name(TARGET_ANGLE)}_n"
+        n = f"{modes.target_metric}_n"
         if ours is not None:
             where = f"{ours['label']} (n={int(ours[n])})"
         elif "method" in df.columns and paper_row.method in set(df["method"]):
@@ -236,108 +247,6 @@ def paper_table(df: pd.DataFrame, chosen: pd.DataFrame, setting: Setting) -> Tab
         role = setting.role(paper_row.method)
         table.add([*cells, f"{where}; {role}" if role == PREDICTION else where], highlight=role == PREDICTION)
     return table
-
-
-def front_table(name: str, front: pd.DataFrame) -> Table:
-    objectives = FRONTS[name]
-    table = Table(f"front-table-{name}", ["configuration", *(o.label for o in objectives), "on front"])
-    for _, row in front.sort_values("on_front", ascending=False, kind="stable").iterrows():
-        cells = [
-            fmt(row.get("trainable_params_mean"), 0) if o.metric == "trainable_params" else mean_ci(row, o.metric)
-            for o in objectives
-        ]
-        table.add([row["label"], *cells, "yes" if row["on_front"] else ""], highlight=row["on_front"])
-    return table
-
-
-def statistics_table(stats: pd.DataFrame) -> Table:
-    columns = [
-        ("acc_45", "acc 45°"), ("acc_0", "acc 0°"), ("acc_45_hard", "acc 45° hard"),
-        ("high_activation_ratio", "high-act. ratio"), ("active_ratio", "active ratio"),
-        ("train_seconds", "train s"),
-    ]  # fmt: skip
-    table = Table("seed-statistics-table", ["configuration", "seeds ok / trials", "params", *(c[1] for c in columns)])
-    for _, row in stats.iterrows():
-        params = row.get("trainable_params_mean")
-        table.add([
-            row["label"], f"{row['n_ok']} / {row['n_trials']}", fmt(params, 0),
-            *(mean_ci(row, metric, 2 if metric == "train_seconds" else 3) for metric, _ in columns),
-        ])  # fmt: skip
-    return table
-
-
-def significance_table(df: pd.DataFrame, metric: str) -> dict[str, Any]:
-    # one reference for every metric: the TauGate configuration that represents TauGate elsewhere
-    select_by = accuracy_name(TARGET_ANGLE, validation=True)
-    comparisons = paired_comparisons(df, reference="taugate", metric=metric, select_by=select_by)
-    reference = comparisons["reference"].iloc[0] if len(comparisons) else None
-    table = Table(
-        f"significance-table-{metric.replace('_', '-')}",
-        ["configuration", "pairs", "mean", "reference mean", "difference [95% CI]", "p (paired t)", "significant"],
-    )
-    for _, row in comparisons.iterrows():
-        interval = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
-        table.add(
-            [
-                row["label"], row["n_pairs"], fmt(row["mean"]), fmt(row["reference_mean"]),
-                f"{row['mean_diff']:+.3f}{interval}" if not math.isnan(row["mean_diff"]) else "-",
-                "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.3g}",
-                "yes" if row["significant"] else "no",
-            ],
-            highlight=row["significant"],
-        )  # fmt: skip
-    return {"metric": metric, "reference": reference, "table": table}
-
-
-def interpretability_section(
-    df: pd.DataFrame,
-    stats: pd.DataFrame,
-    reported: pd.DataFrame,
-    gate_stats: dict[str, Any],
-    figure: Callable[..., FigureEntry],
-) -> dict[str, Any]:
-    """Heatmaps of one TauGate trial (the best configuration on validation, lowest seed with
-    statistics) and the mode-specific neuron counts and Jaccard overlap of every configuration
-    with statistics."""
-    best = best_configuration(reported, "taugate") if not reported.empty else None
-    trial, trial_note = None, ""
-    if best is not None and gate_stats:
-        ids = configuration_ids(df, config_columns(df))
-        members = ok_rows(df[ids == int(best["config_id"])]).sort_values("seed")
-        for _, row in members.iterrows():
-            if str(row["trial_id"]) in {str(k) for k in gate_stats}:
-                trial = {str(k): v for k, v in gate_stats.items()}[str(row["trial_id"])]
-                trial_note = f"{best['label']}, seed {row['seed']} (trial {row['trial_id']})"
-                break
-    heatmap = figure(
-        "gate-heatmaps",
-        f"TauGate firing rates by mode and class: {trial_note}" if trial_note else "TauGate firing rates",
-        lambda path: plots.plot_gate_heatmaps(trial, path, title=f"Firing rates, {trial_note}") if trial else None,
-        "no gate statistics for a finished TauGate trial",
-    )
-    summary = interpret_configurations(df, gate_stats) if gate_stats else pd.DataFrame()
-    a, b = RETENTION_MODE, TARGET_MODE
-    table = Table(
-        "interpretability-table",
-        ["configuration", "trials", f"active at {a}°", f"active at {b}°",
-         f"specific to {a}°", f"specific to {b}°", "Jaccard (active sets)"],
-    )  # fmt: skip
-    if not summary.empty:
-        labelled = summary.merge(stats[["config_id", "label"]], on="config_id", how="left")
-        order = {cid: i for i, cid in enumerate(stats["config_id"])}
-        labelled = labelled.sort_values("config_id", key=lambda s: s.map(order))
-        for _, row in labelled.iterrows():
-
-            def cell(name: str, digits: int = 1, row: pd.Series = row) -> str:
-                std = row[f"{name}_std"]
-                spread = "" if math.isnan(std) else f" ± {std:.{digits}f}"
-                return f"{row[f'{name}_mean']:.{digits}f}{spread}"
-
-            table.add([
-                row["label"], row["n"], cell(f"active_{a}"), cell(f"active_{b}"),
-                cell(f"specific_{a}"), cell(f"specific_{b}"), cell("jaccard", 2),
-            ], highlight=str(row["label"]).startswith("taugate"))  # fmt: skip
-    return {"figure": heatmap, "table": table, "modes": (a, b)}
 
 
 def failed_table(failed: pd.DataFrame, columns: Sequence[str]) -> Table:

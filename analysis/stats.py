@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from analysis.modes import study_modes
 from analysis.reference import PAPER
 from analysis.results import (
     config_columns,
@@ -28,14 +29,10 @@ from analysis.results import (
     ok_rows,
     sort_configurations,
 )
-from trainables.config import TrialConfig, accuracy_name, validation_name
+from trainables.config import accuracy_name, validation_name
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
-# The mode a method is specialised to (representatives are the best on its validation accuracy),
-# and the original mode whose retention the paper reports: the trial contract's defaults.
-TARGET_ANGLE: float = TrialConfig.model_fields["target_angle"].default
-RETENTION_ANGLE: float = next(a for a in TrialConfig.model_fields["angles"].default_factory() if a != TARGET_ANGLE)
 # The paper's table reports LoRA at rank 8: when a study sweeps the rank, that is the LoRA to
 # set beside the paper and to judge its claims with (the reference's `settings`).
 PAPER_SETTINGS: Mapping[str, Mapping[str, Any]] = PAPER.settings()
@@ -45,10 +42,13 @@ class SelectionError(ValueError):
     """A selection was asked to read a test metric: choices read validation metrics only."""
 
 
-def selection_metric(metric: str | None, target: float = TARGET_ANGLE) -> str:
+def selection_metric(metric: str | None, target: float | None = None, table: pd.DataFrame | None = None) -> str:
     """The metric a choice reads: `metric` if it is a validation metric, by default the target
-    mode's validation accuracy (`val_acc_45`). A test metric is refused, never used: test
-    metrics are only reported (DESIGN.md, "Select on validation, report on test")."""
+    mode's validation accuracy (`val_acc_30` for a study targeting 30 degrees; `target`, else
+    the study's own, `analysis.modes.study_modes(table)`). A test metric is refused, never used:
+    test metrics are only reported (DESIGN.md, "Select on validation, report on test")."""
+    if not metric and target is None:
+        target = study_modes(table if table is not None else pd.DataFrame()).target
     metric = metric or accuracy_name(target, validation=True)
     if not is_validation_metric(metric):
         raise SelectionError(f"selection reads validation metrics only; {metric!r} is not one (e.g. val_acc_45)")
@@ -107,10 +107,11 @@ def best_configuration(
     method: str,
     metric: str | None = None,
     prefer: Mapping[str, Any] | None = None,
-    target: float = TARGET_ANGLE,
+    target: float | None = None,
 ) -> pd.Series | None:
     """The configuration of `method` with the highest seed mean of the validation `metric`
-    (default: validation accuracy on the `target` mode, `val_acc_45`).
+    (default: validation accuracy on the `target` mode, by default the study's, `val_acc_45`
+    for a study targeting 45 degrees).
 
     With several configurations (a sweep over s or lambda) one must stand for the method; the
     best on validation is "what the method reaches" without the optimistic bias of picking on
@@ -118,7 +119,7 @@ def best_configuration(
     first (e.g. LoRA rank 8) when any match. None when the table has no such validation metric
     (an old study): selection never falls back to test metrics.
     """
-    mean = f"{selection_metric(metric, target)}_mean"
+    mean = f"{selection_metric(metric, target, stats)}_mean"
     if "method" not in stats.columns or mean not in stats.columns:
         return None
     candidates = stats[(stats["method"] == method) & stats[mean].notna()]
@@ -138,11 +139,11 @@ def representatives(
     stats: pd.DataFrame,
     metric: str | None = None,
     prefer: Mapping[str, Mapping[str, Any]] = PAPER_SETTINGS,
-    target: float = TARGET_ANGLE,
+    target: float | None = None,
 ) -> pd.DataFrame:
     """One configuration per method (see `best_configuration`), indexed by method; empty when
     the table has no validation metric to choose by."""
-    metric = selection_metric(metric, target)
+    metric = selection_metric(metric, target, stats)
     chosen = {}
     for method in stats["method"].unique() if "method" in stats.columns else []:
         best = best_configuration(stats, method, metric, prefer.get(method))
@@ -170,11 +171,12 @@ COMPARISON_COLUMNS = (
 def paired_comparisons(
     df: pd.DataFrame,
     reference: str = "taugate",
-    metric: str = "acc_45",
+    metric: str | None = None,
     alpha: float = ALPHA,
     select_by: str | None = None,
 ) -> pd.DataFrame:
-    """Every other configuration against the reference method, paired by seed.
+    """Every other configuration against the reference method, paired by seed, on `metric`
+    (default: the study's target-mode accuracy, `analysis.modes.study_modes`).
 
     The reference is the reference method's best configuration by seed mean of the validation
     metric `select_by` (default: the validation twin of `metric`; see `best_configuration`), so
@@ -189,6 +191,7 @@ def paired_comparisons(
     reference gives an empty table.
     """
     columns = config_columns(df)
+    metric = metric or study_modes(df).target_metric
     select_by = selection_metric(select_by or validation_name(metric))
     if metric not in df.columns or select_by not in df.columns:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))

@@ -24,9 +24,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.fidelity import as_reference
+from analysis.modes import StudyModes, reference_mismatch, study_modes
 from analysis.protocols import single_protocol
 from analysis.reference import Reference
-from analysis.stats import RETENTION_ANGLE, TARGET_ANGLE, representatives
+from analysis.stats import representatives
 from trainables.config import accuracy_name
 
 REPRODUCED = "reproduced"
@@ -119,7 +120,7 @@ class _Means:
     def describe(self, method: str, metric: str) -> str:
         row = self.chosen.loc[method]
         mean, std = self.ours(method, metric)
-        return f"{row['label']} {metric} = {mean:.3f} ± {std:.3f} (n={int(row[f'{metric}_n'])})"
+        return f"{row['label']} {metric} = {mean:.3f} ± {std:.3f} (mean ± std, n={int(row[f'{metric}_n'])})"
 
     def difference(self, a: str, b: str, metric: str) -> Difference:
         (oa, sa), (ob, sb) = self.ours(a, metric), self.ours(b, metric)
@@ -129,8 +130,11 @@ class _Means:
                           math.hypot(qa, qb), numbers)  # fmt: skip
 
     def name(self, method: str) -> str:
-        row = self.reference.methods.get(method)
-        return row.label if row else method
+        """The reference's label of the method, naming our settings where they differ ("LoRA (ours r=4; paper r=8)")."""
+        if method not in self.reference.methods:
+            return method
+        ours = self.chosen.loc[method] if method in self.chosen.index else None
+        return self.reference.label_for(method, ours)
 
 
 # A check returns (rule, verdict, numbers) and names the methods it involves.
@@ -208,15 +212,13 @@ def _taugate_partially_sparse(means: _Means) -> tuple[str, str, str]:
     else:
         verdict = DIRECTION_ONLY if 0 < ours < SPARSITY_CEILING else NOT_REPRODUCED
     rule = (
-        f"TauGate {RATIO} (hard gate on, z > tau) within {reference:.2f} ± {SPARSITY_TOLERANCE}; "
+        f"TauGate {RATIO} (hard gate on, z > tau) within {reference:.2f} ± {SPARSITY_TOLERANCE} (tolerance); "
         f"0 < ratio < {SPARSITY_CEILING} but outside: direction only"
     )
     return rule, verdict, f"{means.describe('taugate', RATIO)}; reference {reference:.2f}"
 
 
-def claims(
-    baseline: str, target: float = TARGET_ANGLE, original: float = RETENTION_ANGLE
-) -> tuple[tuple[str, tuple[str, ...], Check], ...]:
+def claims(baseline: str, target: float, original: float) -> tuple[tuple[str, tuple[str, ...], Check], ...]:
     """(claim, methods involved, check) per claim of the paper, against `baseline`, with
     `target` the specialised mode and `original` the mode whose retention is checked."""
     return (
@@ -241,15 +243,24 @@ def check_claims(
     reference: Reference | str | Path = "paper",
     held_out: Sequence[str] = (),
     protocol: Mapping[str, Any] | None = None,
-    target: float = TARGET_ANGLE,
-    original: float = RETENTION_ANGLE,
+    target: float | None = None,
+    original: float | None = None,
 ) -> list[Verdict]:
     """A verdict per claim (`claims`), from a `seed_statistics` table of one protocol
-    (`protocol` picks one from a table holding several). Claims involving a `held_out` method
-    are marked as predictions. Representatives are chosen on validation; a table without
-    validation metrics has none, and every claim is then not testable, saying why."""
+    (`protocol` picks one from a table holding several), at the study's target and original
+    angles (`analysis.modes.study_modes`, or `target`/`original`). Claims involving a
+    `held_out` method are marked as predictions. Representatives are chosen on validation; a
+    table without validation metrics has none, and every claim is then not testable, saying
+    why. So is every claim of a reference whose angles are not the study's."""
     reference = as_reference(reference)
+    found = study_modes(stats)
+    modes = StudyModes(found.target if target is None else float(target),
+                       found.retention if original is None else float(original))  # fmt: skip
+    target, original = modes.target, modes.retention
     chosen, why_empty = pd.DataFrame(), "no finished trials"
+    if mismatch := reference_mismatch(reference, modes, brief=True):
+        return [Verdict(claim, "needs the reference's angles", NOT_TESTABLE, mismatch, any(m in held_out for m in ms))
+                for claim, ms, _ in claims(reference.baseline, target, original)]  # fmt: skip
     if not stats.empty:
         _, stats = single_protocol(stats, protocol)
         chosen = representatives(stats, prefer=reference.settings(), target=target)

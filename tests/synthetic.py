@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainables.config import accuracy_name, angle_key
+
 HIDDEN = (128, 128)
 CLASSES = 10
 LORA_PARAMS_PER_RANK = 784 + 128 + 128 + 128 + 128 + 10  # r * (in + out) summed over the 3 layers
@@ -78,7 +80,7 @@ def _protocol_effect(method: str, protocol: Mapping[str, Any]) -> tuple[float, f
 
 
 def _metrics(
-    config: dict[str, Any], protocol: Mapping[str, Any], foundation: float, rng: np.random.Generator
+    config: dict[str, Any], protocol: Mapping[str, Any], foundation: float, rng: np.random.Generator, target: float
 ) -> dict[str, Any]:
     method = config["method"]
     acc_0, acc_45 = ACCURACY[method]
@@ -119,18 +121,23 @@ def _metrics(
     # the validation split: the same model on other digits, close to test but not on it
     for name in ("acc_0", "acc_45", "acc_0_hard", "acc_45_hard"):
         metrics[f"val_{name}"] = metrics[name] + rng.normal(0, 0.003)
-    return metrics
+    # the target mode's numbers (the paper's 45-degree column) under the study's target angle
+    renamed = {name: name.replace("acc_45", accuracy_name(target)) for name in metrics}
+    return {renamed[name]: value for name, value in metrics.items()}
 
 
-def gate_statistics(method: str, seed: int, high_activation_ratio: float, rng: np.random.Generator) -> dict:
+def gate_statistics(
+    method: str, seed: int, high_activation_ratio: float, rng: np.random.Generator, target: float = 45.0
+) -> dict:
     """Gate statistics shaped like `gate_stats.json`: neurons shared by both modes, some used
-    only at 0 degrees, some only at 45 degrees, the rest mostly silent."""
-    modes: dict[str, Any] = {"0": {"rate": [], "rate_by_class": []}, "45": {"rate": [], "rate_by_class": []}}
+    only at 0 degrees, some only at the target angle, the rest mostly silent."""
+    key = angle_key(target)
+    modes: dict[str, Any] = {"0": {"rate": [], "rate_by_class": []}, key: {"rate": [], "rate_by_class": []}}
     foundation = np.random.default_rng(seed)  # same seed, same foundation: same neuron roles
     for width in HIDDEN:
         role = foundation.choice(4, size=width, p=[0.25, 0.1, 0.15, 0.5])  # shared, only-0, only-45, silent
         class_tuning = foundation.uniform(0.3, 1.0, size=(CLASSES, width))
-        for mode, own in (("0", 1), ("45", 2)):
+        for mode, own in (("0", 1), (key, 2)):
             level = np.select([role == 0, role == own, role == 3], [0.8, 0.75, 0.02], default=0.05)
             rate = np.clip(level + rng.normal(0, 0.03, width), 0, 1)
             by_class = np.clip(rate * class_tuning / class_tuning.mean(0), 0, 1)
@@ -148,9 +155,13 @@ def synthetic_study(
     failures: bool = True,
     rng_seed: int = 0,
     protocols: Sequence[Mapping[str, Any]] = (PROTOCOL,),
+    target: float = 45.0,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """(results table, gate statistics by trial id) of a fake study, every configuration under
     each of `protocols` (`PROTOCOL_GRID`: a calibration study's grid over epochs and lr scale).
+    The study's modes are 0 degrees and `target`, the one it specialises to (its `target_angle`
+    column, `acc_<target>` and `val_acc_<target>` metrics, gate statistics keys); its numbers at
+    the target are the paper's 45-degree column whatever the angle.
 
     With `failures` the last seed of TauGate at s=30 diverges and LoRA r=16 errors (when swept;
     otherwise the paper's TauGate and LoRA configurations fail), so reports show a failure list.
@@ -161,11 +172,13 @@ def synthetic_study(
     for protocol, config in ((p, c) for p in protocols for c in configurations(sweep)):
         for seed in range(seeds):
             trial_id = f"trial_{len(rows):04d}"
-            row = {"trial_id": trial_id, "status": "ok", "error": math.nan, **config, **protocol, "seed": seed}
-            row |= _metrics(config, protocol, foundation_effect[seed], rng)
+            row = {"trial_id": trial_id, "status": "ok", "error": math.nan, **config, "target_angle": target,
+                   **protocol, "seed": seed}  # fmt: skip
+            row |= _metrics(config, protocol, foundation_effect[seed], rng, target)
             if config["method"] in GATED or config["method"] in ("frozen", "lora", "full"):
                 ratio = row["high_activation_ratio"]
-                stats[trial_id] = gate_statistics(config["method"], seed, 0.45 if math.isnan(ratio) else ratio, rng)
+                ratio = 0.45 if math.isnan(ratio) else ratio
+                stats[trial_id] = gate_statistics(config["method"], seed, ratio, rng, target)
             rows.append(row)
     df = pd.DataFrame(rows).astype({"error": object})
     if failures and seeds > 1:

@@ -59,7 +59,7 @@ def test_jaccard_overlap_of_active_sets() -> None:
 
 
 def test_trial_summary() -> None:
-    assert interpret_trial(STATS) == {
+    assert interpret_trial(STATS, "0", "45") == {
         "active_0": 5,
         "active_45": 4,
         "specific_0": 2,

@@ -11,7 +11,8 @@ import pytest
 from matplotlib.image import imread
 
 from analysis import plots
-from analysis.pareto import FRONTS, pareto_sets
+from analysis.modes import study_modes
+from analysis.pareto import fronts, pareto_sets
 from analysis.stats import seed_statistics
 from tests.synthetic import synthetic_study
 
@@ -41,7 +42,7 @@ def assert_png(path: Path | None) -> None:
 def test_pareto_plots_for_every_front(full, tmp_path: Path) -> None:
     _, stats, _ = full
     for name, front in pareto_sets(stats).items():
-        assert_png(plots.plot_pareto(front, FRONTS[name], tmp_path / f"{name}.png"))
+        assert_png(plots.plot_pareto(front, fronts(study_modes(stats))[name], tmp_path / f"{name}.png"))
 
 
 def test_sensitivity_plots_for_a_sweep(full, tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_smoke_study_skips_the_sweep_figures(smoke, tmp_path: Path) -> None:
     assert plots.plot_lora_rank(stats, tmp_path / "r.png") is None
     assert not list(tmp_path.iterdir())
     for name, front in pareto_sets(stats).items():
-        assert_png(plots.plot_pareto(front, FRONTS[name], tmp_path / f"{name}.png"))
+        assert_png(plots.plot_pareto(front, fronts(study_modes(stats))[name], tmp_path / f"{name}.png"))
     assert_png(plots.plot_accuracy_vs_params(stats, tmp_path / "params.png"))
 
 
@@ -82,7 +83,7 @@ def test_too_little_data_skips_instead_of_crashing(smoke, tmp_path: Path) -> Non
     _, stats, _ = smoke
     one = stats.iloc[[0]]
     for name, front in pareto_sets(one).items():
-        assert plots.plot_pareto(front, FRONTS[name], tmp_path / f"{name}.png") is None
+        assert plots.plot_pareto(front, fronts(study_modes(stats))[name], tmp_path / f"{name}.png") is None
     assert plots.plot_accuracy_vs_params(one, tmp_path / "p.png") is None
     assert plots.plot_sensitivity(stats, "not_a_column", tmp_path / "x.png") is None
     empty = seed_statistics(pd.DataFrame({"trial_id": [], "status": [], "method": [], "seed": [], "acc_45": []}))
@@ -99,7 +100,7 @@ def test_one_seed_has_no_error_bars_but_still_plots(tmp_path: Path) -> None:
     assert stats["acc_45_std"].isna().all()
     assert_png(plots.plot_sensitivity(stats, "gate_sharpness", tmp_path / "s.png"))
     front = pareto_sets(stats)["accuracy_vs_params"]
-    assert_png(plots.plot_pareto(front, FRONTS["accuracy_vs_params"], tmp_path / "p.png"))
+    assert_png(plots.plot_pareto(front, fronts(study_modes(stats))["accuracy_vs_params"], tmp_path / "p.png"))
 
 
 def objective(trial: optuna.Trial) -> tuple[float, float]:

@@ -119,11 +119,11 @@ def test_paper_table_beside_ours(report, study) -> None:
     _, page = report
     assert "paper-table" in page.ids
     header, *rows = page.tables["paper-table"]
-    assert "acc 45 paper" in header and "acc 45 ours" in header
+    assert "acc 45° paper (mean ± std)" in header and "acc 45° ours (mean ± std)" in header
     assert [row[0] for row in rows] == [p.label for p in PAPER_TABLE]
     taugate = rows[[p.method for p in PAPER_TABLE].index("taugate")]
-    assert taugate[header.index("acc 45 paper")] == "0.850 ± 0.010"
-    assert taugate[header.index("acc 45 ours")] != "-"
+    assert taugate[header.index("acc 45° paper (mean ± std)")] == "0.850 ± 0.010"
+    assert taugate[header.index("acc 45° ours (mean ± std)")] != "-"
     assert "(n=" in taugate[-1]
 
 
@@ -176,9 +176,9 @@ def test_failed_trials_are_listed_with_config_and_error(report, study) -> None:
 def test_interpretability_counts_and_jaccard(report) -> None:
     _, page = report
     header, *rows = page.tables["interpretability-table"]
-    assert "Jaccard (active sets)" in header
+    assert "Jaccard (active sets; mean ± std)" in header
     assert any(row[0].startswith("taugate") for row in rows)
-    jaccard = float(rows[0][header.index("Jaccard (active sets)")].split(" ")[0])
+    jaccard = float(rows[0][header.index("Jaccard (active sets; mean ± std)")].split(" ")[0])
     assert 0.0 <= jaccard <= 1.0
 
 

@@ -35,6 +35,10 @@ class FigureEntry:
     missing: str = ""
 
 
+# What "±" means in a table: every header (or cell) that shows one names it with these.
+STD = "mean ± std"  # the sample std over seeds
+CI = "mean ± 95% CI"  # the Student-t 95% half-width over seeds
+
 # figure(id, title, draw(path) -> written path or None, reason when not drawn) -> FigureEntry
 FigureMaker = Callable[[str, str, Callable[[Path], Path | None], str], FigureEntry]
 

@@ -17,12 +17,12 @@ import pandas as pd
 
 from analysis import calibration_plots
 from analysis.fidelity import ProtocolChoice, choose_by_ratio, choose_protocol, fidelity_cells, protocol_scores, score
+from analysis.modes import StudyModes, reference_mismatch, study_modes
 from analysis.protocols import Protocol, describe, protocols, within_protocol
 from analysis.reference import Reference, load_reference
 from analysis.results import is_missing, protocol_columns
 from analysis.sections.common import FigureEntry, FigureMaker, Table, fmt, plus_minus
-from analysis.stats import TARGET_ANGLE, representatives
-from trainables.config import accuracy_name
+from analysis.stats import representatives
 
 PREDICTION = "prediction (held out of the fit)"
 FITTED = "fitted"
@@ -70,6 +70,19 @@ class Setting:
     choice: ProtocolChoice | None = None
     why: str = ""
     roles: dict[str, str] = field(default_factory=dict)
+    modes: StudyModes = field(default_factory=lambda: study_modes(pd.DataFrame()))
+    # why the reference's numbers do not apply (its angles are not the study's); empty when they do
+    mismatch: str = ""
+
+    def representatives(self) -> pd.DataFrame:
+        """Each method's representative under the report's protocol, chosen on validation at the study's target."""
+        if self.stats.empty:
+            return pd.DataFrame()
+        return representatives(self.stats, prefer=self.reference.settings(), target=self.modes.target)
+
+    def label(self, method: str, chosen: pd.DataFrame) -> str:
+        """The reference's label of `method`, naming our representative's settings where they differ."""
+        return self.reference.label_for(method, chosen.loc[method] if method in chosen.index else None)
 
     def role(self, method: str) -> str:
         return self.roles.get(method, "")
@@ -80,11 +93,12 @@ class Setting:
         return list(self.calibration.held_out) if self.fitted else []
 
 
-def report_setting(stats: pd.DataFrame, calibration: Calibration, target: float = TARGET_ANGLE) -> Setting:
-    """Which protocol the report is about, and why (see the module docstring); with a sparsity
-    target, each held-out method is represented by its configuration whose validation ratio is
-    closest to the target (`choose_by_ratio`), never by its accuracies."""
-    setting = _protocol_setting(stats, calibration, target)
+def report_setting(stats: pd.DataFrame, calibration: Calibration, modes: StudyModes | None = None) -> Setting:
+    """Which protocol the report is about, and why (see the module docstring), at the study's
+    angles (`modes`, by default read from `stats`); with a sparsity target, each held-out method
+    is represented by its configuration whose validation ratio is closest to the target
+    (`choose_by_ratio`), never by its accuracies."""
+    setting = _protocol_setting(stats, calibration, modes or study_modes(stats))
     if calibration.sparsity_target is None or setting.stats.empty:
         return setting
     methods = dict(setting.reference.methods)
@@ -105,39 +119,48 @@ def report_setting(stats: pd.DataFrame, calibration: Calibration, target: float 
 RATIO_AXES = ("gate_sharpness", "sparsity_weight")
 
 
-def _protocol_setting(stats: pd.DataFrame, calibration: Calibration, target: float) -> Setting:
+def _protocol_setting(stats: pd.DataFrame, calibration: Calibration, modes: StudyModes) -> Setting:
     reference = load_reference(calibration.reference)
+    mismatch = reference_mismatch(reference, modes)
     present = protocols(stats)
     several = len(present) > 1
-    fitted = calibration.declared or several
+    fitted = (calibration.declared or several) and not mismatch
     roles = {}
     if fitted:
         roles = {m: PREDICTION if m in calibration.held_out else FITTED for m in reference.methods}
         roles.pop(reference.baseline, None)
+    at = {"modes": modes, "mismatch": mismatch}
     if not several:
         why = f"The study ran one protocol ({describe(present[0])})."
-        return Setting(reference, calibration, present[0], stats, fitted, why=why, roles=roles)
-    choice = choose_protocol(stats, reference, held_out=calibration.held_out, target=target)
+        return Setting(reference, calibration, present[0], stats, fitted, why=why, roles=roles, **at)
+    if mismatch:
+        why = f"No protocol of {len(present)} could be chosen: the choice reads fidelity to the reference. {mismatch}"
+        return Setting(reference, calibration, None, stats.iloc[0:0], fitted, None, why, roles, **at)
+    choice = choose_protocol(stats, reference, held_out=calibration.held_out, target=modes.target)
     fit = ", ".join(choice.fitted) or "no method"
     if choice.protocol is None:
         why = (
             f"No protocol of {len(present)} could be chosen: none has a validation score over {fit} "
-            f"(selection needs validation metrics, {accuracy_name(target, validation=True)}; rerun the study)."
+            f"(selection needs validation metrics, {modes.selection_metric}; rerun the study)."
         )
-        return Setting(reference, calibration, None, stats.iloc[0:0], fitted, choice, why, roles)
+        return Setting(reference, calibration, None, stats.iloc[0:0], fitted, choice, why, roles, **at)
     why = (
         f"Chosen from {len(present)} protocols: {describe(choice.protocol)}, the lowest validation score "
         f"({fmt(choice.ranking['score'].iloc[0])}) over {fit}; held out of the fit: "
         f"{', '.join(choice.held_out) or 'none'}."
     )
     return Setting(reference, calibration, choice.protocol, within_protocol(stats, choice.protocol), fitted, choice,
-                   why, roles)  # fmt: skip
+                   why, roles, **at)  # fmt: skip
 
 
 def fidelity_section(all_stats: pd.DataFrame, setting: Setting, figure: FigureMaker) -> dict[str, Any]:
     """Per-cell table and scores on test metrics under the report's protocol, and, for several
-    protocols, the score of each (validation: used for the choice; test: reported) with a figure."""
-    cells = fidelity_cells(setting.stats, setting.reference, validation=False) if not setting.stats.empty else None
+    protocols, the score of each (validation: used for the choice; test: reported) with a figure.
+    Nothing is compared when the reference's angles are not the study's (`setting.mismatch` says so)."""
+    applies = not setting.stats.empty and not setting.mismatch
+    cells = None
+    if applies:
+        cells = fidelity_cells(setting.stats, setting.reference, validation=False, target=setting.modes.target)
     table = cells_table(cells, setting)
     scores: list[tuple[str, str]] = []
     if cells is not None:
@@ -162,6 +185,7 @@ def fidelity_section(all_stats: pd.DataFrame, setting: Setting, figure: FigureMa
         "grid_table": _grid_table(grid, setting),
         "figure": heatmap,
         "held_out": setting.held_out,
+        "mismatch": setting.mismatch,
     }
 
 
@@ -172,13 +196,14 @@ CELL_HEADER = ("method", "metric", "our configuration (n)", "ours (mean ± std)"
 def cells_table(cells: pd.DataFrame | None, setting: Setting) -> Table:
     """The fidelity cells as text; held-out methods' rows say they are predictions."""
     table = Table("fidelity-table", CELL_HEADER)
+    chosen = setting.representatives() if cells is not None else pd.DataFrame()
     for _, cell in cells.iterrows() if cells is not None else ():
         role = setting.role(cell["method"])
-        n = f" (n={cell['n']})"
+        ours = "not in this study" if cell["configuration"] is None else f"{cell['configuration']} (n={cell['n']})"
         table.add(
             [
-                cell["label"], cell["metric"], "not in this study" if cell["configuration"] is None
-                else f"{cell['configuration']}{n}", plus_minus(cell["ours_mean"], cell["ours_std"]),
+                setting.label(cell["method"], chosen), cell["metric"], ours,
+                plus_minus(cell["ours_mean"], cell["ours_std"]),
                 plus_minus(cell["reference_mean"], cell["reference_std"]), fmt(cell["abs_diff"]),
                 _signed(cell["relative_diff"]), _signed(cell["z"], 2), role,
             ],
@@ -212,7 +237,7 @@ def _grid_table(grid: pd.DataFrame, setting: Setting) -> Table:
     return table
 
 
-def protocol_representatives(stats: pd.DataFrame, reference: Reference, target: float = TARGET_ANGLE) -> pd.DataFrame:
+def protocol_representatives(stats: pd.DataFrame, reference: Reference, target: float) -> pd.DataFrame:
     """Each method's representative within each protocol (chosen on validation), with the protocol
     fields: the rows of the retention-against-budget figure."""
     frames = []
@@ -223,8 +248,10 @@ def protocol_representatives(stats: pd.DataFrame, reference: Reference, target: 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def budget_figure(stats: pd.DataFrame, setting: Setting, figure: FigureMaker, retention: str) -> FigureEntry:
-    rows = protocol_representatives(stats, setting.reference) if not stats.empty else pd.DataFrame()
+def budget_figure(stats: pd.DataFrame, setting: Setting, figure: FigureMaker) -> FigureEntry:
+    """Original-mode accuracy of each method's representative (chosen at the study's target) against the budget."""
+    target, retention = setting.modes.target, setting.modes.retention_metric
+    rows = protocol_representatives(stats, setting.reference, target) if not stats.empty else pd.DataFrame()
     return figure(
         "retention-vs-budget",
         "Retention vs specialisation budget (epochs x lr_scale)",

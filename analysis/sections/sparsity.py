@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-
 from analysis import calibration_plots
 from analysis.fidelity import choose_by_ratio
 from analysis.sections.common import FigureMaker, Table, fmt, mean_std
 from analysis.sections.fidelity import Setting
-from analysis.stats import representatives
 from trainables.config import STRONG_ACTIVATION_LEVEL
 
 METHOD = "taugate"
@@ -31,8 +28,9 @@ READINGS = (
 def sparsity_section(setting: Setting, figure: FigureMaker) -> dict[str, Any]:
     """The readings table, the lambda chosen for `sparsity_target` (if set), and the ratio against lambda."""
     stats, reference, calibration = setting.stats, setting.reference, setting.calibration
-    chosen = representatives(stats, prefer=reference.settings()) if not stats.empty else pd.DataFrame()
-    paper = reference.cell(METHOD, "high_activation_ratio")
+    chosen = setting.representatives()
+    # the reference's ratio is measured at its target mode: beside ours only when that is the study's
+    paper = None if setting.mismatch else reference.cell(METHOD, "high_activation_ratio")
     table = Table("sparsity-table", ["reading", "definition", f"{METHOD} (mean ± std)",
                                      f"{reference.baseline} (mean ± std)", reference.name])  # fmt: skip
     for metric, definition in READINGS:
@@ -70,7 +68,7 @@ def _target(setting: Setting) -> dict[str, Any]:
     verdict = "within tolerance" if choice.within else "out of reach under this protocol"
     text = (
         f"{choice.configuration['label']} (λ = {fmt(lam, 4)}): validation ratio {fmt(choice.ratio)} ± "
-        f"{fmt(choice.std)}, |gap| {fmt(choice.gap)} vs target {target:g} ± {tolerance:g}: {verdict}; "
-        f"its test ratio (reported) {mean_std(test_row, 'high_activation_ratio')}"
+        f"{fmt(choice.std)} (mean ± std), |gap| {fmt(choice.gap)} vs target {target:g} ± {tolerance:g} (tolerance): "
+        f"{verdict}; its test ratio (reported) {mean_std(test_row, 'high_activation_ratio')} (mean ± std)"
     )
     return {"text": text, "within": choice.within}
