@@ -32,6 +32,11 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         "environment": study.get("environment", {}),
         "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
     }
+    if (remaining := int(study["trials_planned"]) - len(df)) > 0:  # an interrupted study, not resumed yet
+        where = Path(study_dir).resolve()
+        metadata = {"coverage": f"PARTIAL STUDY: {len(df)} of {study['trials_planned']} planned trials, {remaining} "
+                    f"not run yet; `taugate resume {where}` completes it"} | metadata  # fmt: skip
+        metadata["title"] += " (partial study)"
     if wall_seconds is not None:
         metadata["wall time (s)"] = round(wall_seconds, 1)
     optuna_study = None

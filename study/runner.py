@@ -210,8 +210,12 @@ def shutdown_local_ray(address: str | None) -> None:
     """Stop the Ray this driver started (a cluster's Ray is not ours to stop)."""
     import ray
 
+    from study.interrupt import descendants, end_processes
+
     if address is None and not os.environ.get("RAY_ADDRESS") and ray.is_initialized():
+        ours = descendants(os.getpid())  # the Ray this driver started: GCS, raylet, workers, agents
         ray.shutdown()
+        end_processes(ours)
 
 
 def execute(
@@ -250,12 +254,14 @@ def execute(
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     from study.interrupt import received
+    from study.interrupt import reinstall as reinstall_signal_handlers
 
     if todo and received() is None:
         # Ray's start is mostly waiting on its processes: import Tune and our callbacks meanwhile
         importing = threading.Thread(target=importlib.import_module, args=("study.callbacks",), daemon=True)
         importing.start()
         connect(address)
+        reinstall_signal_handlers()  # ray.init replaced the SIGTERM handler with its own
         importing.join()
         use_prestarted_workers()
         from ray import tune

@@ -101,6 +101,15 @@ MALFORMED = [
     ("method-seeds-duplicate", spec_text(methods="{taugate: {seeds: [1, 1]}}"), "methods.taugate.seeds"),
     ("axis-duplicate", spec_text(methods="{taugate: {gate_sharpness: [10, 10.0]}}"), "gate_sharpness"),
     ("angles-duplicate", spec_text("angles: [0, 45, 45]"), "angles: duplicate angle"),
+    # a key given twice (plain YAML keeps the last silently), at the top level and nested
+    ("duplicate-key-top-level", spec_text("seeds: [0]", "seeds: [1]"), "duplicate key 'seeds' at line 4"),
+    (
+        "duplicate-key-nested",
+        "name: x\nmethods:\n  taugate:\n    gate_sharpness: [3]\n    lr: 0.1\n    gate_sharpness: [10]\n",
+        "duplicate key 'gate_sharpness' at line 6, column 5 (first given at line 4)",
+    ),  # fmt: skip
+    ("duplicate-key-flow-mapping", spec_text("foundation: {epochs: 1, epochs: 2}"), "duplicate key 'epochs'"),
+    ("duplicate-method", "name: x\nmethods:\n  lora: {}\n  frozen: {}\n  lora: {lora_rank: [4]}\n", "'lora' at line 5"),
     # unknown names
     ("unknown-method", "name: x\nmethods: {dropout: {}}\n", "dropout"),
     ("unknown-objective", spec_text("search: {objectives: [{metric: speed, mode: max}]}"), "speed"),
@@ -155,6 +164,30 @@ MALFORMED = [
     ("lora-axis-on-a-baseline", spec_text(methods="{frozen: {lora_rank: [4]}}"), "frozen.lora_rank"),
     ("seeds-negative", spec_text("seeds: [-1]"), "seeds must be >= 0"),
     ("method-seeds-negative", spec_text(methods="{taugate: {seeds: [-1]}}"), "methods.taugate.seeds"),
+    # numbers beyond what torch, JSON tables and pandas hold (64-bit signed integers)
+    ("seed-2-to-the-64", spec_text("seeds: [0, 18446744073709551616]"), "seeds: must be < 2**63"),
+    ("seed-2-to-the-63", spec_text("seeds: [9223372036854775808]"), "seeds: must be < 2**63"),
+    (
+        "method-seed-2-to-the-64",
+        spec_text(methods="{taugate: {seeds: [18446744073709551616]}}"),
+        "methods.taugate.seeds",
+    ),
+    ("method-seed-2-to-the-63", spec_text(methods="{lora: {seeds: [0, 9223372036854775808]}}"), "methods.lora.seeds"),
+    ("hidden-width-2-to-the-64", spec_text("foundation: {hidden: [18446744073709551616]}"), "foundation.hidden"),
+    (
+        "lora-rank-2-to-the-63",
+        spec_text(methods="{lora: {lora_rank: [9223372036854775808]}}"),
+        "methods.lora.lora_rank",
+    ),
+    ("epochs-2-to-the-64", spec_text("epochs: 18446744073709551616"), "epochs: must be < 2**63"),
+    # search ranges must only suggest values the trial contract accepts
+    ("range-sharpness-from-zero", spec_text("search: {ranges: {gate_sharpness: {low: 0, high: 10}}}"), "s > 0"),
+    ("range-lambda-negative", spec_text("search: {ranges: {sparsity_weight: {low: -1, high: 1}}}"), "lambda >= 0"),
+    (
+        "range-rank-below-one",
+        spec_text("search: {ranges: {lora_rank: {low: 0.5, high: 8}}}"),
+        "lora_rank: low must be >= 1",
+    ),
     # not a mapping at all
     ("empty-file", "", "expected a mapping"),
     ("only-a-comment", "# nothing here\n", "expected a mapping"),
@@ -177,7 +210,8 @@ def test_malformed_spec_is_a_spec_error_naming_the_field(text, field, tmp_path):
 
 
 # One CLI round per kind of mistake (each call starts a process, ~3 s): the same message, exit 2, nothing written.
-CLI_CASES = ["epochs-a-word", "typo-in-method-axis", "yaml-tab-indent", "method-seeds-negative", "empty-file"]
+CLI_CASES = ["epochs-a-word", "typo-in-method-axis", "yaml-tab-indent", "method-seeds-negative", "empty-file",
+             "duplicate-key-nested", "seed-2-to-the-64"]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "field"), [pytest.param(t, f, id=i) for i, t, f in MALFORMED if i in CLI_CASES])

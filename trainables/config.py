@@ -82,7 +82,7 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: MethodName = "taugate"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**63)  # int64: the results table and JSON consumers hold no more
 
     # TauGate knobs (used by gated methods: taugate, threshold_only)
     gate_sharpness: float = Field(10.0, gt=0, description="s in sigmoid(s * (z - tau))")

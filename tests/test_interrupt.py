@@ -1,0 +1,205 @@
+"""One driver per study, and interruption is not failure: one study, driven as a user would.
+
+`taugate run` is started; while it runs, a second driver (`resume` on another loopback address,
+`run`, `track`, `report`) is refused. Ctrl-C (SIGINT to the driver's process group, as a terminal
+sends it) stops it; `resume` is stopped with SIGTERM; the next `resume` is SIGKILLed with its
+Ray; a last `resume` takes over the dead driver's lock and completes the study. The results
+must equal an uninterrupted run's, with exactly one MLflow child run per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from analysis.load import load_tune
+from study.lock import LOCK_FILE
+from tests.cli import BIN, taugate
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+name: interrupt
+foundation: {epochs: 1}
+epochs: 2
+seeds: [0, 1]
+max_concurrent_trials: 1
+methods:
+  frozen: {}
+  bitfit: {}
+  taugate: {gate_sharpness: [10], sparsity_weight: [0.0]}
+  lora: {lora_rank: [4]}
+"""
+TRIALS = 8
+ENV = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+
+
+def start(*args: str, env: dict | None = None, stdin=None) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "taugate"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=stdin, text=True, env=ENV | (env or {}), start_new_session=True)  # fmt: skip
+
+
+def finished(study_dir: Path) -> int:
+    return len(list((study_dir / "trials").glob("*/metrics.json")))
+
+
+def wait_until(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"driver ended early ({process.returncode}): {process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def session(sid: int) -> dict[int, str]:
+    """Processes in session `sid` (the driver's, started with start_new_session): pid -> name."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[3]) == sid:
+            found[int(stat.parent.name)] = text[text.index("(") + 1 : text.rindex(")")]
+    return found
+
+
+def lock_holder(study_dir: Path) -> int | None:
+    try:
+        return json.loads((study_dir / LOCK_FILE).read_text())["pid"]
+    except (OSError, ValueError):
+        return None
+
+
+def stop(process: subprocess.Popen, how: str) -> dict:
+    """Interrupt a running driver; its exit status, output and any process of its session left."""
+    running = session(process.pid)
+    if how == "SIGINT":  # Ctrl-C: the terminal signals the whole foreground process group
+        os.killpg(process.pid, signal.SIGINT)
+    elif how == "SIGTERM":
+        os.kill(process.pid, signal.SIGTERM)
+    else:  # SIGKILL: a lost machine, nothing runs any cleanup
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    time.sleep(1)
+    return {"code": process.returncode, "stderr": stderr, "ran": running, "left": session(process.pid)}
+
+
+def parent_status(study_dir: Path) -> str:
+    client = mlflow.MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("interrupt").experiment_id
+    [parent] = client.search_runs([experiment], "tags.`taugate.kind` = 'study'")
+    return parent.info.status
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("interrupt")
+    spec = folder / "spec.yaml"
+    spec.write_text(SPEC)
+    study_dir = folder / "study"
+    seen: dict = {"study_dir": study_dir, "spec": spec}
+
+    driver = start("run", str(spec), "--output", str(study_dir))
+    wait_until(lambda: lock_holder(study_dir) == driver.pid, driver)
+    second = {  # every command that writes the study, started while its driver lives
+        "resume on 127.0.0.3": start("resume", str(study_dir), env={"TAUGATE_RAY_NODE_IP": "127.0.0.3"}),
+        "run": start("run", str(spec), "--output", str(study_dir)),
+        "track": start("track", str(study_dir)),
+        "report": start("report", str(study_dir)),
+    }
+    seen["second"] = {name: (p.wait(timeout=120), p.communicate()[1]) for name, p in second.items()}
+    seen["driver_pid"] = driver.pid
+    wait_until(lambda: finished(study_dir) >= 1, driver)
+    seen["sigint"] = stop(driver, "SIGINT")
+    seen["sigint"] |= {"finished": finished(study_dir), "mlflow": parent_status(study_dir)}
+    seen["status"] = json.loads(taugate("status", str(study_dir)).stdout)
+    seen["report"] = taugate("report", str(study_dir))
+    seen["partial_report"] = (study_dir / "report" / "report.md").read_text()
+
+    driver = start("resume", str(study_dir))
+    before = finished(study_dir)
+    wait_until(lambda: finished(study_dir) > before, driver)
+    seen["sigterm"] = stop(driver, "SIGTERM") | {"finished": finished(study_dir), "mlflow": parent_status(study_dir)}
+
+    driver = start("resume", str(study_dir))
+    wait_until(lambda: lock_holder(study_dir) == driver.pid and len(session(driver.pid)) > 3, driver)
+    seen["sigkill"] = stop(driver, "SIGKILL") | {"pid": driver.pid}
+
+    seen["resume"] = taugate("resume", str(study_dir), env={"RAY_AUTH_MODE": "token"})
+    seen["clean"] = folder / "clean"
+    seen["clean_run"] = taugate("run", str(spec), "--output", str(seen["clean"]))
+    return seen
+
+
+def test_a_second_driver_on_a_live_study_is_refused_naming_its_host_and_pid(story):
+    for name, (code, stderr) in story["second"].items():
+        assert code == 2, (name, stderr[-2000:])
+        assert f"in use by a running driver: host {platform.node()}, pid {story['driver_pid']}" in stderr, name
+        assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("how", "code"), [("sigint", 130), ("sigterm", 143)])
+def test_a_signal_stops_the_study_as_interrupted_not_failed(story, how, code):
+    seen = story[how]
+    stderr, done = seen["stderr"], seen["finished"]
+    assert seen["code"] == code, stderr[-3000:]
+    assert 1 <= done < TRIALS, "the signal should come mid-study"
+    summary = f"interrupted ({how.upper()}): {done}/{TRIALS} trials finished, 0 failed, {TRIALS - done} remaining"
+    assert summary in stderr, stderr[-3000:]
+    assert f"continue with: taugate resume {story['study_dir'].resolve()}" in stderr
+    for noise in ("Tuner.restore", "FileNotFoundError", "Traceback", "Stop signal received", "report: "):
+        assert noise not in stderr, noise
+    assert any(name == "raylet" for name in seen["ran"].values()), "Ray should have been running"
+    assert seen["left"] == {}, f"processes of the study outlived its driver: {seen['left']}"
+    assert seen["mlflow"] == "KILLED"
+    assert not (story["study_dir"] / LOCK_FILE).exists()
+
+
+def test_status_and_report_of_the_interrupted_study_count_no_failures_and_say_partial(story):
+    done = story["sigint"]["finished"]
+    assert story["status"] | {"name": None} == {"name": None, "planned": TRIALS, "finished": done, "diverged": 0,
+                                                 "failed": 0, "remaining": TRIALS - done}  # fmt: skip
+    assert story["report"].returncode == 0, story["report"].stderr[-3000:]
+    markdown = story["partial_report"]
+    assert "partial study" in markdown and f"{TRIALS - done} not run yet" in markdown
+
+
+def test_resume_after_a_sigkilled_driver_takes_over_its_lock_and_completes(story):
+    result = story["resume"]
+    assert story["sigkill"]["code"] == -signal.SIGKILL
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"took over the lock of a driver that is gone (host {platform.node()}, pid {story['sigkill']['pid']}" in (
+        result.stderr
+    )
+    assert f"{TRIALS}/{TRIALS} trials finished, 0 failed" in result.stderr
+    assert parent_status(story["study_dir"]) == "FINISHED"
+
+
+def test_the_interrupted_study_ends_with_the_clean_runs_results_and_one_mlflow_run_per_trial(story):
+    assert story["clean_run"].returncode == 0, story["clean_run"].stderr[-3000:]
+    interrupted, clean = load_tune(story["study_dir"]), load_tune(story["clean"])
+    assert len(interrupted) == TRIALS and set(interrupted["status"]) == {"ok"}
+    pd.testing.assert_frame_equal(interrupted.drop(columns="train_seconds"), clean.drop(columns="train_seconds"))
+    client = mlflow.MlflowClient(f"sqlite:///{story['study_dir'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("interrupt").experiment_id
+    runs = client.search_runs([experiment], "tags.`taugate.kind` = 'trial'")
+    keys = [run.data.tags["taugate.trial_key"] for run in runs]
+    assert sorted(keys) == sorted(interrupted["trial_id"])  # one child run per trial, none twice, no error runs
+    assert {run.info.status for run in runs} == {"FINISHED"}
