@@ -10,6 +10,7 @@ import yaml
 
 from analysis.load import load_gate_stats, load_tune
 from study.calibrate import report_settings
+from study.progress import study_progress
 from study.runner import OPTUNA_DB, load_study
 
 REPORT_DIR = "report"
@@ -32,10 +33,13 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         "environment": study.get("environment", {}),
         "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
     }
-    if (remaining := int(study["trials_planned"]) - len(df)) > 0:  # an interrupted study, not resumed yet
+    progress = study_progress(study_dir, spec, study)  # the same account as the CLI summary and `status`
+    if progress.remaining > 0:  # an interrupted study, not resumed yet
         where = Path(study_dir).resolve()
-        metadata = {"coverage": f"PARTIAL STUDY: {len(df)} of {study['trials_planned']} planned trials, {remaining} "
-                    f"not run yet; `taugate resume {where}` completes it"} | metadata  # fmt: skip
+        metadata = {
+            "coverage": f"PARTIAL STUDY: {progress.finished + progress.failed} of {progress.planned} planned "
+            f"trials ran, {progress.remaining} not run yet; `taugate resume {where}` completes it"
+        } | metadata
         metadata["title"] += " (partial study)"
     if wall_seconds is not None:
         metadata["wall time (s)"] = round(wall_seconds, 1)

@@ -229,15 +229,17 @@ RICH_SPEC = {
     "name": "round.trip-1",
     "angles": [0, 22.5, 45],
     "target_angle": 22.5,
-    "foundation": {"hidden": [64, 32], "epochs": 2, "lr": 0.002, "weights": [1, 2, 1]},
+    "foundation": {"hidden": [64, 32], "lr": 0.002, "weights": [1, 2, 1]},
     "seeds": [3, 1],
     "methods": {
         "frozen": {},
         "taugate": {"gate_sharpness": [1, 10], "sparsity_weight": [0, 0.001], "seeds": [7], "lr": 0.01},
         "lora": {"lora_rank": [2, 8], "lora_alpha": [16], "epochs": 3},
     },
+    "protocol": {"lr_scale": [0.1, 1.0], "foundation_epochs": [1, 2]},
+    "calibrate": {"held_out": ["taugate"], "sparsity_target": 0.3, "next": {"seeds": [0, 1, 2]}},
     "search": {
-        "kind": "optuna",
+        "kind": "grid",  # per-method lists and protocol axes are grid features; Optuna fields still round-trip
         "num_samples": 7,
         "objectives": [{"metric": "val_acc_45", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}],
         "ranges": {"gate_sharpness": {"low": 0.5, "high": 50, "log": True}},
