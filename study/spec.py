@@ -18,6 +18,7 @@ from trainables.config import (
     TrialConfig,
     accuracy_name,
     format_validation_error,
+    validation_name,
 )
 from trainables.methods import REGISTRY
 
@@ -324,18 +325,21 @@ class StudySpec(Strict):
         return self
 
     def _protocol_given_once(self) -> None:
+        """A swept protocol axis replaces the study's single value: giving both is refused."""
+        swept = self.protocol.axes()
         single = {"foundation_epochs": ("foundation.epochs", "epochs" in self.foundation.model_fields_set),
                   "epochs": ("epochs", "epochs" in self.model_fields_set),
                   "lr_scale": ("lr_scale", "lr_scale" in self.model_fields_set),
                   "batch_size": ("batch_size", "batch_size" in self.model_fields_set)}  # fmt: skip
-        for axis in self.protocol.axes():
-            where, given = single.get(axis, ("", False))
+        for axis in swept:
+            where, given = single[axis]
             if given:
                 raise ValueError(f"protocol.{axis}: also given as `{where}`; give it once")
+        if "epochs" in swept:
             for name, method in self.methods.items():
-                if axis == "epochs" and method.epochs is not None:
+                if method.epochs is not None:
                     raise ValueError(f"methods.{name}.epochs: the protocol sweeps epochs for every method")
-        if self.protocol.axes() and self.search.kind != "grid":
+        if swept and self.search.kind != "grid":
             raise ValueError("protocol: protocol axes need search kind grid")
 
     def _optuna_takes_every_method_field(self) -> None:
@@ -344,13 +348,12 @@ class StudySpec(Strict):
         they are refused (a method's fixed `lr` and `epochs` are honoured)."""
         if self.search.kind != "optuna":
             return
+        instead = {"seeds": "the study's seeds", "lora_alpha": "the default lora_alpha (not searched)"}
         for name, method in self.methods.items():
             for field in ("seeds", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"):
                 if getattr(method, field) is not None:
-                    where = "the study's seeds" if field == "seeds" else f"search.ranges ({field} is searched)"
-                    if field == "lora_alpha":
-                        where = "the default lora_alpha (not searched)"
-                    raise ValueError(f"methods.{name}.{field}: an Optuna search uses {where}; per-method lists are "
+                    uses = instead.get(field, f"search.ranges ({field} is searched)")
+                    raise ValueError(f"methods.{name}.{field}: an Optuna search uses {uses}; per-method lists are "
                                      "grid axes (search kind grid)")  # fmt: skip
 
     def _objectives_exist(self) -> None:
@@ -358,19 +361,19 @@ class StudySpec(Strict):
         if self.search.objectives is None:
             self.search.objectives = [Objective(metric=accuracy_name(self.target_angle, validation=True), mode="max")]
         ungated = [m for m in self.methods if m not in GATED_METHODS]
+        accuracies = {accuracy_name(a, validation=True) for a in self.angles}
+        hard = {accuracy_name(a, hard=True, validation=True) for a in self.angles}
         for index, objective in enumerate(self.search.objectives):
             metric, where = objective.metric, f"search.objectives.{index}.metric"
-            accuracies = {accuracy_name(a, validation=True) for a in self.angles}
-            hard = {accuracy_name(a, hard=True, validation=True) for a in self.angles}
             if metric in PLAIN_OBJECTIVES or metric in accuracies:
                 continue
             if metric in hard:
                 if ungated and self.search.kind == "optuna":
                     raise ValueError(f"{where}: {metric} exists only for gated methods, not {', '.join(ungated)}")
                 continue
-            if f"val_{metric}" in accuracies | hard | set(PLAIN_OBJECTIVES):
+            if validation_name(metric) in accuracies | hard | set(PLAIN_OBJECTIVES):
                 raise ValueError(f"{where}: {metric!r} is a test metric; objectives select, so they read "
-                                 f"validation: use val_{metric}")  # fmt: skip
+                                 f"validation: use {validation_name(metric)}")  # fmt: skip
             choices = ", ".join([*sorted(accuracies | hard), *PLAIN_OBJECTIVES])
             raise ValueError(f"{where}: unknown objective {metric!r}; choose one of {choices}")
 
