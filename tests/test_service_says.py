@@ -189,7 +189,8 @@ def test_a_resumed_search_does_not_replay_its_first_points(tmp_path):
     db = tmp_path / "optuna.db"
     study = {"optuna_study_name": "x-1"}
     first, _ = optuna_searcher(spec, study, db)
-    persisted = optuna.create_study(study_name="x-1", storage=storage_url(db), directions=["maximize"])
+    persisted = optuna.create_study(study_name="x-1", storage=storage_url(db), direction="maximize",
+                                    load_if_exists=True)  # fmt: skip
     persisted.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.5]))
     again, done = optuna_searcher(spec, study, db)
     assert done == 1 and again._seed != first._seed

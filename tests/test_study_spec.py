@@ -16,7 +16,14 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 @pytest.mark.parametrize(
     ("spec", "trials", "foundations"),
-    [("paper.yaml", 25, 5), ("ablation.yaml", 120, 3), ("smoke.yaml", 8, 2), ("optuna.yaml", 40, 3)],
+    [
+        ("paper.yaml", 50, 5),
+        ("ablation.yaml", 120, 3),
+        ("smoke.yaml", 8, 2),
+        ("optuna.yaml", 60, 3),
+        ("calibrate.yaml", 720, 15),
+        ("budget.yaml", 135, 3),
+    ],  # optuna: 20 configurations x 3 seeds
 )
 def test_plan_json_totals_of_the_shipped_specs(spec, trials, foundations):
     result = taugate("plan", str(CONFIGS / spec), "--json")
