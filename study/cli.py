@@ -296,7 +296,9 @@ def _report(study_dir: Path, tracking_uri: str | None, wall_seconds: float | Non
     try:
         log_report(study_dir, tracking_uri)
     except Exception as err:  # noqa: BLE001 - the report is on disk; tracking is best effort
-        problem = f" report not logged to MLflow ({type(err).__name__}: {err})"
+        problem = (f" report not logged to MLflow ({type(err).__name__}: {err}); once the store is reachable, "
+                   f"`taugate track {study_dir}` backfills any missing runs and `taugate report {study_dir}` logs "
+                   "the report")  # fmt: skip
         console.print(Text.assemble(("warning:", "yellow"), problem))
     console.print(f"report: {paths['html'].resolve()}", highlight=False)
 
