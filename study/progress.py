@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.plan import PLAN_FILE
 from study.spec import StudySpec
 from study.storage import TrialLedger
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,11 @@ class Progress:
         return asdict(self)
 
 
-def study_progress(study_dir: Path, spec: StudySpec, study: dict[str, Any]) -> Progress:
-    """The study's counts, from its folder (ledger, plan, Tune's error files, the Optuna study)."""
+def study_progress(
+    study_dir: Path, spec: StudySpec, study: dict[str, Any], table: pd.DataFrame | None = None
+) -> Progress:
+    """The study's counts, from its folder (ledger, plan, Tune's error files, the Optuna study);
+    `table` is the study's `analysis.load.load_tune` table when the caller has it already."""
     ledger = TrialLedger(Path(study_dir)).all_finished()
     if spec.search.kind == "optuna":
         from study.runner import OPTUNA_DB
@@ -48,13 +54,14 @@ def study_progress(study_dir: Path, spec: StudySpec, study: dict[str, Any]) -> P
     planned = max(len(planned_keys), int(study.get("trials_planned", 0)))
     done = {key: m for key, m in ledger.items() if key in planned_keys}
     diverged = sum(m.get("status") == "diverged" for m in done.values())
-    failed = _failed_grid_trials(Path(study_dir))
+    failed = _failed_grid_trials(Path(study_dir), table)
     return Progress(planned, len(done), diverged, failed, max(0, planned - len(done) - failed))
 
 
-def _failed_grid_trials(study_dir: Path) -> int:
+def _failed_grid_trials(study_dir: Path, table: pd.DataFrame | None) -> int:
     """Planned trials whose Tune trial errored and that never reached the ledger."""
-    from analysis.load import load_tune
+    if table is None:
+        from analysis.load import load_tune
 
-    table = load_tune(study_dir)
+        table = load_tune(study_dir)
     return int((table["status"] == "error").sum()) if "status" in table.columns else 0

@@ -33,7 +33,7 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         "environment": study.get("environment", {}),
         "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
     }
-    progress = study_progress(study_dir, spec, study)  # the same account as the CLI summary and `status`
+    progress = study_progress(study_dir, spec, study, df)  # the same account as the CLI summary and `status`
     if progress.remaining > 0:  # an interrupted study, not resumed yet
         where = Path(study_dir).resolve()
         metadata = {

@@ -327,12 +327,9 @@ class StudySpec(Strict):
     def _protocol_given_once(self) -> None:
         """A swept protocol axis replaces the study's single value: giving both is refused."""
         swept = self.protocol.axes()
-        single = {"foundation_epochs": ("foundation.epochs", "epochs" in self.foundation.model_fields_set),
-                  "epochs": ("epochs", "epochs" in self.model_fields_set),
-                  "lr_scale": ("lr_scale", "lr_scale" in self.model_fields_set),
-                  "batch_size": ("batch_size", "batch_size" in self.model_fields_set)}  # fmt: skip
+        single = self._single_protocol()
         for axis in swept:
-            where, given = single[axis]
+            where, _, given = single[axis]
             if given:
                 raise ValueError(f"protocol.{axis}: also given as `{where}`; give it once")
         if "epochs" in swept:
@@ -377,20 +374,33 @@ class StudySpec(Strict):
             choices = ", ".join([*sorted(accuracies | hard), *PLAIN_OBJECTIVES])
             raise ValueError(f"{where}: unknown objective {metric!r}; choose one of {choices}")
 
+    def _single_protocol(self) -> dict[str, tuple[str, Any, bool]]:
+        """Each protocol field's single value: (where the spec holds it, the value, whether the spec
+        gave it explicitly). A swept axis replaces it."""
+        foundation_given = "epochs" in self.foundation.model_fields_set
+        return {
+            "foundation_epochs": ("foundation.epochs", self.foundation.epochs, foundation_given),
+            "epochs": ("epochs", self.epochs, "epochs" in self.model_fields_set),
+            "lr_scale": ("lr_scale", self.lr_scale, "lr_scale" in self.model_fields_set),
+            "batch_size": ("batch_size", self.batch_size, "batch_size" in self.model_fields_set),
+        }
+
     def dump(self, exclude_none: bool = False) -> dict[str, Any]:
         """The spec as plain data that loads back to an equal spec: every field (unset optional ones
         left out with `exclude_none`), except the single values of swept protocol axes (the sweep
         replaces them; giving both is refused)."""
-        swept = self.protocol.axes()
-        exclude: dict[str, Any] = {name: True for name in ("epochs", "lr_scale", "batch_size") if name in swept}
-        if "foundation_epochs" in swept:
-            exclude["foundation"] = {"epochs"}
+        exclude: dict[str, Any] = {}
+        for axis in self.protocol.axes():
+            *parent, name = self._single_protocol()[axis][0].split(".")
+            if parent:
+                exclude.setdefault(parent[0], set()).add(name)
+            else:
+                exclude[name] = True
         return self.model_dump(mode="json", exclude=exclude, exclude_none=exclude_none)
 
     def protocol_values(self) -> dict[str, list]:
         """Every protocol field's values: the swept ones, and the study's single value for the rest."""
-        single = {"foundation_epochs": [self.foundation.epochs], "epochs": [self.epochs], "lr_scale": [self.lr_scale],
-                  "batch_size": [self.batch_size]}  # fmt: skip
+        single = {axis: [value] for axis, (_, value, _) in self._single_protocol().items()}
         return single | self.protocol.axes()
 
     @property
