@@ -100,13 +100,15 @@ def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any
 
 def trial_key(config: TrialConfig) -> str:
     """A stable id for a trial's whole config: the same trial always gets the same key."""
-    canonical = json.dumps(config.model_dump(), sort_keys=True, default=str)
+    fields = config.model_dump()
+    if fields["eval_angles"] is None:  # a field added later: keys of studies without it stay as they were
+        del fields["eval_angles"]
+    canonical = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def foundation_key(config: TrialConfig) -> str:
-    canonical = json.dumps(config.foundation_key(), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return config.foundation_id()
 
 
 def run_name(variant: dict[str, Any]) -> str:

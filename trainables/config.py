@@ -7,6 +7,8 @@ and analysis all read these names, so they are defined here and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -102,8 +104,15 @@ class TrialConfig(BaseModel):
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="validation split carved (stratified) from each mode's training digits"
     )
-    angles: list[float] = Field(default_factory=lambda: [0.0, 45.0], min_length=1)
-    target_angle: float = 45.0
+    angles: list[float] = Field(
+        default_factory=lambda: [0.0, 45.0], min_length=1, description="the foundation's mixture of rotation modes"
+    )
+    eval_angles: list[float] | None = Field(
+        None, min_length=1,
+        description="further modes every trial is evaluated on (angles the foundation never saw); "
+        "the evaluated modes are `angles` then these",
+    )  # fmt: skip
+    target_angle: float = Field(45.0, description="the mode specialised to: one of the evaluated modes")
     foundation_weights: list[float] | None = Field(
         None, description="mixture weights over `angles` for the foundation; default uniform"
     )
@@ -135,8 +144,13 @@ class TrialConfig(BaseModel):
     def _consistent_modes(self) -> TrialConfig:
         if len(set(self.angles)) != len(self.angles):
             raise ValueError("angles: duplicate angle")
-        if self.target_angle not in self.angles:
-            raise ValueError(f"target_angle: {self.target_angle:g} is not one of angles {self.angles}")
+        if self.eval_angles is not None and len(set(self.eval_angles)) != len(self.eval_angles):
+            raise ValueError("eval_angles: duplicate angle")
+        if self.target_angle not in self.evaluated_angles:
+            raise ValueError(
+                f"target_angle: {self.target_angle:g} is not an evaluated angle "
+                f"({', '.join(f'{a:g}' for a in self.evaluated_angles)}: angles, then eval_angles)"
+            )
         if self.foundation_weights is not None:
             if len(self.foundation_weights) != len(self.angles):
                 raise ValueError("foundation_weights: needs one weight per angle")
@@ -148,6 +162,12 @@ class TrialConfig(BaseModel):
     def gated(self) -> bool:
         return self.method in GATED_METHODS
 
+    @property
+    def evaluated_angles(self) -> list[float]:
+        """Every mode a trial is evaluated on: the foundation's `angles`, then the further `eval_angles`."""
+        extra = [a for a in self.eval_angles or () if a not in self.angles]
+        return [*self.angles, *extra]
+
     def foundation_key(self) -> dict[str, Any]:
         """The settings that determine a foundation: trials sharing them share one foundation."""
         names = (
@@ -155,6 +175,11 @@ class TrialConfig(BaseModel):
             "hidden", "foundation_epochs", "foundation_lr", "foundation_batch_size",
         )  # fmt: skip
         return {name: getattr(self, name) for name in names}
+
+    def foundation_id(self) -> str:
+        """The foundation's id (its file name in a study's `foundations/`): a hash of `foundation_key`."""
+        canonical = json.dumps(self.foundation_key(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def parse_config(raw: dict[str, Any]) -> TrialConfig:

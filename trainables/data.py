@@ -207,18 +207,22 @@ def _modes_cached(
 
 
 def load_modes(config: TrialConfig, device: torch.device) -> dict[float, Mode]:
-    """Every configured rotation mode, built once per process and reused by later trials."""
+    """Every evaluated rotation mode (the foundation's `angles`, then `eval_angles`), built once per
+    process and reused by later trials."""
     modes = _modes_cached(
         config.dataset, config.data_root, config.download, config.test_fraction, config.val_fraction,
-        tuple(config.angles), str(device),
+        tuple(config.evaluated_angles), str(device),
     )  # fmt: skip
     return {mode.angle: mode for mode in modes}
 
 
-def mixture(modes: dict[float, Mode], weights: list[float] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mixture(
+    modes: dict[float, Mode], weights: list[float] | None, seed: int, angles: list[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The foundation's training set: each training digit appears once, in a mode drawn with
-    the given weights (uniform by default), so a 50/50 mixture sees half the digits rotated."""
-    ordered = list(modes.values())
+    the given weights (uniform by default) from `angles` (default: every mode given), so a 50/50
+    mixture sees half the digits rotated. Modes only evaluated never enter it."""
+    ordered = [modes[a] for a in angles] if angles is not None else list(modes.values())
     probs = torch.tensor(weights if weights is not None else [1.0] * len(ordered), dtype=torch.float64)
     generator = torch.Generator().manual_seed(seed)
     n = len(ordered[0].train_y)

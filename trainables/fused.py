@@ -56,8 +56,8 @@ from trainables.trial import FoundationProvider, trial_metrics
 # differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
 # gate_init_margin, lora_alpha and the foundation_* settings.
 FUSE_FIELDS = (
-    "method", "dataset", "data_root", "download", "test_fraction", "angles", "target_angle",
-    "hidden", "epochs", "batch_size", "device",
+    "method", "dataset", "data_root", "download", "test_fraction", "val_fraction", "angles", "eval_angles",
+    "target_angle", "hidden", "epochs", "batch_size", "device",
 )  # fmt: skip
 LORA_FUSE_FIELDS = ("lora_rank",)
 

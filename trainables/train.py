@@ -64,7 +64,7 @@ def train_foundation(config: TrialConfig, modes: dict[float, Mode]) -> MLP:
     """The MLP pretrained on the mixture of modes (50/50 over 0 and 45 degrees by default)."""
     torch.manual_seed(config.seed)
     model = MLP(hidden=config.hidden).to(next(iter(modes.values())).train_x.device)
-    x, y = mixture(modes, config.foundation_weights, config.seed)
+    x, y = mixture(modes, config.foundation_weights, config.seed, config.angles)
     fit(model, x, y, epochs=config.foundation_epochs, lr=config.foundation_lr,
         batch_size=config.foundation_batch_size, seed=config.seed)  # fmt: skip
     model.eval()
