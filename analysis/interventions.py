@@ -1,0 +1,347 @@
+"""Attribution by intervention (RQ3): do the units specific to a mode carry that mode?
+
+For one foundation, each target mode's own TauGate adapter names the units it uses (`unit_sets`
+on validation digits) and the units only it uses (`specific_units`). Silencing a mode's specific
+units and measuring the accuracy drop on TEST digits, beside a random control of the same number
+of units the mode also uses, turns the firing-rate description into a causal claim or not
+(DESIGN.md, "Correlation is not attribution").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import Tensor, nn
+
+from analysis.mode_units import (
+    SPECIFIC_OFF,
+    SPECIFIC_ON,
+    UNIT_THRESHOLD,
+    Unit,
+    by_layer,
+    check_thresholds,
+    common_core,
+    jaccard_matrix,
+    pair_overlaps,
+    specific_units,
+    summarise_gaps,
+    unit_sets,
+)
+from analysis.results import OK
+from trainables.checkpoints import load_adapter, load_foundation
+from trainables.config import ConfigError, TrialConfig, accuracy_name, angle_key, parse_config
+from trainables.data import load_modes
+from trainables.intervene import hard_accuracy, silenced
+from trainables.train import gate_statistics
+
+ROW_COLUMNS = (
+    "silenced",
+    "evaluated",
+    "control",
+    "draw",
+    "n_units",
+    "units",
+    "acc_before",
+    "acc_after",
+    "drop",
+    "note",
+)
+SPECIFIC, RANDOM = "specific", "random"
+DRAWS = 5
+CAUSAL_P = 0.05
+CAUSAL_RULE = (
+    "causal when the own-mode accuracy drop from silencing the specific units exceeds the random control's "
+    "(mean over draws), paired by seed: one-sided paired t-test on the per-seed differences, p < "
+    f"{CAUSAL_P:g}; needs >= 2 seeds with specific units"
+)
+TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR = "trials", "config.json", "metrics.json", "foundations"
+
+
+def _draw_generator(seed: int, angle: float) -> np.random.Generator:
+    """One stream per (seed, silenced mode): a mode's draws do not depend on which other modes exist."""
+    return np.random.default_rng([seed, zlib.crc32(angle_key(angle).encode())])
+
+
+def _control_pool(specific: frozenset[Unit], active: frozenset[Unit]) -> tuple[list[Unit], str]:
+    """The units a random control draws from, and a note when it had to widen the pool."""
+    others = sorted(active - specific)
+    if len(others) >= len(specific):
+        return others, ""
+    widened = sorted(active | specific)
+    return widened, (
+        f"only {len(others)} non-specific active units for {len(specific)} specific ones: "
+        "control drawn from every unit active for the mode (specific ones included)"
+    )
+
+
+def intervene(
+    models: dict[float, nn.Module],
+    test: dict[float, tuple[Tensor, Tensor]],
+    specific: dict[float, frozenset[Unit]],
+    active: dict[float, frozenset[Unit]],
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Silence each mode's specific units and measure hard-gated accuracy on every mode's test
+    digits (each mode under its own adapter, the same units silenced), beside `draws` random
+    controls of the same size drawn from the silenced mode's other active units.
+
+    One row per (silenced, evaluated, control, draw); `units` are the (layer, unit) pairs silenced,
+    `drop` = acc_before - acc_after. A mode
+    without specific units gets one row per control and evaluated mode with n_units 0 and NaN
+    accuracies after the intervention: there is nothing to silence, so nothing is measured.
+    """
+    if draws < 1:
+        raise ValueError(f"draws: {draws} (needs at least 1)")
+    modes = sorted(models)
+    before = {angle: hard_accuracy(models[angle], *test[angle]) for angle in modes}
+    rows: list[dict[str, Any]] = []
+
+    def measure(silenced_mode: float, control: str, draw: int, units: list[Unit], note: str) -> None:
+        for evaluated in modes:
+            after = math.nan
+            if units:
+                with silenced(models[evaluated], by_layer(frozenset(units))):
+                    after = hard_accuracy(models[evaluated], *test[evaluated])
+            rows.append({
+                "silenced": silenced_mode, "evaluated": evaluated, "control": control, "draw": draw,
+                "n_units": len(units), "units": tuple(units), "acc_before": before[evaluated], "acc_after": after,
+                "drop": before[evaluated] - after, "note": note,
+            })  # fmt: skip
+
+    for angle in modes:
+        chosen = sorted(specific.get(angle, frozenset()))
+        if not chosen:
+            none = "no unit specific to this mode: nothing silenced"
+            measure(angle, SPECIFIC, 0, [], none)
+            measure(angle, RANDOM, 0, [], none)
+            continue
+        measure(angle, SPECIFIC, 0, chosen, "")
+        pool, note = _control_pool(frozenset(chosen), active.get(angle, frozenset()))
+        generator = _draw_generator(seed, angle)
+        for draw in range(draws):
+            picked = generator.choice(len(pool), size=len(chosen), replace=False)
+            measure(angle, RANDOM, draw, [pool[i] for i in sorted(picked)], note)
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+
+
+def _verdict(differences: np.ndarray) -> tuple[bool | None, str]:
+    """The causal rule (`CAUSAL_RULE`) on per-seed differences: specific drop minus random drop."""
+    n = len(differences)
+    if n < 2:
+        return None, f"not testable: {n} seed(s) with specific units (needs >= 2)"
+    mean, std = float(differences.mean()), float(differences.std(ddof=1))
+    if std == 0:
+        holds = bool(mean > 0)
+        return holds, f"{'holds' if holds else 'does not hold'}: difference {mean:+.3f} in every seed (n={n})"
+    t = mean / (std / math.sqrt(n))
+    p = float(stats.t.sf(t, df=n - 1))
+    holds = bool(p < CAUSAL_P)
+    relation = "<" if holds else ">="
+    return holds, (
+        f"{'holds' if holds else 'does not hold'}: difference {mean:+.3f} +- {std:.3f} (n={n}), "
+        f"paired t({n - 1}) = {t:.2f}, one-sided p = {p:.3g} {relation} {CAUSAL_P:g}"
+    )
+
+
+def summarise(rows_by_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per silenced mode, over seeds (a seed = one foundation; rows carry `seed`, and `foundation`
+    when known): n_units (mean), own-mode drop of the specific units (mean, std, n seeds), of the
+    random control (mean over draws, then mean and std over seeds), the specific units' mean drop
+    on the other modes, and `causal` stating `CAUSAL_RULE`'s outcome (`causal_holds`: True,
+    False, or None when not testable). Seeds without specific units count in n_units only."""
+    rows = rows_by_seed.copy()
+    replicate = [c for c in ("seed", "foundation") if c in rows.columns]
+    if not replicate:
+        rows, replicate = rows.assign(seed=0), ["seed"]
+    own = rows[rows["silenced"] == rows["evaluated"]]
+    summary = []
+    for angle, mode_rows in own.groupby("silenced", sort=True):
+        specific = mode_rows[mode_rows["control"] == SPECIFIC].groupby(replicate)["drop"].mean()
+        random = mode_rows[mode_rows["control"] == RANDOM].groupby(replicate)["drop"].mean()
+        n_units = mode_rows[mode_rows["control"] == SPECIFIC].groupby(replicate)["n_units"].first()
+        paired = pd.concat({"specific": specific, "random": random}, axis=1).dropna()
+        others = rows[(rows["silenced"] == angle) & (rows["evaluated"] != angle) & (rows["control"] == SPECIFIC)]
+        other_drop = others.groupby(replicate)["drop"].mean().dropna()
+        holds, verdict = _verdict((paired["specific"] - paired["random"]).to_numpy())
+        summary.append({
+            "silenced": angle, "seeds": len(n_units), "n_units": float(n_units.mean()),
+            "own_drop_specific_mean": specific.mean(), "own_drop_specific_std": specific.std(ddof=1),
+            "own_drop_specific_n": int(specific.count()),
+            "own_drop_random_mean": random.mean(), "own_drop_random_std": random.std(ddof=1),
+            "other_drop_specific_mean": other_drop.mean() if len(other_drop) else math.nan,
+            "causal_holds": holds, "causal": verdict,
+        })  # fmt: skip
+    table = pd.DataFrame(summary)
+    # True, False or None (not testable), never numpy bools
+    return table.astype({"causal_holds": object}) if len(table) else table
+
+
+# --- the study-level driver -------------------------------------------------------------------
+
+
+@dataclass
+class FoundationModes:
+    """The per-mode unit analysis of one foundation (one seed)."""
+
+    seed: int
+    foundation: str  # TrialConfig.foundation_id(): the foundation file's name
+    trials: dict[float, str]  # target mode -> the trial (folder name) whose adapter represents it
+    rates: dict[float, list[list[float]]]  # validation firing rates, each mode under its own adapter
+    sets: dict[float, frozenset[Unit]]
+    specific: dict[float, frozenset[Unit]]
+    common_core: frozenset[Unit]  # units every mode uses
+    jaccard: pd.DataFrame
+    pairs: pd.DataFrame  # `pair_overlaps` rows
+    interventions: pd.DataFrame  # `intervene` rows tagged with seed and foundation
+
+
+@dataclass
+class ModeAnalysis:
+    """A study's per-mode unit sets and interventions, per foundation and over seeds."""
+
+    method: str
+    parameters: dict[str, Any]  # threshold, on, off, draws, the causal rule, the selection metric
+    foundations: list[FoundationModes]
+    jaccard_mean: pd.DataFrame  # over seeds (modes a seed lacks are left out of its mean)
+    jaccard_std: pd.DataFrame  # sample std over seeds (NaN with one seed)
+    jaccard_n: pd.DataFrame  # seeds behind each cell
+    unit_counts: pd.DataFrame  # per seed and mode: trial, active units, specific units, the all-mode core
+    core_by_gap: pd.DataFrame  # every seed's mode pairs grouped by angular gap
+    interventions: pd.DataFrame  # every seed's intervention rows
+    summary: pd.DataFrame  # `summarise` of those rows
+    notes: list[str] = field(default_factory=list)  # skipped trials and foundations, trials chosen per mode
+
+
+@dataclass
+class _Trial:
+    key: str
+    folder: Path
+    config: TrialConfig
+    metrics: dict[str, Any]
+
+
+def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[_Trial]:
+    """Trials of `method` that finished well (`status: ok`); unreadable entries are noted and skipped."""
+    found = []
+    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        folder = metrics_file.parent
+        try:
+            metrics = json.loads(metrics_file.read_text())
+            config = parse_config(json.loads((folder / CONFIG_FILE).read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+            notes.append(f"trial {folder.name}: skipped, unreadable record ({err})")
+            continue
+        if metrics.get("status") == OK and config.method == method:
+            found.append(_Trial(folder.name, folder, config, metrics))
+    return found
+
+
+def selection_metric(angle: float, metrics: dict[str, Any]) -> str:
+    """What chooses a mode's representative trial: its hard-gated validation accuracy on the target
+    (the network these attributions describe), or the plain one for a method without gates."""
+    hard = accuracy_name(angle, hard=True, validation=True)
+    return hard if hard in metrics else accuracy_name(angle, validation=True)
+
+
+def _representatives(trials: list[_Trial], notes: list[str], where: str) -> dict[float, _Trial]:
+    """Per target mode, the trial with the best validation accuracy on it (ties: the first key)."""
+    chosen: dict[float, _Trial] = {}
+    for angle in sorted({t.config.target_angle for t in trials}):
+        candidates = []
+        for trial in (t for t in trials if t.config.target_angle == angle):
+            metric = selection_metric(angle, trial.metrics)
+            value = trial.metrics.get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                candidates.append((-value, trial.key, trial, metric))
+            else:
+                notes.append(f"{where}: trial {trial.key} skipped for mode {angle:g}, no {metric}")
+        if candidates:
+            best_value, _, best, metric = min(candidates, key=lambda c: c[:2])
+            chosen[angle] = best
+            notes.append(
+                f"{where}: mode {angle:g} is trial {best.key} ({metric} = {-best_value:.4f}, best of {len(candidates)})"
+            )
+    return chosen
+
+
+def _analyse_foundation(
+    study_dir: Path, chosen: dict[float, _Trial], threshold: float, on: float, off: float, draws: int
+) -> FoundationModes:
+    base = next(iter(chosen.values())).config
+    angles = sorted(chosen)
+    data_config = parse_config(base.model_dump() | {"eval_angles": angles, "target_angle": angles[0], "device": "cpu"})
+    data = load_modes(data_config, torch.device("cpu"))
+    foundation = load_foundation(Path(study_dir, FOUNDATIONS_DIR, f"{base.foundation_id()}.safetensors"), base.hidden)
+    models = {angle: load_adapter(foundation, chosen[angle].folder / "adapter").eval() for angle in angles}
+    rates = {angle: gate_statistics(models[angle], data[angle], split="val").rate for angle in angles}
+    sets, specific = unit_sets(rates, threshold), specific_units(rates, on, off)
+    test = {angle: (data[angle].test_x, data[angle].test_y) for angle in angles}
+    rows = intervene(models, test, specific, sets, draws=draws, seed=base.seed)
+    rows.insert(0, "foundation", base.foundation_id())
+    rows.insert(0, "seed", base.seed)
+    return FoundationModes(
+        seed=base.seed, foundation=base.foundation_id(), trials={a: chosen[a].key for a in angles}, rates=rates,
+        sets=sets, specific=specific, common_core=common_core(sets), jaccard=jaccard_matrix(sets),
+        pairs=pair_overlaps(sets), interventions=rows,
+    )  # fmt: skip
+
+
+def analyse_study_modes(
+    study_dir: Path,
+    method: str = "taugate",
+    threshold: float = UNIT_THRESHOLD,
+    on: float = SPECIFIC_ON,
+    off: float = SPECIFIC_OFF,
+    draws: int = DRAWS,
+) -> ModeAnalysis | None:
+    """Unit sets, overlaps and interventions for every foundation of a study with >= 2 target modes
+    of `method`; None when no foundation has two. A missing foundation file or a damaged adapter
+    raises `CheckpointError` naming the file."""
+    check_thresholds(threshold, on, off)
+    if draws < 1:
+        raise ValueError(f"draws: {draws} (needs at least 1)")
+    notes: list[str] = []
+    by_foundation: dict[str, list[_Trial]] = {}
+    for trial in _finished_trials(study_dir, method, notes):
+        by_foundation.setdefault(trial.config.foundation_id(), []).append(trial)
+    results = []
+    for foundation_id, trials in sorted(by_foundation.items(), key=lambda item: (item[1][0].config.seed, item[0])):
+        where = f"foundation {foundation_id} (seed {trials[0].config.seed})"
+        chosen = _representatives(trials, notes, where)
+        if len(chosen) < 2:
+            notes.append(f"{where}: skipped, {len(chosen)} target mode(s) of {method} (needs >= 2)")
+            continue
+        results.append(_analyse_foundation(Path(study_dir), chosen, threshold, on, off, draws))
+    if not results:
+        return None
+    matrices = pd.concat([r.jaccard.stack() for r in results], axis=1)
+    interventions = pd.concat([r.interventions for r in results], ignore_index=True)
+    pairs = pd.concat([r.pairs.assign(seed=r.seed) for r in results], ignore_index=True)
+    return ModeAnalysis(
+        method=method,
+        parameters={"threshold": threshold, "on": on, "off": off, "draws": draws, "causal_rule": CAUSAL_RULE,
+                    "selection": "per target mode, the trial with the best hard-gated validation accuracy on it"},
+        foundations=results,
+        jaccard_mean=matrices.mean(axis=1).unstack(),
+        jaccard_std=matrices.std(axis=1, ddof=1).unstack(),
+        jaccard_n=matrices.count(axis=1).unstack(),
+        unit_counts=pd.DataFrame(
+            {"seed": r.seed, "foundation": r.foundation, "mode": angle, "trial": r.trials[angle],
+             "active": len(r.sets[angle]), "specific": len(r.specific[angle]), "common_core": len(r.common_core)}
+            for r in results for angle in sorted(r.sets)
+        ),
+        core_by_gap=summarise_gaps(pairs),
+        interventions=interventions,
+        summary=summarise(interventions),
+        notes=notes,
+    )  # fmt: skip

@@ -1,0 +1,101 @@
+"""Figures for the per-mode unit analysis (`analysis.interventions`): overlap of the modes' unit
+sets, the shared core against the angle between modes, and the intervention drops.
+
+Built like `analysis.plots`: a `Figure` on the Agg canvas, never pyplot; each function returns the
+written path, or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.plots import _PALETTE, _save
+
+SPECIFIC_COLOUR, RANDOM_COLOUR = _PALETTE[3], _PALETTE[7]
+
+
+def _degrees(angle: float) -> str:
+    return f"{float(angle):g}°"
+
+
+def plot_jaccard(matrix: pd.DataFrame, path: Path, title: str = "") -> Path | None:
+    """The modes' unit-set overlap (Jaccard) as a heatmap with each value written in its cell."""
+    if matrix is None or matrix.empty:
+        return None
+    values = matrix.to_numpy(dtype=float)
+    size = 1.6 + 0.7 * len(matrix)
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+    labels = [_degrees(a) for a in matrix.index]
+    ax.set_xticks(range(len(matrix.columns)), [_degrees(a) for a in matrix.columns])
+    ax.set_yticks(range(len(matrix.index)), labels)
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > 0.6 else "white")  # fmt: skip
+    ax.set_xlabel("mode (its own adapter)")
+    ax.set_ylabel("mode (its own adapter)")
+    fig.colorbar(image, ax=ax, label="Jaccard overlap of unit sets", shrink=0.8)
+    ax.set_title(title or "Units shared between modes", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_core_by_gap(table: pd.DataFrame, path: Path, title: str = "") -> Path | None:
+    """Jaccard overlap (mean, with the min-max range) and shared-core size against the angle between
+    two modes: does the core shrink as the modes rotate apart?"""
+    if table is None or table.empty:
+        return None
+    gap = table["gap"].to_numpy(dtype=float)
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    mean = table["jaccard_mean"].to_numpy(dtype=float)
+    spread = [mean - table["jaccard_min"].to_numpy(dtype=float), table["jaccard_max"].to_numpy(dtype=float) - mean]
+    left.errorbar(gap, mean, yerr=spread, marker="o", capsize=3, color=_PALETTE[0])
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("Jaccard overlap (mean, min-max)")
+    core = table["core_mean"].to_numpy(dtype=float)
+    core_spread = [core - table["core_min"].to_numpy(dtype=float), table["core_max"].to_numpy(dtype=float) - core]
+    right.errorbar(gap, core, yerr=core_spread, marker="s", capsize=3, color=_PALETTE[2])
+    right.set_ylim(bottom=0)
+    right.set_ylabel("shared core (units both modes use)")
+    for ax in (left, right):
+        ax.set_xlabel("angle between the two modes (degrees)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Shared units against the angle between modes", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Path | None:
+    """Per mode, the accuracy drop on the mode itself from silencing its specific units beside the
+    random control of the same size (mean, seed std as error bars). Modes whose specific units
+    were never measured are left out."""
+    if summary is None or summary.empty:
+        return None
+    rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
+    if rows.empty:
+        return None
+    position = np.arange(len(rows))
+    width = 0.38
+    fig = Figure(figsize=(1.8 + 1.1 * len(rows), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for offset, kind, colour, label in (
+        (-width / 2, "specific", SPECIFIC_COLOUR, "specific units silenced"),
+        (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
+    ):
+        mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
+        std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
+        ax.bar(position + offset, mean, width, yerr=std, capsize=3, color=colour, label=label)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ticks = [f"{_degrees(a)}\n{n:.0f} units" for a, n in zip(rows["silenced"], rows["n_units"], strict=True)]
+    ax.set_xticks(position, ticks)
+    ax.set_xlabel("silenced mode (drop measured on its own test digits)")
+    ax.set_ylabel("accuracy drop, hard gates (mean ± seed std)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "Do a mode's specific units carry it?", fontsize=10)
+    return _save(fig, path)

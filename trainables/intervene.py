@@ -1,0 +1,85 @@
+"""Interventions on hidden units: silence chosen units and measure what the network loses.
+
+Firing rates only describe which units a mode uses; a claim that some units *carry* a mode needs
+them silenced (DESIGN.md, "Correlation is not attribution"). Silencing is a forward hook on the
+layer's activation module that zeroes the chosen units' outputs, the same as forcing their hard
+gates shut, for a `GatedReLU` and a plain `nn.ReLU` alike. The model's tensors are never touched,
+and every hook and gate setting is restored when the intervention ends, also on an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from trainables.methods.taugate import GatedReLU
+
+Units = Mapping[int, Sequence[int]]  # hidden layer index -> unit indices in that layer
+
+
+def _widths(model: nn.Module) -> list[int]:
+    return [layer.out_features for layer in model.layers[:-1]]
+
+
+def _checked_indices(model: nn.Module, units: Units) -> dict[int, torch.Tensor]:
+    """The units as index tensors per layer, every layer and index checked against the model."""
+    widths = _widths(model)
+    checked = {}
+    for layer, indices in units.items():
+        if not 0 <= layer < len(widths):
+            raise ValueError(f"layer {layer}: the model has hidden layers 0..{len(widths) - 1}")
+        wanted = sorted(set(int(i) for i in indices))
+        bad = [i for i in wanted if not 0 <= i < widths[layer]]
+        if bad:
+            raise ValueError(f"layer {layer}: units {bad} outside 0..{widths[layer] - 1}")
+        if wanted:
+            checked[layer] = torch.tensor(wanted, dtype=torch.long)
+    return checked
+
+
+@contextmanager
+def silenced(model: nn.Module, units: Units) -> Iterator[nn.Module]:
+    """Within the block, the chosen hidden units output 0 on every input (their gates shut).
+
+    `units` maps a hidden layer's index to unit indices in it; an index outside the model is a
+    `ValueError` before anything changes. The hooks are removed on leaving, also when the block
+    raises, and the model's tensors are never modified.
+    """
+    indices = _checked_indices(model, units)
+    handles = []
+    try:
+        for layer, index in indices.items():
+
+            def zero_units(module: nn.Module, inputs: tuple, output: torch.Tensor, index=index) -> torch.Tensor:
+                return output.index_fill(-1, index.to(output.device), 0.0)  # out of place: autograd-safe
+
+            handles.append(model.activations[layer].register_forward_hook(zero_units))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def hard_gates(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block every `GatedReLU` uses its step gate 1[z > tau]; each gate's own setting
+    is restored afterwards (not simply switched back to soft)."""
+    gates = [module for module in model.modules() if isinstance(module, GatedReLU)]
+    before = [gate.hard for gate in gates]
+    try:
+        for gate in gates:
+            gate.hard = True
+        yield model
+    finally:
+        for gate, hard in zip(gates, before, strict=True):
+            gate.hard = hard
+
+
+@torch.no_grad()
+def hard_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy with hard gates (the network TauGate's attributions describe) on digits `x`."""
+    with hard_gates(model):
+        return (model(x).argmax(1) == y).float().mean().item()
