@@ -60,13 +60,25 @@ def evaluated_angles(columns: Iterable[str]) -> list[float]:
 @dataclass(frozen=True)
 class StudyModes:
     """The study's target and retention angles, how they were found (`notes`, for the report's
-    metadata) and, when the table holds several target angles, why none was picked (`problem`:
-    the report then analyses nothing and says so)."""
+    metadata) and, when the table holds several target angles (a modes study), every one of them
+    (`targets`) and what the single-target sections analyse (`scope`): the trials of one primary
+    target, the paper's 45 degrees when the study has it; the modes section covers all."""
 
     target: float
     retention: float
     notes: tuple[str, ...] = ()
-    problem: str = ""
+    scope: str = ""
+    targets: tuple[float, ...] = ()
+
+    @property
+    def several_targets(self) -> bool:
+        return len(self.targets) > 1
+
+    def analysed(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows the single-target sections read: the primary target's when there are several."""
+        if not self.several_targets or TARGET_COLUMN not in table.columns:
+            return table
+        return table[pd.to_numeric(table[TARGET_COLUMN], errors="coerce") == self.target]
 
     @property
     def target_metric(self) -> str:
@@ -103,7 +115,7 @@ class StudyModes:
 def study_modes(table: pd.DataFrame) -> StudyModes:
     """The modes of a results table or of its seed statistics (see the module docstring)."""
     notes: list[str] = []
-    problem = ""
+    scope = ""
     targets = _target_values(table)
     if len(targets) == 1:
         target = targets[0]
@@ -111,10 +123,13 @@ def study_modes(table: pd.DataFrame) -> StudyModes:
     elif len(targets) > 1:
         target = DEFAULT_TARGET if DEFAULT_TARGET in targets else targets[0]
         listed = ", ".join(degrees(t) for t in targets)
-        problem = (
-            f"The results table holds several target angles ({listed}): this report needs one target, so it picks "
-            f"none and analyses nothing. Report each target's trials on their own (filter {TARGET_COLUMN})."
+        scope = (
+            f"This is a modes study: its trials specialise to {len(targets)} target angles ({listed}). The modes "
+            f"section covers every target; the single-target sections (paper table, fidelity, claims, fronts, "
+            f"statistics, interpretability) analyse the {degrees(target)} trials only"
+            + (" (the paper's target)." if target == DEFAULT_TARGET else " (the first target).")
         )
+        notes.append(f"{len(targets)} target angles in the {TARGET_COLUMN} column; primary {degrees(target)}")
     else:
         target = DEFAULT_TARGET
         notes.append(
@@ -128,7 +143,7 @@ def study_modes(table: pd.DataFrame) -> StudyModes:
     else:
         retention = next((a for a in (PREFERRED_RETENTION, *DEFAULT_ANGLES) if a != target), PREFERRED_RETENTION)
         notes.append(f"original: no accuracy of another angle in the table, so {degrees(retention)} is assumed")
-    return StudyModes(float(target), float(retention), tuple(notes), problem)
+    return StudyModes(float(target), float(retention), tuple(notes), scope, tuple(targets))
 
 
 def _target_values(table: pd.DataFrame) -> list[float]:

@@ -28,6 +28,7 @@ from analysis.sections.common import FigureEntry, Table
 from analysis.sections.configurations import front_table, significance_table, statistics_table
 from analysis.sections.fidelity import PREDICTION, Calibration, Setting, budget_figure, fidelity_section, report_setting
 from analysis.sections.interpretability import interpretability_section
+from analysis.sections.modes import modes_section
 from analysis.sections.sparsity import sparsity_section
 from analysis.stats import seed_statistics
 from analysis.verdicts import check_claims
@@ -49,6 +50,7 @@ def write_report(
     gate_stats: Mapping[str, Mapping[str, Any]] | None = None,
     optuna_study: Any = None,
     calibration: Mapping[str, Any] | None = None,
+    mode_analysis: Any = None,
 ) -> dict[str, Path]:
     """Write `report.html`, `report.md`, `results.csv` and `figures/*.png` into `out_dir`.
 
@@ -61,6 +63,8 @@ def write_report(
     `sparsity_target` (a high-activation ratio to choose lambda for, or None) and
     `sparsity_tolerance` (default 0.05). Without it the paper is the reference, and a study with
     several protocols is still reported under the one chosen on validation with TauGate held out.
+    `mode_analysis` is `analysis.interventions.analyse_study_modes`'s result for a modes study (per-mode
+    unit sets and interventions, computed from the study's saved adapters).
     Returns the paths by name: "html", "markdown", "csv", "figures" (the folder) and
     "figure:<id>" for every figure written.
     """
@@ -72,7 +76,7 @@ def write_report(
     out = Path(out_dir)
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
     setting = Calibration.from_mapping(calibration)
-    context = build_context(df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting)
+    context = build_context(df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting, mode_analysis)
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"], default=False),
@@ -96,6 +100,7 @@ def build_context(
     gate_stats: dict[str, Any],
     optuna_study: Any,
     calibration: Calibration,
+    mode_analysis: Any = None,
 ) -> dict[str, Any]:
     """Everything the templates show, computed once (figures are written on the way).
 
@@ -103,10 +108,11 @@ def build_context(
     original modes, read from the table). Representatives (paper table, verdicts, fidelity,
     sparsity, significance, heatmaps) are chosen on validation metrics of the target mode within
     the report's protocol (`report_setting`); Pareto fronts, sensitivity and the
-    all-configurations table describe every configuration on test metrics. A table holding
-    several target angles is not analysed (the report says it needs one target)."""
+    all-configurations table describe every configuration on test metrics. A modes study (several
+    target angles) is analysed at its primary target in those sections (`StudyModes.analysed`);
+    its modes section covers every target."""
     modes = study_modes(df)
-    analysed = df.iloc[0:0] if modes.problem else df
+    analysed = modes.analysed(df)
     stats = seed_statistics(analysed)
     setting = report_setting(stats, calibration, modes)
     chosen = setting.representatives()
@@ -162,6 +168,7 @@ def build_context(
     sparsity = sparsity_section(setting, figure)
     budget = budget_figure(stats, setting, figure)
     interpretability = interpretability_section(analysed, stats, setting, gate_stats, figure)
+    modes_part = modes_section(df, metadata, mode_analysis, figure)
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",
@@ -182,7 +189,7 @@ def build_context(
             "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
             "modes": f"target mode {degrees(modes.target)}, original mode {degrees(modes.retention)}",
         },
-        "modes_problem": modes.problem,
+        "modes_scope": modes.scope,
         "selection_note": selection_note(stats, modes),
         "paper_mismatch": reference_mismatch(PAPER, modes),
         "paper_table": paper_table(analysed, chosen, setting, modes),
@@ -201,6 +208,7 @@ def build_context(
             significance_table(protocol_df, modes.retention_metric, modes),
         ],
         "interpretability": interpretability,
+        "modes": modes_part,
         "importances": importances,
         "failed_table": failed_table(failed, config_columns(df)),
         "metadata": metadata_rows({**metadata, "modes (read from the results table)": modes.describe()}),

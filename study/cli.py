@@ -162,10 +162,11 @@ def plan(
     out = Console()
     if study_spec.search.kind == "grid":
         table = Table(title=f"study {study_spec.name}: trials")
-        for column in ("#", "run name", "method", "seed"):
+        for column in ("#", "run name", "method", "target", "seed"):
             table.add_column(column)
         for index, variant in enumerate(variants(study_spec)):
-            table.add_row(str(index), run_name(variant), variant["method"], str(variant["seed"]))
+            target = variant.get("target_angle", study_spec.target_angles[0])
+            table.add_row(str(index), run_name(variant), variant["method"], f"{target:g}°", str(variant["seed"]))
         out.print(table)
     if study_spec.search.kind == "optuna":
         search = study_spec.search
@@ -178,6 +179,13 @@ def plan(
             f"{totals['trials']} trials (grid), {totals['foundations']} foundations; "
             + ", ".join(f"{m}: {n}" for m, n in totals["per_method"].items())
         )
+    targets = totals["target_angles"]
+    out.print(
+        f"target angle{'s' if len(targets) > 1 else ''} {', '.join(f'{t:g}°' for t in targets)}"
+        + (" (an axis: one foundation per seed serves every target)" if len(targets) > 1 else "")
+        + f"; evaluated on {', '.join(f'{a:g}°' for a in totals['evaluated_angles'])}"
+        + f" (foundation mixture {', '.join(f'{a:g}°' for a in study_spec.angles)})"
+    )
     swept = study_spec.protocol.axes()
     out.print(
         f"protocol ({totals['protocols']} shared by every method): "

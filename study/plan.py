@@ -25,10 +25,12 @@ def protocols(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def variants(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every grid trial's varying fields (the swept protocol fields, method, seed, the method's
-    own axes, overrides): the protocol grid multiplies every method's grid."""
+    """Every grid trial's varying fields (the swept protocol fields, the target angle when it is an
+    axis, method, seed, the method's own axes, overrides): the protocol grid and the target angles
+    multiply every method's grid. Trials of one seed share one foundation whatever their target."""
     out = []
-    for protocol in protocols(spec):
+    targets = [{"target_angle": t} for t in spec.target_angles] if isinstance(spec.target_angle, list) else [{}]
+    for protocol, target in itertools.product(protocols(spec), targets):
         for name, method in spec.methods.items():
             axes = {"seed": method.seeds or spec.seeds}
             for axis in REGISTRY[name].dimensions:
@@ -36,7 +38,7 @@ def variants(spec: StudySpec) -> list[dict[str, Any]]:
                 if values is not None:
                     axes[axis] = values
             overrides = {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
-            fixed = protocol | {"method": name} | overrides
+            fixed = protocol | target | {"method": name} | overrides
             for combo in itertools.product(*axes.values()):
                 out.append(fixed | dict(zip(axes, combo, strict=True)))
     return out
@@ -117,7 +119,7 @@ def run_name(variant: dict[str, Any]) -> str:
     if "members" in variant:
         return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
     parts = [variant["method"]]
-    short = {"gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
+    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
              "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
     for field, prefix in short.items():
         if field in variant:
@@ -141,6 +143,8 @@ def summary(spec: StudySpec) -> dict[str, Any]:
         "trials": spec.search.num_samples * len(spec.seeds) if optuna else len(grid),
         "foundations": len({foundation_key(c) for c in configs}),
         "per_method": {} if optuna else per_method,  # Optuna draws the methods: no fixed count each
+        "target_angles": spec.target_angles,
+        "evaluated_angles": spec.evaluated_angles,
         "protocol": spec.protocol_values(),
         "protocols": len(protocols(spec)),
     }

@@ -262,8 +262,15 @@ class StudySpec(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: DatasetName = "mnist5k"
     data_root: str | None = None
-    angles: list[float] = Field(default_factory=lambda: [0.0, 45.0], min_length=1)
-    target_angle: float = 45.0
+    angles: list[float] = Field(
+        default_factory=lambda: [0.0, 45.0], min_length=1, description="the foundation's mixture of rotation modes"
+    )
+    eval_angles: list[float] | None = Field(
+        None, min_length=1, description="further modes every trial is evaluated on (the foundation never saw them)"
+    )
+    target_angle: float | list[float] = Field(
+        45.0, description="the mode specialised to; a list makes it an axis (one foundation per seed serves all)"
+    )
     foundation: FoundationSpec = Field(default_factory=FoundationSpec)
     # the protocol defaults are the calibrated ones (trainables.config.TrialConfig)
     epochs: int = Field(3, ge=0, description="specialisation epochs (a method may override)")
@@ -307,10 +314,38 @@ class StudySpec(Strict):
                     raise ValueError(f"{name}.{axis}: method {name!r} does not use {axis}")
         return methods
 
+    @field_validator("target_angle")
+    @classmethod
+    def _target_list(cls, value: float | list[float]) -> float | list[float]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list of target angles; give at least one")
+            if len(set(value)) != len(value):
+                raise ValueError("duplicate target angles")
+        return value
+
+    @field_validator("eval_angles")
+    @classmethod
+    def _unique_eval_angles(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError("duplicate angles")
+        return values
+
     @model_validator(mode="after")
     def _trials_are_valid(self) -> StudySpec:
-        if self.target_angle not in self.angles:
-            raise ValueError(f"target_angle: {self.target_angle:g} is not one of angles {self.angles}")
+        evaluated = self.evaluated_angles
+        for index, target in enumerate(self.target_angles):
+            if target not in evaluated:
+                where = f"target_angle.{index}" if isinstance(self.target_angle, list) else "target_angle"
+                raise ValueError(
+                    f"{where}: {target:g} is not an evaluated angle ({', '.join(f'{a:g}' for a in evaluated)}: "
+                    "angles, then eval_angles); add it to eval_angles to specialise to a mode the foundation never saw"
+                )
+        if len(self.target_angles) > 1:
+            if self.search.kind != "grid":
+                raise ValueError("target_angle: several target angles need search kind grid (an objective reads one mode)")
+            if self.calibrate is not None:
+                raise ValueError("calibrate: a calibration against a reference table needs one target_angle")
         self._protocol_given_once()
         self._objectives_exist()
         self._optuna_takes_every_method_field()
@@ -356,10 +391,12 @@ class StudySpec(Strict):
     def _objectives_exist(self) -> None:
         """Each objective names a validation metric every trial of the study reports."""
         if self.search.objectives is None:
-            self.search.objectives = [Objective(metric=accuracy_name(self.target_angle, validation=True), mode="max")]
+            self.search.objectives = [
+                Objective(metric=accuracy_name(self.target_angles[0], validation=True), mode="max")
+            ]
         ungated = [m for m in self.methods if m not in GATED_METHODS]
-        accuracies = {accuracy_name(a, validation=True) for a in self.angles}
-        hard = {accuracy_name(a, hard=True, validation=True) for a in self.angles}
+        accuracies = {accuracy_name(a, validation=True) for a in self.evaluated_angles}
+        hard = {accuracy_name(a, hard=True, validation=True) for a in self.evaluated_angles}
         for index, objective in enumerate(self.search.objectives):
             metric, where = objective.metric, f"search.objectives.{index}.metric"
             if metric in PLAIN_OBJECTIVES or metric in accuracies:
@@ -404,6 +441,16 @@ class StudySpec(Strict):
         return single | self.protocol.axes()
 
     @property
+    def target_angles(self) -> list[float]:
+        """The target modes: the axis when `target_angle` is a list, else the one target."""
+        return list(self.target_angle) if isinstance(self.target_angle, list) else [self.target_angle]
+
+    @property
+    def evaluated_angles(self) -> list[float]:
+        """Every mode a trial is evaluated on: `angles`, then the further `eval_angles`."""
+        return [*self.angles, *(a for a in self.eval_angles or () if a not in self.angles)]
+
+    @property
     def gated_methods(self) -> list[str]:
         return [m for m in self.methods if m in GATED_METHODS]
 
@@ -413,7 +460,9 @@ class StudySpec(Strict):
             "dataset": self.dataset,
             "data_root": self.data_root,
             "angles": self.angles,
-            "target_angle": self.target_angle,
+            "eval_angles": self.eval_angles,
+            # an axis of target angles is in each variant instead
+            "target_angle": self.target_angles[0],
             "hidden": self.foundation.hidden,
             "foundation_epochs": self.foundation.epochs,
             "foundation_lr": self.foundation.lr,

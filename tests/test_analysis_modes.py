@@ -28,7 +28,7 @@ def render(df: pd.DataFrame, out: Path, gate_stats: dict | None = None, **option
 def test_the_modes_come_from_the_table() -> None:
     df, _ = synthetic_study(seeds=2, sweep=False, target=30.0)
     modes = study_modes(df)
-    assert (modes.target, modes.retention, modes.problem) == (30.0, 0.0, "")
+    assert (modes.target, modes.retention, modes.scope, modes.targets) == (30.0, 0.0, "", (30.0,))
     assert (modes.target_metric, modes.retention_metric, modes.selection_metric) == ("acc_30", "acc_0", "val_acc_30")
     assert study_modes(seed_statistics(df)).target == 30.0  # a statistics table says the same
     assert evaluated_angles(["acc_m30", "val_acc_22p5", "acc_45_hard", "acc_0_mean", "accuracy"]) == [-30.0, 0.0, 22.5]
@@ -46,11 +46,16 @@ def test_a_table_without_the_target_column_assumes_the_default_and_says_so() -> 
     assert "no target_angle column" not in study_modes(df).describe()
 
 
-def test_several_targets_pick_none() -> None:
+def test_several_targets_analyse_the_primary_one_and_say_so() -> None:
     a, _ = synthetic_study(seeds=2, sweep=False, target=30.0)
     b, _ = synthetic_study(seeds=2, sweep=False)
-    modes = study_modes(pd.concat([a, b], ignore_index=True))
-    assert "several target angles (30°, 45°)" in modes.problem and "needs one target" in modes.problem
+    both = pd.concat([a, b], ignore_index=True)
+    modes = study_modes(both)
+    assert (modes.target, modes.targets, modes.several_targets) == (45.0, (30.0, 45.0), True)
+    assert "2 target angles (30°, 45°)" in modes.scope and "the 45° trials only" in modes.scope
+    assert set(modes.analysed(both)["target_angle"]) == {45.0} and len(modes.analysed(both)) == len(b)
+    without_45 = study_modes(pd.concat([a, a.assign(target_angle=60.0)], ignore_index=True))
+    assert without_45.target == 30.0 and "the first target" in without_45.scope
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +121,14 @@ def test_a_reference_at_the_studys_angles_is_compared(tmp_path: Path) -> None:
     assert "paper-mismatch" in page.ids  # the paper's own table is still at 45 degrees
 
 
-def test_a_table_with_several_targets_is_not_analysed(tmp_path: Path) -> None:
+def test_a_table_with_several_targets_is_analysed_at_its_primary_target(tmp_path: Path) -> None:
     a, _ = synthetic_study(seeds=2, sweep=False, target=30.0)
     b, _ = synthetic_study(seeds=2, sweep=False)
     _, page, html, markdown = render(pd.concat([a, b], ignore_index=True), tmp_path)
-    assert "modes-problem" in page.ids and "needs one target" in markdown
-    assert page.tables["seed-statistics-table"][1:] == [["none"]]
-    assert not any(src.startswith("figures/pareto") for src in page.images)
+    assert "modes-scope" in page.ids and "the 45° trials only" in markdown
+    statistics = page.tables["seed-statistics-table"]
+    assert len(statistics) > 2 and all("30" not in " ".join(row) for row in statistics[1:] if "target" in row)
+    assert any(src.startswith("figures/pareto") for src in page.images)
 
 
 def test_the_45_degree_report_reads_its_target_from_the_table(tmp_path: Path) -> None:

@@ -193,6 +193,24 @@ MALFORMED = [
     ("only-a-comment", "# nothing here\n", "expected a mapping"),
     ("yaml-list", "- name: x\n- methods: {frozen: {}}\n", "expected a mapping"),
     ("yaml-scalar", "just a sentence\n", "expected a mapping"),
+    # the modes axis: targets among the evaluated angles, lists non-empty and without duplicates
+    ("target-not-evaluated", spec_text("target_angle: 90"), "target_angle: 90 is not an evaluated angle"),
+    ("target-axis-not-evaluated", spec_text("eval_angles: [90]", "target_angle: [0, 90, 135]"), "target_angle.2: 135"),
+    ("target-axis-empty", spec_text("target_angle: []"), "target_angle: an empty list"),
+    ("target-axis-duplicate", spec_text("target_angle: [0, 45, 0]"), "target_angle: duplicate target angles"),
+    ("eval-angles-empty", spec_text("eval_angles: []"), "eval_angles"),
+    ("eval-angles-duplicate", spec_text("eval_angles: [90, 90]"), "eval_angles: duplicate angles"),
+    ("eval-angle-not-a-number", spec_text("eval_angles: [ninety]"), "eval_angles.0"),
+    (
+        "target-axis-with-optuna",
+        spec_text("target_angle: [0, 45]", "search: {kind: optuna}", methods="{taugate: {}}"),
+        "several target angles need search kind grid",
+    ),  # fmt: skip
+    (
+        "target-axis-with-calibration",
+        spec_text("target_angle: [0, 45]", "calibrate: {reference: paper}"),
+        "calibrate: a calibration against a reference table needs one target_angle",
+    ),  # fmt: skip
     ("yaml-number", "42\n", "expected a mapping"),
 ]
 
@@ -211,7 +229,7 @@ def test_malformed_spec_is_a_spec_error_naming_the_field(text, field, tmp_path):
 
 # One CLI round per kind of mistake (each call starts a process, ~3 s): the same message, exit 2, nothing written.
 CLI_CASES = ["epochs-a-word", "typo-in-method-axis", "yaml-tab-indent", "method-seeds-negative", "empty-file",
-             "duplicate-key-nested", "seed-2-to-the-64"]  # fmt: skip
+             "duplicate-key-nested", "seed-2-to-the-64", "target-axis-not-evaluated", "target-axis-empty"]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "field"), [pytest.param(t, f, id=i) for i, t, f in MALFORMED if i in CLI_CASES])
@@ -301,7 +319,7 @@ anything = st.recursive(
 
 INTEGER_FIELDS = {"seeds", "hidden", "lora_rank", "epochs", "batch_size", "num_samples", "max_concurrent_trials",
                   "max_failures", "max_trials"}  # fmt: skip
-LIST_FIELDS = {"seeds", "angles", "hidden", "weights", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"}
+LIST_FIELDS = {"seeds", "angles", "eval_angles", "hidden", "weights", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"}
 TEXT_FIELDS = {"name", "dataset", "data_root", "device", "kind", "metric", "mode", "study_name", "storage_path",
                "tracking_uri", "experiment_name"}  # fmt: skip
 

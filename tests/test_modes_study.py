@@ -1,0 +1,125 @@
+"""Target angle as a study axis: one foundation per seed serves every target mode; the axis plans,
+fuses and resumes like the other axes; the report's modes section reads the finished study.
+
+One tiny modes study (3 target angles, one of them never seen by the foundation, x 3 methods x
+2 seeds) runs once through `taugate run` and serves every assertion of this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from study.plan import foundation_key, fused_groups, planned_trials, run_name, trial_config, trial_key, variants
+from study.spec import parse_spec
+from tests.cli import taugate
+from trainables.config import accuracy_name, parse_config
+from trainables.data import load_modes
+from trainables.device import resolve_device
+from trainables.train import train_foundation
+
+MODES_SPEC = {
+    "name": "modes-tiny",
+    "angles": [0, 45],
+    "eval_angles": [90],
+    "target_angle": [0, 45, 90],
+    "foundation": {"hidden": [32, 32], "epochs": 1},
+    "epochs": 1,
+    "seeds": [0, 1],
+    "methods": {"frozen": {}, "taugate": {"sparsity_weight": [0]}, "lora": {"lora_rank": [4]}},
+    "fuse": 2,
+}
+
+
+def test_the_target_axis_multiplies_every_method_and_shares_foundations_per_seed() -> None:
+    spec = parse_spec(MODES_SPEC)
+    grid = variants(spec)
+    assert len(grid) == 3 * 3 * 2 and {v["target_angle"] for v in grid} == {0, 45, 90}
+    configs = [trial_config(spec, v) for v in grid]
+    assert len({trial_key(c) for c in configs}) == len(grid)
+    by_seed: dict[int, set[str]] = {}
+    for config in configs:
+        by_seed.setdefault(config.seed, set()).add(foundation_key(config))
+        assert config.evaluated_angles == [0, 45, 90] and config.angles == [0, 45]
+    assert all(len(keys) == 1 for keys in by_seed.values()) and len(by_seed) == 2
+    assert "taugate-t90-l0-seed1" in {run_name(v) for v in grid}
+    planned = planned_trials(spec, grid)
+    assert {entry["columns"]["target_angle"] for entry in planned.values()} == {0, 45, 90}
+
+
+def test_fused_groups_never_mix_target_angles() -> None:
+    groups = fused_groups(parse_spec(MODES_SPEC), variants(parse_spec(MODES_SPEC)))
+    assert len(groups) == 9 and all(len(group) == 2 for group in groups)  # method x target, the seeds fused
+    assert all(len({member["target_angle"] for member in group}) == 1 for group in groups)
+
+
+def test_a_single_target_spec_has_no_axis() -> None:
+    spec = parse_spec({k: v for k, v in MODES_SPEC.items() if k not in ("target_angle", "eval_angles")})
+    assert all("target_angle" not in v for v in variants(spec))
+    assert {trial_config(spec, v).target_angle for v in variants(spec)} == {45.0}
+
+
+def test_the_foundation_trains_on_its_mixture_only() -> None:
+    """Evaluated-only modes never enter the foundation: the same weights with or without them."""
+    device = resolve_device("cpu")
+    raw = {"hidden": [16], "foundation_epochs": 1, "angles": [0, 45], "device": "cpu"}
+    plain = parse_config(raw)
+    wider = parse_config(raw | {"eval_angles": [90, 135], "target_angle": 135})
+    assert plain.foundation_id() == wider.foundation_id()
+    a = train_foundation(plain, load_modes(plain, device)).state_dict()
+    b = train_foundation(wider, load_modes(wider, device)).state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.fixture(scope="module")
+def modes_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny modes study, run once; then two of its trials are deleted from the ledger and the
+    study is resumed (the resumed trials' first metrics are kept to compare)."""
+    folder = tmp_path_factory.mktemp("modes")
+    spec_path, study_dir = folder / "modes.yaml", folder / "study"
+    spec_path.write_text(yaml.safe_dump(MODES_SPEC))
+    run = taugate("run", str(spec_path), "--output", str(study_dir))
+    assert run.returncode == 0, run.stderr
+    trials = {p.name: json.loads((p / "config.json").read_text()) for p in (study_dir / "trials").iterdir()}
+    first = {key: json.loads((study_dir / "trials" / key / "metrics.json").read_text()) for key in trials}
+    report_md = (study_dir / "report" / "report.md").read_text()
+    # forget one fused group's members at the unseen target: resume must train exactly those again
+    lost = sorted(k for k, c in trials.items() if c["run_name"].startswith("taugate-t90"))
+    for key in lost:
+        (study_dir / "trials" / key / "metrics.json").unlink()
+    resumed = taugate("resume", str(study_dir))
+    return {"dir": study_dir, "run": run, "trials": trials, "first": first, "lost": lost, "resumed": resumed,
+            "report_md": report_md}  # fmt: skip
+
+
+def test_every_trial_is_evaluated_on_every_mode_and_seeds_share_their_foundation(modes_study: dict) -> None:
+    study_dir = modes_study["dir"]
+    assert len(modes_study["trials"]) == 18
+    assert len(list((study_dir / "foundations").glob("*.safetensors"))) == 2
+    for key, metrics in modes_study["first"].items():
+        assert metrics["status"] == "ok"
+        for angle in (0, 45, 90):
+            assert accuracy_name(angle) in metrics and accuracy_name(angle, validation=True) in metrics
+        assert modes_study["trials"][key]["fused_with"] == 2  # the two seeds trained together
+    frozen = [m for k, m in modes_study["first"].items() if modes_study["trials"][k]["run_name"].startswith("frozen")]
+    # the foundation never saw 90 degrees: Frozen is far worse there than on its own modes
+    assert all(m["acc_90"] < min(m["acc_0"], m["acc_45"]) - 0.2 for m in frozen)
+
+
+def test_resume_trains_only_the_lost_trials_and_gets_their_metrics_again(modes_study: dict) -> None:
+    resumed = modes_study["resumed"]
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 to run" in resumed.stdout + resumed.stderr
+    study_dir = modes_study["dir"]
+    for key in modes_study["lost"]:
+        again = json.loads((study_dir / "trials" / key / "metrics.json").read_text())
+        before = modes_study["first"][key]
+        for name in (accuracy_name(a) for a in (0, 45, 90)):
+            assert again[name] == pytest.approx(before[name], abs=2e-3)  # one test digit of the 1,000
+    untouched = set(modes_study["first"]) - set(modes_study["lost"])
+    for key in untouched:
+        assert json.loads((study_dir / "trials" / key / "metrics.json").read_text()) == modes_study["first"][key]
