@@ -72,8 +72,8 @@ def plot_core_by_gap(table: pd.DataFrame, path: Path, title: str = "") -> Path |
 
 def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Path | None:
     """Per mode, the accuracy drop on the mode itself from silencing its specific units beside the
-    random control of the same size (mean, seed std as error bars). Modes whose specific units
-    were never measured are left out."""
+    random control of the same size (mean, seed std as error bars; none with one seed). Modes whose
+    specific units were never measured are left out."""
     if summary is None or summary.empty:
         return None
     rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
@@ -91,7 +91,10 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
         std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
         ax.bar(position + offset, mean, width, yerr=std, capsize=3, color=colour, label=label)
     ax.axhline(0, color="black", linewidth=0.6)
-    ticks = [f"{_degrees(a)}\n{n:.0f} units" for a, n in zip(rows["silenced"], rows["n_units"], strict=True)]
+    ticks = [
+        f"{_degrees(angle)}\n{units:.3g} units\n{seeds} seed{'s' if seeds != 1 else ''}"
+        for angle, units, seeds in zip(rows["silenced"], rows["n_units"], rows["own_drop_specific_n"], strict=True)
+    ]  # mean units over every seed; the bars average the seeds that had any
     ax.set_xticks(position, ticks)
     ax.set_xlabel("silenced mode (drop measured on its own test digits)")
     ax.set_ylabel("accuracy drop, hard gates (mean ± seed std)")
