@@ -1,10 +1,12 @@
-"""Attribution by intervention (RQ3): do the units specific to a mode carry that mode?
+"""Attribution by intervention (RQ3): do the units attributed to a mode carry that mode?
 
 For one foundation, each target mode's own TauGate adapter names the units it uses (`unit_sets`
-on validation digits) and the units only it uses (`specific_units`). Silencing a mode's specific
-units and measuring the accuracy drop on TEST digits, beside a random control of the same number
-of units the mode also uses, turns the firing-rate description into a causal claim or not
-(DESIGN.md, "Correlation is not attribution").
+on validation digits), the units only it uses (`specific_units`, counted) and the units it uses
+most beyond the other modes (`attributed_units`: a fixed share of the hidden units, the ones
+silenced here). Silencing a mode's attributed units and measuring the accuracy drop on TEST
+digits, beside a random control of the same number of units the mode also uses, turns the
+firing-rate description into a causal claim or not (DESIGN.md, "Correlation is not attribution").
+In the rows and the summary, control "specific" names the attributed units.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from scipy import stats
 from torch import Tensor, nn
 
 from analysis.mode_units import (
+    ATTRIBUTED_FRACTION,
     SPECIFIC_OFF,
     SPECIFIC_ON,
     UNIT_THRESHOLD,
     Unit,
+    attributed_units,
     by_layer,
     check_thresholds,
     common_core,
@@ -59,9 +63,9 @@ SPECIFIC, RANDOM = "specific", "random"
 DRAWS = 5
 CAUSAL_P = 0.05
 CAUSAL_RULE = (
-    "causal when the own-mode accuracy drop from silencing the specific units exceeds the random control's "
+    "causal when the own-mode accuracy drop from silencing the attributed units exceeds the random control's "
     "(mean over draws), paired by seed: one-sided paired t-test on the per-seed differences, p < "
-    f"{CAUSAL_P:g}; needs >= 2 seeds with specific units"
+    f"{CAUSAL_P:g}; needs >= 2 seeds with attributed units"
 )
 TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR = "trials", "config.json", "metrics.json", "foundations"
 
@@ -138,7 +142,7 @@ def _verdict(differences: np.ndarray) -> tuple[bool | None, str]:
     """The causal rule (`CAUSAL_RULE`) on per-seed differences: specific drop minus random drop."""
     n = len(differences)
     if n < 2:
-        return None, f"not testable: {n} seed(s) with specific units (needs >= 2)"
+        return None, f"not testable: {n} seed(s) with attributed units (needs >= 2)"
     mean, std = float(differences.mean()), float(differences.std(ddof=1))
     if std == 0:
         holds = bool(mean > 0)
@@ -198,7 +202,8 @@ class FoundationModes:
     trials: dict[float, str]  # target mode -> the trial (folder name) whose adapter represents it
     rates: dict[float, list[list[float]]]  # validation firing rates, each mode under its own adapter
     sets: dict[float, frozenset[Unit]]
-    specific: dict[float, frozenset[Unit]]
+    specific: dict[float, frozenset[Unit]]  # exclusive to one mode (`specific_units`)
+    attributed: dict[float, frozenset[Unit]]  # used most beyond the other modes: the units silenced
     common_core: frozenset[Unit]  # units every mode uses
     jaccard: pd.DataFrame
     pairs: pd.DataFrame  # `pair_overlaps` rows
@@ -275,8 +280,9 @@ def _representatives(trials: list[_Trial], notes: list[str], where: str) -> dict
 
 
 def _analyse_foundation(
-    study_dir: Path, chosen: dict[float, _Trial], threshold: float, on: float, off: float, draws: int
-) -> FoundationModes:
+    study_dir: Path, chosen: dict[float, _Trial], threshold: float, on: float, off: float, draws: int,
+    fraction: float = ATTRIBUTED_FRACTION,
+) -> FoundationModes:  # fmt: skip
     base = next(iter(chosen.values())).config
     angles = sorted(chosen)
     data_config = parse_config(base.model_dump() | {"eval_angles": angles, "target_angle": angles[0], "device": "cpu"})
@@ -285,14 +291,15 @@ def _analyse_foundation(
     models = {angle: load_adapter(foundation, chosen[angle].folder / "adapter").eval() for angle in angles}
     rates = {angle: gate_statistics(models[angle], data[angle], split="val").rate for angle in angles}
     sets, specific = unit_sets(rates, threshold), specific_units(rates, on, off)
+    attributed = attributed_units(rates, fraction, threshold)
     test = {angle: (data[angle].test_x, data[angle].test_y) for angle in angles}
-    rows = intervene(models, test, specific, sets, draws=draws, seed=base.seed)
+    rows = intervene(models, test, attributed, sets, draws=draws, seed=base.seed)
     rows.insert(0, "foundation", base.foundation_id())
     rows.insert(0, "seed", base.seed)
     return FoundationModes(
         seed=base.seed, foundation=base.foundation_id(), trials={a: chosen[a].key for a in angles}, rates=rates,
-        sets=sets, specific=specific, common_core=common_core(sets), jaccard=jaccard_matrix(sets),
-        pairs=pair_overlaps(sets), interventions=rows,
+        sets=sets, specific=specific, attributed=attributed, common_core=common_core(sets),
+        jaccard=jaccard_matrix(sets), pairs=pair_overlaps(sets), interventions=rows,
     )  # fmt: skip
 
 
@@ -303,6 +310,7 @@ def analyse_study_modes(
     on: float = SPECIFIC_ON,
     off: float = SPECIFIC_OFF,
     draws: int = DRAWS,
+    fraction: float = ATTRIBUTED_FRACTION,
 ) -> ModeAnalysis | None:
     """Unit sets, overlaps and interventions for every foundation of a study with >= 2 target modes
     of `method`; None when no foundation has two. A missing foundation file or a damaged adapter
@@ -321,7 +329,7 @@ def analyse_study_modes(
         if len(chosen) < 2:
             notes.append(f"{where}: skipped, {len(chosen)} target mode(s) of {method} (needs >= 2)")
             continue
-        results.append(_analyse_foundation(Path(study_dir), chosen, threshold, on, off, draws))
+        results.append(_analyse_foundation(Path(study_dir), chosen, threshold, on, off, draws, fraction))
     if not results:
         return None
     matrices = pd.concat([r.jaccard.stack() for r in results], axis=1)
@@ -330,6 +338,7 @@ def analyse_study_modes(
     return ModeAnalysis(
         method=method,
         parameters={"threshold": threshold, "on": on, "off": off, "draws": draws, "causal_rule": CAUSAL_RULE,
+                    "attributed_fraction": fraction,
                     "selection": "per target mode, the trial with the best hard-gated validation accuracy on it"},
         foundations=results,
         jaccard_mean=matrices.mean(axis=1).unstack(),
@@ -337,7 +346,8 @@ def analyse_study_modes(
         jaccard_n=matrices.count(axis=1).unstack(),
         unit_counts=pd.DataFrame(
             {"seed": r.seed, "foundation": r.foundation, "mode": angle, "trial": r.trials[angle],
-             "active": len(r.sets[angle]), "specific": len(r.specific[angle]), "common_core": len(r.common_core)}
+             "active": len(r.sets[angle]), "specific": len(r.specific[angle]),
+             "attributed": len(r.attributed[angle]), "common_core": len(r.common_core)}
             for r in results for angle in sorted(r.sets)
         ),
         core_by_gap=summarise_gaps(pairs),

@@ -51,7 +51,9 @@ def target_angles(df: pd.DataFrame) -> list[float]:
     return sorted({float(v) for v in pd.to_numeric(df[TARGET_COLUMN], errors="coerce").dropna()})
 
 
-def limits_map(df: pd.DataFrame, foundation_angles: Sequence[float], tolerance: float = LORA_TOLERANCE) -> LimitsMap | None:
+def limits_map(
+    df: pd.DataFrame, foundation_angles: Sequence[float], tolerance: float = LORA_TOLERANCE
+) -> LimitsMap | None:
     """The map of a results table with at least two target angles (None otherwise)."""
     targets = target_angles(df)
     if len(targets) < 2:
@@ -104,11 +106,12 @@ def _row(
         retention = pd.concat(deltas, axis=1).mean(axis=1)
     else:
         retention = pd.Series(dtype=float)
-    params = pd.to_numeric(trials["trainable_params"], errors="coerce").median() if "trainable_params" in trials else math.nan
+    params = pd.to_numeric(trials.get("trainable_params", pd.Series(dtype=float)), errors="coerce").median()
     return {
         "target": target, "method": method, "label": label, "n": int(gain.notna().sum()),
         "acc_mean": accuracy.mean(), "acc_std": _std(accuracy),
-        "gain_mean": gain.mean(), "gain_std": _std(gain), "gain_ci95": t_half_width(_std(gain), int(gain.notna().sum())),
+        "gain_mean": gain.mean(), "gain_std": _std(gain),
+        "gain_ci95": t_half_width(_std(gain), int(gain.notna().sum())),
         "params": params, "retention_mean": retention.mean() if len(retention) else math.nan,
         "retention_std": _std(retention),
     }  # fmt: skip
@@ -147,7 +150,7 @@ def verdict(limits: LimitsMap, method: str = "taugate", rival: str = "lora") -> 
         gaps = [(t, g) for t, g in gaps if math.isfinite(g)]
         within = [t for t, g in gaps if g <= limits.tolerance]
         outside = [(t, g) for t, g in gaps if g > limits.tolerance]
-        rule = (f"rule: {rival}'s gain over Frozen minus {method}'s (seed means) <= {limits.tolerance:g}")
+        rule = f"rule: {rival}'s gain over Frozen minus {method}'s (seed means) <= {limits.tolerance:g}"
         if not outside:
             lines.append(f"{method} stays within {limits.tolerance:g} of {rival} at every target angle studied "
                          f"({', '.join(degrees(t) for t, _ in gaps)}); {rule}.")  # fmt: skip
@@ -198,8 +201,8 @@ def _share_of_full(limits: LimitsMap, ours: pd.DataFrame, method: str, ceiling: 
     where = (f"below {SMALL_SHARE:.0%} at {', '.join(map(degrees, low))}" if low
              else f"at least {SMALL_SHARE:.0%} at every target")  # fmt: skip
     return [f"Share of {ceiling} fine-tuning's gain over Frozen that {method} recovers (seed means): {cells}; "
-            f"{where} (rule: the share is below {SMALL_SHARE:.0%}). Read: where the share falls, the gain needs changed "
-            f"weights, features the frozen base lacks."]  # fmt: skip
+            f"{where} (rule: the share is below {SMALL_SHARE:.0%}). Read: where the share falls, the gain "
+            f"needs changed weights, features the frozen base lacks."]  # fmt: skip
 
 
 def plot_limits(limits: LimitsMap, path: Path) -> Path | None:

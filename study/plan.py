@@ -119,8 +119,8 @@ def run_name(variant: dict[str, Any]) -> str:
     if "members" in variant:
         return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
     parts = [variant["method"]]
-    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a", "lr": "lr",
-             "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
+    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a",
+             "lr": "lr", "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
     for field, prefix in short.items():
         if field in variant:
             parts.append(f"{prefix}{variant[field]:g}")

@@ -52,8 +52,13 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         optuna_study = optuna.load_study(study_name=study["optuna_study_name"],
                                          storage=storage_url(Path(study_dir) / OPTUNA_DB))  # fmt: skip
     gate_stats = load_gate_stats(study_dir, df["trial_id"].tolist()) if len(df) else {}
+    mode_analysis = None
+    if len(spec.target_angles) > 1:  # a modes study: per-mode units and interventions from the saved adapters
+        from analysis.interventions import analyse_study_modes
+
+        mode_analysis = analyse_study_modes(Path(study_dir))
     paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study,
-                         calibration=report_settings(spec))  # fmt: skip
+                         calibration=report_settings(spec), mode_analysis=mode_analysis)  # fmt: skip
     (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
     return paths
 

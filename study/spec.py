@@ -343,7 +343,9 @@ class StudySpec(Strict):
                 )
         if len(self.target_angles) > 1:
             if self.search.kind != "grid":
-                raise ValueError("target_angle: several target angles need search kind grid (an objective reads one mode)")
+                raise ValueError(
+                    "target_angle: several target angles need search kind grid (an objective reads one mode)"
+                )
             if self.calibrate is not None:
                 raise ValueError("calibrate: a calibration against a reference table needs one target_angle")
         self._protocol_given_once()

@@ -12,6 +12,7 @@ from analysis.mode_units import (
     SPECIFIC_ON,
     UNIT_THRESHOLD,
     angular_gap,
+    attributed_units,
     by_layer,
     common_core,
     core_by_gap,
@@ -37,8 +38,26 @@ SETS = {  # at threshold 0.1 (a rate of exactly 0.1 is in, 0.09 is out)
 }
 
 
-def test_defaults_make_specific_units_a_part_of_no_other_modes_set():
-    assert UNIT_THRESHOLD == 0.1 and SPECIFIC_ON == 0.5 and SPECIFIC_OFF == UNIT_THRESHOLD
+def test_defaults_make_exclusive_units_fire_broadly_on_their_mode_and_rarely_elsewhere():
+    assert UNIT_THRESHOLD == 0.5 and SPECIFIC_ON == UNIT_THRESHOLD and SPECIFIC_OFF == 0.1
+
+
+def test_attributed_units_are_the_ones_a_mode_uses_most_beyond_the_others():
+    rates = {  # 6 units in two layers; fraction 1/3 -> 2 units per mode
+        0.0: [[0.9, 0.8, 0.6], [0.5, 0.2, 0.9]],
+        45.0: [[0.1, 0.8, 0.6], [0.5, 0.9, 0.9]],
+        90.0: [[0.1, 0.7, 0.9], [0.5, 0.9, 0.1]],
+    }
+    attributed = attributed_units(rates, fraction=1 / 3, threshold=0.5)
+    # 0: scores (0,0) 0.8, (0,1) 0.05, (1,2) 0.4 -> the two highest
+    assert attributed[0.0] == {(0, 0), (1, 2)}
+    # 45: (1,1) 0.35, (1,2) 0.4, (0,1) 0.05 (all in its set) -> (1,2), (1,1)
+    assert attributed[45.0] == {(1, 2), (1, 1)}
+    # 90: (0,2) 0.3, (1,1) 0.35; (0,1) -0.1 and (1,2) below the threshold are never attributed
+    assert attributed[90.0] == {(0, 2), (1, 1)}
+    assert attributed_units({0.0: [[0.9]]}) == {0.0: frozenset()}  # nothing to contrast with
+    flat = {0.0: [[0.6, 0.6]], 45.0: [[0.6, 0.6]]}
+    assert attributed_units(flat, fraction=0.5) == {0.0: frozenset(), 45.0: frozenset()}  # no positive score
 
 
 def test_unit_sets_keep_units_firing_on_at_least_the_threshold():

@@ -8,7 +8,6 @@ One tiny modes study (3 target angles, one of them never seen by the foundation,
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ import yaml
 from study.plan import foundation_key, fused_groups, planned_trials, run_name, trial_config, trial_key, variants
 from study.spec import parse_spec
 from tests.cli import taugate
+from tests.test_analysis_report import Page
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
@@ -87,13 +87,15 @@ def modes_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     trials = {p.name: json.loads((p / "config.json").read_text()) for p in (study_dir / "trials").iterdir()}
     first = {key: json.loads((study_dir / "trials" / key / "metrics.json").read_text()) for key in trials}
     report_md = (study_dir / "report" / "report.md").read_text()
+    page = Page()
+    page.feed((study_dir / "report" / "report.html").read_text())
     # forget one fused group's members at the unseen target: resume must train exactly those again
     lost = sorted(k for k, c in trials.items() if c["run_name"].startswith("taugate-t90"))
     for key in lost:
         (study_dir / "trials" / key / "metrics.json").unlink()
     resumed = taugate("resume", str(study_dir))
     return {"dir": study_dir, "run": run, "trials": trials, "first": first, "lost": lost, "resumed": resumed,
-            "report_md": report_md}  # fmt: skip
+            "report_md": report_md, "page": page}  # fmt: skip
 
 
 def test_every_trial_is_evaluated_on_every_mode_and_seeds_share_their_foundation(modes_study: dict) -> None:
@@ -123,3 +125,40 @@ def test_resume_trains_only_the_lost_trials_and_gets_their_metrics_again(modes_s
     untouched = set(modes_study["first"]) - set(modes_study["lost"])
     for key in untouched:
         assert json.loads((study_dir / "trials" / key / "metrics.json").read_text()) == modes_study["first"][key]
+
+
+def number(cell: str) -> float:
+    return float(cell.split(" ")[0])
+
+
+def test_the_report_has_the_limits_map_the_overlap_matrix_and_the_intervention_table(modes_study: dict) -> None:
+    page, markdown = modes_study["page"], modes_study["report_md"]
+    assert "modes-missing" not in page.ids and "modes-units-missing" not in page.ids
+    assert "modes-scope" in page.ids and "the 45° trials only" in markdown
+    header, *rows = page.tables["modes-limits-table"]
+    assert {(row[0], row[1].split(" ")[0]) for row in rows} == {
+        (f"{t}°", m) for t in (0, 45, 90) for m in ("frozen", "taugate", "lora")
+    }
+    gain = header.index("gain over Frozen (mean ± std)")
+    assert all(number(row[gain]) == 0 for row in rows if row[1] == "frozen")
+    assert all(row[header.index("n seeds")] == "2" for row in rows)
+    accuracy = header.index("target acc (mean ± std)")
+    frozen = {row[0]: number(row[accuracy]) for row in rows if row[1] == "frozen"}
+    assert frozen["90°"] < min(frozen["0°"], frozen["45°"])  # the mode the foundation never saw
+    for figure in ("modes-limits", "modes-jaccard", "modes-core-by-gap", "modes-intervention"):
+        assert f"figures/{figure}.png" in page.images
+        assert (modes_study["dir"] / "report" / "figures" / f"{figure}.png").stat().st_size > 5000
+
+    header, *rows = page.tables["modes-jaccard-table"]
+    assert header == ["mode", "0°", "45°", "90°"] and len(rows) == 3
+    values = [[number(cell) for cell in row[1:]] for row in rows]
+    assert all(values[i][i] == 1 for i in range(3)) and all(0 <= v <= 1 for row in values for v in row)
+    assert values[0][2] == values[2][0]
+
+    header, *rows = page.tables["modes-intervention-table"]
+    assert [row[0] for row in rows] == ["0°", "45°", "90°"]
+    silenced = header.index("units silenced")
+    assert all(number(row[silenced]) == 3 for row in rows)  # 5% of the 64 hidden units
+    verdicts = [row[header.index("causal?")] for row in rows]
+    assert all(v.startswith(("holds", "does not hold")) and "n=2" in v for v in verdicts)
+    assert "Attributed units carry their mode" in markdown and "Units exclusive to one mode" in markdown

@@ -319,7 +319,8 @@ anything = st.recursive(
 
 INTEGER_FIELDS = {"seeds", "hidden", "lora_rank", "epochs", "batch_size", "num_samples", "max_concurrent_trials",
                   "max_failures", "max_trials"}  # fmt: skip
-LIST_FIELDS = {"seeds", "angles", "eval_angles", "hidden", "weights", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"}
+LIST_FIELDS = {"seeds", "angles", "eval_angles", "hidden", "weights", "gate_sharpness", "sparsity_weight", "lora_rank",
+               "lora_alpha"}  # fmt: skip
 TEXT_FIELDS = {"name", "dataset", "data_root", "device", "kind", "metric", "mode", "study_name", "storage_path",
                "tracking_uri", "experiment_name"}  # fmt: skip
 

@@ -23,6 +23,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
         ("optuna.yaml", 60, 3),
         ("calibrate.yaml", 720, 15),
         ("budget.yaml", 135, 3),
+        ("modes.yaml", 195, 3),
     ],  # optuna: 20 configurations x 3 seeds
 )
 def test_plan_json_totals_of_the_shipped_specs(spec, trials, foundations):

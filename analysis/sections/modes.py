@@ -78,8 +78,128 @@ def limits_table(limits: limits_module.LimitsMap) -> Table:
 
 
 def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry]) -> dict[str, Any]:
-    """Neurons per mode and the intervention: filled in from `analysis.interventions`."""
-    return {"units": None, "units_why": "no TauGate adapters of two or more target modes on one foundation"}
+    """Neurons per mode and the intervention (`analysis.interventions.ModeAnalysis`), or why not."""
+    if mode_analysis is None:
+        return {"units": None, "units_why": "no foundation has TauGate adapters of two or more target modes"}
+    from analysis import mode_plots
+
+    analysis = mode_analysis
+    parameters = analysis.parameters
+    seeds = len(analysis.foundations)
+    units = {
+        "definition": (
+            f"Each target mode's own {analysis.method} adapter, on its own validation digits: a unit is in the mode's "
+            f"set when its hard-gated activation is non-zero on at least {parameters['threshold']:g} of them; "
+            f"exclusive to the mode when it fires on at least {parameters['on']:g} of the mode's digits and under "
+            f"{parameters['off']:g} of every other mode's (each under its own adapter). Jaccard: overlap of two "
+            f"modes' sets, mean over {seeds} seed(s) (unit identities differ between seeds: each seed is one "
+            f"foundation). Per target, the adapter is the trial with the best hard-gated validation accuracy."
+        ),
+        "jaccard_figure": figure(
+            "modes-jaccard",
+            f"Overlap (Jaccard) of the units each mode keeps on, mean over {seeds} seed(s)",
+            lambda path: mode_plots.plot_jaccard(analysis.jaccard_mean, path),
+            "no unit sets",
+        ),  # fmt: skip
+        "jaccard_table": jaccard_table(analysis),
+        "core_figure": figure(
+            "modes-core-by-gap",
+            "Shared core against the angle between two modes",
+            lambda path: mode_plots.plot_core_by_gap(analysis.core_by_gap, path),
+            "no pair of modes",
+        ),  # fmt: skip
+        "core_table": core_table(analysis),
+        "intervention_definition": (
+            f"For each mode, its attributed units (the {parameters['attributed_fraction']:.0%} of hidden units of its "
+            f"set it uses most beyond the other modes: rate on its digits minus the mean rate of the other modes, "
+            f"positive only) are silenced (hard-gated activation forced to 0) and the hard-gated test accuracy is "
+            f"measured on the mode itself and on every other mode (each under its own adapter), against a control "
+            f"silencing as many units drawn at random from the mode's other active units ({parameters['draws']} "
+            f"draws). Rule: {parameters['causal_rule']}."
+        ),
+        "intervention_figure": figure(
+            "modes-intervention",
+            "Own-mode accuracy drop: attributed units vs a random control of the same size",
+            lambda path: mode_plots.plot_intervention(analysis.summary, path),
+            "no mode has attributed units",
+        ),  # fmt: skip
+        "intervention_table": intervention_table(analysis),
+        "findings": findings(analysis),
+        "notes": [note for note in analysis.notes if "skipped" in note],
+    }
+    return {"units": units, "units_why": ""}
+
+
+def jaccard_table(analysis: Any) -> Table:
+    matrix, std = analysis.jaccard_mean, analysis.jaccard_std
+    table = Table("modes-jaccard-table", ["mode", *(degrees(a) for a in matrix.columns)])
+    for angle in matrix.index:
+        table.add([degrees(angle), *(plus_minus(matrix.loc[angle, b], std.loc[angle, b], 2) for b in matrix.columns)])
+    return table
+
+
+def core_table(analysis: Any) -> Table:
+    table = Table("modes-core-table", ["angle between modes", "mode pairs (all seeds)", "Jaccard mean (min-max)",
+                                       "shared units mean (min-max)"])  # fmt: skip
+    for _, row in analysis.core_by_gap.iterrows():
+        table.add([degrees(row["gap"]), int(row["pairs"]),
+                   f"{row['jaccard_mean']:.3f} ({row['jaccard_min']:.3f}-{row['jaccard_max']:.3f})",
+                   f"{row['core_mean']:.1f} ({row['core_min']:.0f}-{row['core_max']:.0f})"])  # fmt: skip
+    return table
+
+
+def intervention_table(analysis: Any) -> Table:
+    counts = analysis.unit_counts.groupby("mode")[["active", "specific", "attributed", "common_core"]].mean()
+    table = Table(
+        "modes-intervention-table",
+        ["silenced mode", "units in its set", "exclusive units", "units silenced", "own drop, attributed (mean ± std)",
+         "own drop, random control (mean ± std)", "drop on the other modes (attributed)", "causal?"],
+    )  # fmt: skip
+    for _, row in analysis.summary.iterrows():
+        count = counts.loc[row["silenced"]] if row["silenced"] in counts.index else None
+        table.add(
+            [degrees(row["silenced"]), fmt(count["active"], 1) if count is not None else "-",
+             fmt(count["specific"], 1) if count is not None else "-", fmt(row["n_units"], 1),
+             plus_minus(row["own_drop_specific_mean"], row["own_drop_specific_std"]),
+             plus_minus(row["own_drop_random_mean"], row["own_drop_random_std"]),
+             fmt(row["other_drop_specific_mean"]), row["causal"]],
+            highlight=row["causal_holds"] is True,
+        )  # fmt: skip
+    return table
+
+
+def findings(analysis: Any) -> list[str]:
+    """What the numbers support, each with its rule."""
+    lines = []
+    summary = analysis.summary
+    holds = [a for a, h in zip(summary["silenced"], summary["causal_holds"], strict=True) if h is True]
+    fails = [a for a, h in zip(summary["silenced"], summary["causal_holds"], strict=True) if h is False]
+    untested = [a for a, h in zip(summary["silenced"], summary["causal_holds"], strict=True) if h is None]
+    lines.append(
+        f"Attributed units carry their mode (silencing them costs the mode more than a random control) at "
+        f"{len(holds)} of {len(summary)} modes: {_listing(holds) or 'none'}"
+        + (f"; not at {_listing(fails)}" if fails else "")
+        + (f"; not testable at {_listing(untested)}" if untested else "")
+        + f" ({analysis.parameters['causal_rule']})."
+    )
+    exclusive = analysis.unit_counts["specific"]
+    lines.append(
+        f"Units exclusive to one mode: {int(exclusive.sum())} over {len(analysis.unit_counts)} (mode, seed) pairs"
+        + (" — neighbouring modes share their units, so no unit belongs to one mode alone."
+           if exclusive.sum() == 0 else ".")
+    )  # fmt: skip
+    gaps = analysis.core_by_gap.sort_values("gap")
+    if len(gaps) >= 2:
+        first, last = gaps.iloc[0], gaps.iloc[-1]
+        lowest = gaps.loc[gaps["jaccard_mean"].idxmin()]
+        trend = "shrinks" if lowest["jaccard_mean"] < first["jaccard_mean"] else "does not shrink"
+        lines.append(
+            f"The shared core {trend} as modes rotate apart: Jaccard {first['jaccard_mean']:.2f} "
+            f"({first['core_mean']:.0f} shared units) for modes {degrees(first['gap'])} apart, lowest "
+            f"{lowest['jaccard_mean']:.2f} ({lowest['core_mean']:.0f}) at {degrees(lowest['gap'])} apart, "
+            f"{last['jaccard_mean']:.2f} ({last['core_mean']:.0f}) at {degrees(last['gap'])} apart."
+        )
+    return lines
 
 
 def _listing(values: Sequence[float]) -> str:
