@@ -44,7 +44,7 @@ from analysis.results import OK
 from trainables.checkpoints import load_adapter, load_foundation
 from trainables.config import ConfigError, TrialConfig, accuracy_name, angle_key, parse_config
 from trainables.data import load_modes
-from trainables.intervene import hard_accuracy, silenced
+from trainables.intervene import hard_accuracy, silenced_accuracies
 from trainables.train import gate_statistics
 
 ROW_COLUMNS = (
@@ -110,31 +110,32 @@ def intervene(
     before = {angle: hard_accuracy(models[angle], *test[angle]) for angle in modes}
     rows: list[dict[str, Any]] = []
 
-    def measure(silenced_mode: float, control: str, draw: int, units: list[Unit], note: str) -> None:
-        for evaluated in modes:
-            after = math.nan
-            if units:
-                with silenced(models[evaluated], by_layer(frozenset(units))):
-                    after = hard_accuracy(models[evaluated], *test[evaluated])
-            rows.append({
-                "silenced": silenced_mode, "evaluated": evaluated, "control": control, "draw": draw,
-                "n_units": len(units), "units": tuple(units), "acc_before": before[evaluated], "acc_after": after,
-                "drop": before[evaluated] - after, "note": note,
-            })  # fmt: skip
-
+    planned: list[tuple[float, str, int, list[Unit], str]] = []  # (silenced mode, control, draw, units, note)
     for angle in modes:
         chosen = sorted(specific.get(angle, frozenset()))
         if not chosen:
             none = "no unit specific to this mode: nothing silenced"
-            measure(angle, SPECIFIC, 0, [], none)
-            measure(angle, RANDOM, 0, [], none)
+            planned += [(angle, SPECIFIC, 0, [], none), (angle, RANDOM, 0, [], none)]
             continue
-        measure(angle, SPECIFIC, 0, chosen, "")
+        planned.append((angle, SPECIFIC, 0, chosen, ""))
         pool, note = _control_pool(frozenset(chosen), active.get(angle, frozenset()))
         generator = _draw_generator(seed, angle)
         for draw in range(draws):
             picked = generator.choice(len(pool), size=len(chosen), replace=False)
-            measure(angle, RANDOM, draw, [pool[i] for i in sorted(picked)], note)
+            planned.append((angle, RANDOM, draw, [pool[i] for i in sorted(picked)], note))
+    measured = [entry for entry in planned if entry[3]]
+    for evaluated in modes:  # every silencing of one mode's model in one batched pass
+        after = iter(silenced_accuracies(models[evaluated], *test[evaluated],
+                                         [by_layer(frozenset(units)) for *_, units, _ in measured]))  # fmt: skip
+        for silenced_mode, control, draw, units, note in planned:
+            value = next(after) if units else math.nan
+            rows.append({
+                "silenced": silenced_mode, "evaluated": evaluated, "control": control, "draw": draw,
+                "n_units": len(units), "units": tuple(units), "acc_before": before[evaluated], "acc_after": value,
+                "drop": before[evaluated] - value, "note": note,
+            })  # fmt: skip
+    rows.sort(key=lambda row: (modes.index(row["silenced"]), row["control"] != SPECIFIC, row["draw"],
+                               modes.index(row["evaluated"])))  # fmt: skip
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainables.config import parse_config
-from trainables.intervene import hard_accuracy, hard_gates, silenced
+from trainables.intervene import hard_accuracy, hard_gates, silenced, silenced_accuracies
 from trainables.methods import taugate
 from trainables.methods.taugate import GatedReLU
 from trainables.model import MLP
@@ -125,3 +125,26 @@ def test_hard_accuracy_counts_correct_predictions_under_silencing():
     with silenced(model, {0: [3]}):
         assert hard_accuracy(model, X, y) == 0.0  # class 2 now wins on both digits
     assert isinstance(model.activations[0], torch.nn.ReLU) and not isinstance(model.activations[0], GatedReLU)
+
+
+def test_batched_silencings_give_the_accuracies_of_one_silencing_at_a_time():
+    torch.manual_seed(0)
+    model = MLP(in_features=20, hidden=[12, 8], classes=3)
+    taugate.install(model, parse_config({"method": "taugate", "hidden": [12, 8]}))
+    for gate in model.activations:
+        gate.tau.data.uniform_(-0.3, 0.3)  # some gates shut: the hard gate matters
+        gate.gamma.data.uniform_(0.5, 1.5)
+    x, y = torch.randn(300, 20), torch.randint(0, 3, (300,))
+    silencings = [{0: [1, 2, 3]}, {1: [0, 7]}, {0: list(range(12))}, {0: [5], 1: [1, 2, 3, 4]}, {}]
+    before = snapshot(model)
+    batched = silenced_accuracies(model, x, y, silencings)
+    one_by_one = []
+    for units in silencings:
+        with silenced(model, units):
+            one_by_one.append(hard_accuracy(model, x, y))
+    assert batched == pytest.approx(one_by_one, abs=1e-9)
+    assert len(set(batched)) > 2  # the silencings differ in effect: the comparison means something
+    assert same_tensors(model, before) and not any(gate.hard for gate in model.activations)
+    assert silenced_accuracies(model, x, y, []) == []
+    with pytest.raises(ValueError, match="layer 0: units"):
+        silenced_accuracies(model, x, y, [{0: [12]}])
