@@ -1,5 +1,5 @@
 """The mode bank (issue 13, items 1-3): one foundation and every mode's (tau, gamma) in one folder;
-switching and mixed batches that equal each trial's own adapter exactly; compact per-mode subnetworks.
+switching and mixed batches that equal each trial's own adapter; compact per-mode subnetworks.
 Real torch, real files, a tiny study folder built without Ray."""
 
 from __future__ import annotations
@@ -337,9 +337,13 @@ def test_a_damaged_bank_is_an_error_naming_the_file_and_field(bank_dir: Path, tm
 
 
 @pytest.mark.parametrize("hard", [True, False])
-def test_a_mixed_batch_equals_each_mode_alone_and_each_trials_own_adapter_exactly(study, bank_dir, data, hard):
-    """Exact (torch.equal): the gate's arithmetic is GatedReLU's in its order, the Linear layers are the
-    same modules, and on the CPU a row of a matmul does not depend on the other rows of the batch."""
+def test_a_mixed_batch_equals_each_trials_own_adapter_and_each_mode_alone(study, bank_dir, data, hard):
+    """Exact (torch.equal) against the trial's own adapter on the same batch: the gate's arithmetic is
+    GatedReLU's in its order and the Linear layers are the same modules on an input of the same shape.
+    Against each mode's samples run alone (a smaller batch) the rows agree to rounding only: matrix
+    kernels choose their summation order by batch size (on the H200 machine's CPU and on CUDA the
+    logits differed by up to 4e-6; on this 2-core CPU they happen to be equal), so that comparison is
+    allclose(rtol=1e-5, atol=1e-6), while the mode alone equals the trial's adapter alone exactly."""
     bank = load_bank(bank_dir)
     model = bank.model(hard=hard)
     x, names = mixed_batch(data, bank.names)
@@ -348,12 +352,17 @@ def test_a_mixed_batch_equals_each_mode_alone_and_each_trials_own_adapter_exactl
         assert torch.equal(model(x, bank.indices(names)), mixed)  # names or an index tensor: the same gather
         for name in bank.names:
             rows = torch.tensor([n == name for n in names])
-            own = trial_model(study, bank.mode(name).trial, hard=hard)(x[rows])
-            assert torch.equal(mixed[rows], own), name
-            assert torch.equal(model(x[rows], name), own), name
+            own = trial_model(study, bank.mode(name).trial, hard=hard)
+            assert torch.equal(mixed[rows], own(x)[rows]), name
+            assert torch.equal(mixed[rows], model(x, name)[rows]), name
             model.set_mode(name)
             assert model.mode == name
-            assert torch.equal(model(x[rows]), own), name
+            assert torch.equal(mixed[rows], model(x)[rows]), name
+
+            alone = model(x[rows])
+            assert torch.equal(alone, own(x[rows])), name
+            assert torch.equal(model(x[rows], name), alone), name
+            assert torch.allclose(mixed[rows], alone, rtol=1e-5, atol=1e-6), name
 
 
 def test_switching_and_mixed_batches_never_touch_the_base_weights(bank_dir: Path, data):

@@ -108,12 +108,15 @@ def read_mode(
 # --- the gate with a mode dimension ---------------------------------------------------------------
 
 
+# DESIGN.md asks for one indexed gate shared by fused training and mixed batches; this one lives here
+# because trainables/methods/taugate.py belongs to another change: it can move there unchanged.
 class IndexedGate(nn.Module):
     """`GatedReLU` for many modes at once: tau, gamma [modes, width], sharpness [modes].
 
     `forward(z, index)`: an int selects one mode for the whole batch (a view, no copy); a [batch]
     index tensor selects each sample's mode by a gather. The arithmetic is GatedReLU's, in its order
-    (gamma * g * relu(z)), so each sample's activation is bit for bit the one its own adapter gives."""
+    (gamma * g * relu(z)): given the same pre-activations z, each sample's activation is bit for bit
+    the one its own adapter gives."""
 
     def __init__(self, tau: torch.Tensor, gamma: torch.Tensor, sharpness: torch.Tensor):
         super().__init__()
@@ -258,7 +261,8 @@ class ModeBank:
         return torch.tensor([self.position(name) for name in names], dtype=torch.int64)
 
     def model(self, mode: str | None = None, hard: bool = True) -> BankedMLP:
-        """An `nn.Module` over the bank's own foundation modules and tensors (nothing is copied)."""
+        """An `nn.Module` over the bank's own foundation modules and tensors (nothing is copied), in
+        `mode` (default: the first). Its `.to(device)` moves the shared foundation modules too."""
         return BankedMLP(self, mode, hard)
 
     def mode_tensors(self, name: str) -> dict[str, torch.Tensor]:
