@@ -71,9 +71,9 @@ def plot_core_by_gap(table: pd.DataFrame, path: Path, title: str = "") -> Path |
 
 
 def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Path | None:
-    """Per mode, the accuracy drop on the mode itself from silencing its specific units beside the
+    """Per mode, the accuracy drop on the mode itself from silencing its attributed units beside the
     random control of the same size (mean, seed std as error bars; none with one seed). Modes whose
-    specific units were never measured are left out."""
+    attributed units were never measured are left out."""
     if summary is None or summary.empty:
         return None
     rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
@@ -84,7 +84,7 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
     fig = Figure(figsize=(1.8 + 1.1 * len(rows), 3.8), layout="constrained")
     ax = fig.add_subplot()
     for offset, kind, colour, label in (
-        (-width / 2, "specific", SPECIFIC_COLOUR, "specific units silenced"),
+        (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
         (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
     ):
         mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
@@ -100,5 +100,5 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
     ax.set_ylabel("accuracy drop, hard gates (mean ± seed std)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "Do a mode's specific units carry it?", fontsize=10)
+    ax.set_title(title or "Do the units attributed to a mode carry it?", fontsize=10)
     return _save(fig, path)
