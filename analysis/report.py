@@ -51,6 +51,7 @@ def write_report(
     optuna_study: Any = None,
     calibration: Mapping[str, Any] | None = None,
     mode_analysis: Any = None,
+    banks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write `report.html`, `report.md`, `results.csv` and `figures/*.png` into `out_dir`.
 
@@ -64,7 +65,8 @@ def write_report(
     `sparsity_tolerance` (default 0.05). Without it the paper is the reference, and a study with
     several protocols is still reported under the one chosen on validation with TauGate held out.
     `mode_analysis` is `analysis.interventions.analyse_study_modes`'s result for a modes study (per-mode
-    unit sets and interventions, computed from the study's saved adapters).
+    unit sets and interventions, computed from the study's saved adapters); `banks` the mode banks built
+    from it (`study.bank.bank_summaries`: per bank its modes' compact subnetworks).
     Returns the paths by name: "html", "markdown", "csv", "figures" (the folder) and
     "figure:<id>" for every figure written.
     """
@@ -76,7 +78,9 @@ def write_report(
     out = Path(out_dir)
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
     setting = Calibration.from_mapping(calibration)
-    context = build_context(df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting, mode_analysis)
+    context = build_context(
+        df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting, mode_analysis, banks
+    )
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"], default=False),
@@ -101,6 +105,7 @@ def build_context(
     optuna_study: Any,
     calibration: Calibration,
     mode_analysis: Any = None,
+    banks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything the templates show, computed once (figures are written on the way).
 
@@ -168,7 +173,7 @@ def build_context(
     sparsity = sparsity_section(setting, figure)
     budget = budget_figure(stats, setting, figure)
     interpretability = interpretability_section(analysed, stats, setting, gate_stats, figure)
-    modes_part = modes_section(df, metadata, mode_analysis, figure)
+    modes_part = modes_section(df, metadata, mode_analysis, figure, banks)
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",

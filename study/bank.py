@@ -28,6 +28,7 @@ import torch
 
 from trainables.bank import (
     BANK_METHODS,
+    COMPACT_INDEX,
     BankError,
     BankMode,
     CompactMLP,
@@ -249,3 +250,25 @@ def build_bank(
     ((foundation_id, chosen),) = plans.items()
     bank, compacts, _ = _prepare(study_dir, foundation_id, chosen, compact, notes)
     return save_bank(bank, out_dir, compacts)
+
+
+def bank_summaries(study_dir: Path) -> list[dict[str, Any]]:
+    """What the study report shows of the banks under `<study>/bank/`: per bank its foundation, seed,
+    folder and modes, each with its compact subnetwork's report (None when it was not compacted).
+    Read from the bank's own JSON files only; a bank that cannot be read is left out with a note."""
+    banks = []
+    for index in sorted(Path(study_dir, BANK_DIR).glob("*/bank.json")):
+        try:
+            bank = json.loads(index.read_text())
+            modes = []
+            for mode in bank["modes"]:
+                report = None
+                if mode.get("compact"):
+                    report = json.loads((index.parent / mode["compact"] / COMPACT_INDEX).read_text())["report"]
+                modes.append({"name": mode["name"], "angle": mode["angle"], "method": mode["method"],
+                              "compact": report})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # the report describes what it can read; `taugate bank` rebuilds a damaged bank
+        banks.append({"folder": str(index.parent), "foundation_id": bank["foundation"]["id"],
+                      "seed": bank.get("source", {}).get("seed"), "modes": modes})  # fmt: skip
+    return banks

@@ -291,10 +291,31 @@ def _run_study(
             + f"\nnext: taugate run {path}",
             highlight=False,
         )
+    if len(spec.target_angles) > 1:  # a modes study: its adapters become a bank the report describes
+        _bank_modes(spec, study_dir, tracking_uri)
     if report:
         _report(study_dir, tracking_uri, outcome.seconds)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _bank_modes(spec, study_dir: Path, tracking_uri: str | None) -> None:
+    """Build each foundation's mode bank (`taugate bank`) at the end of a modes study. A problem is a
+    warning: the study's results stand, and `taugate bank` can build it later."""
+    from study.bank import build_banks
+    from trainables.bank import BANK_METHODS, BankError
+
+    methods = tuple(m for m in spec.methods if m in BANK_METHODS)
+    if not methods:
+        return
+    try:
+        built = build_banks(study_dir, None, methods)
+    except (BankError, OSError) as err:
+        console.print(Text.assemble(("warning:", "yellow"), f" no mode bank built ({err}); `taugate bank {study_dir}`"))
+        return
+    for result in built:
+        console.print(f"bank: {result.folder} (foundation {result.foundation_id}, seed {result.seed}, "
+                      f"{len(result.modes)} modes)", highlight=False)  # fmt: skip
 
 
 def _report(study_dir: Path, tracking_uri: str | None, wall_seconds: float | None = None) -> None:

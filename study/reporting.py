@@ -57,8 +57,11 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         from analysis.interventions import analyse_study_modes
 
         mode_analysis = analyse_study_modes(Path(study_dir))
+    from study.bank import bank_summaries
+
     paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study,
-                         calibration=report_settings(spec), mode_analysis=mode_analysis)  # fmt: skip
+                         calibration=report_settings(spec), mode_analysis=mode_analysis,
+                         banks=bank_summaries(Path(study_dir)))  # fmt: skip
     (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
     return paths
 

@@ -162,3 +162,18 @@ def test_the_report_has_the_limits_map_the_overlap_matrix_and_the_intervention_t
     verdicts = [row[header.index("causal?")] for row in rows]
     assert all(v.startswith(("holds", "does not hold")) and "n=2" in v for v in verdicts)
     assert "Attributed units carry their mode" in markdown and "Units exclusive to one mode" in markdown
+
+
+def test_a_modes_study_ends_with_a_mode_bank_per_foundation_described_in_its_report(modes_study: dict) -> None:
+    from trainables.bank import load_bank
+
+    banks = sorted((modes_study["dir"] / "bank").glob("*/bank.json"))
+    assert len(banks) == 2 and "bank: " in modes_study["run"].stdout + modes_study["run"].stderr
+    for index in banks:
+        bank = load_bank(index.parent)
+        assert bank.names == ["taugate@0", "taugate@45", "taugate@90"]
+    header, *rows = modes_study["page"].tables["modes-bank-table"]
+    assert len(rows) == 6 and {row[1] for row in rows} == {"taugate@0", "taugate@45", "taugate@90"}
+    kept = header.index("units kept per layer")
+    for row in rows:  # kept/units per layer of the 32-32 foundation
+        assert all(0 < int(k) <= int(n) == 32 for k, n in (part.split("/") for part in row[kept].split(", ")))

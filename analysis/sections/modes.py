@@ -35,6 +35,7 @@ def modes_section(
     metadata: Mapping[str, Any],
     mode_analysis: Any,
     figure: Callable[..., FigureEntry],
+    banks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The section's tables, figures and stated findings (`available` False with `why` otherwise)."""
     mixture = foundation_angles(metadata)
@@ -57,7 +58,36 @@ def modes_section(
         "notes": list(limits.notes),
     }
     section |= units_part(mode_analysis, figure)
+    section["bank_table"] = bank_table(banks)
     return section
+
+
+def bank_table(banks: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Each bank's compact per-mode subnetworks beside the dense hard-gated model (None: no bank)."""
+    if not banks:
+        return None
+    table = Table(
+        "modes-bank-table",
+        ["foundation (seed)", "mode", "units kept per layer", "parameters compact / dense",
+         "multiply-adds ratio", "test digits predicted otherwise", "test acc dense / compact"],
+    )  # fmt: skip
+    for bank in banks:
+        for mode in bank["modes"]:
+            report = mode.get("compact")
+            if not report:
+                where = f"{bank['foundation_id']} ({bank['seed']})"
+                table.add([where, mode["name"], "not compacted", "-", "-", "-", "-"])
+                continue
+            kept = ", ".join(f"{k}/{n}" for k, n in zip(report["kept"], report["units"], strict=True))
+            table.add([
+                f"{bank['foundation_id']} ({bank['seed']})", mode["name"], kept,
+                f"{report['compact']['parameters']:,} / {report['dense']['parameters']:,}",
+                f"{report['mac_ratio']:.3f}",
+                f"{report['differ']} of {report['digits']} "
+                f"({report['differ_dropped_fired']} where a dropped unit fired)",
+                f"{report['accuracy_dense']:.3f} / {report['accuracy_compact']:.3f}",
+            ])  # fmt: skip
+    return table
 
 
 def limits_table(limits: limits_module.LimitsMap) -> Table:
