@@ -111,3 +111,13 @@ def test_hard_evaluation_does_not_leave_gates_hard(foundation, modes):
     assert not any(g.hard for g in gates(model))
     set_hard(model, True)
     assert all(g.hard for g in gates(model))
+
+
+@pytest.mark.parametrize("method", ["taugate", "gain_only", "threshold_only", "lora", "bitfit", "full"])
+def test_adapt_puts_the_methods_tensors_on_the_foundations_device(method: str) -> None:
+    """Found on a GPU: tau, gamma and LoRA's A and B were made on the CPU beside a CUDA foundation. The
+    meta device stands in for any other device here."""
+    foundation = MLP(hidden=[8, 8]).to("meta")
+    model = adapt(foundation, parse_config({"method": method, "hidden": [8, 8]}))
+    devices = {t.device.type for t in [*model.parameters(), *model.buffers()]}
+    assert devices == {"meta"}

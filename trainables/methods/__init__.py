@@ -35,7 +35,8 @@ def adapt(foundation: MLP, config: TrialConfig) -> MLP:
     model.requires_grad_(False)
     torch.manual_seed(config.seed)  # adapter initialisation (LoRA's A) depends on the seed only
     REGISTRY[config.method].install(model, config)
-    return model
+    # a method's new tensors (tau, gamma, LoRA's A and B) are made on the CPU: move them to the base's device
+    return model.to(next(foundation.parameters()).device)
 
 
 def count_trainable(model: nn.Module) -> int:
