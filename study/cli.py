@@ -316,6 +316,25 @@ def _bank_modes(spec, study_dir: Path, tracking_uri: str | None) -> None:
     for result in built:
         console.print(f"bank: {result.folder} (foundation {result.foundation_id}, seed {result.seed}, "
                       f"{len(result.modes)} modes)", highlight=False)  # fmt: skip
+    _log_banks(built, study_dir, tracking_uri)
+
+
+def _log_banks(built, study_dir: Path, tracking_uri: str | None) -> None:
+    """Each bank as an MLflow pyfunc model of the study's parent run (`mlflow models serve` serves it).
+    Tracking is best effort: a store that cannot be reached is a warning naming the way back."""
+    from study.serving import log_bank_model
+
+    for result in built:
+        name = "mode_bank" if len(built) == 1 else f"mode_bank_seed{result.seed}"
+        try:
+            uri = log_bank_model(result.folder, study_dir, tracking_uri, artifact_path=name)
+        except Exception as err:  # noqa: BLE001 - the bank is on disk; tracking is best effort
+            problem = (f" bank {result.folder} not logged to MLflow ({type(err).__name__}: {err}); "
+                       f"`taugate bank {study_dir}` logs it again")  # fmt: skip
+            console.print(Text.assemble(("warning:", "yellow"), problem))
+            continue
+        console.print(f"  logged to MLflow as {uri} (serve: mlflow models serve -m {uri} --env-manager local)",
+                      highlight=False)  # fmt: skip
 
 
 def _report(study_dir: Path, tracking_uri: str | None, wall_seconds: float | None = None) -> None:
@@ -445,6 +464,8 @@ def bank(
     ] = None,
     foundation: Annotated[str | None, typer.Option(help="build only this foundation's bank (its id)")] = None,
     compact: Annotated[bool, typer.Option(help="write each mode's compact subnetwork beside the bank")] = True,
+    log: Annotated[bool, typer.Option(help="log each bank to the study's MLflow parent run as a pyfunc model")] = True,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: the study's own)")] = None,
 ) -> None:
     """Gather each foundation's gated adapters into a mode bank (one folder per foundation: bank.json,
     bank.safetensors, a copy of the foundation, compact subnetworks); per mode, the best trial on validation."""
@@ -476,6 +497,8 @@ def bank(
         for note in result.notes:
             if "skipped" in note:
                 print(f"  note: {note}")
+    if log:
+        _log_banks(built, study_dir, tracking_uri)
 
 
 @app.command()

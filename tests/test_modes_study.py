@@ -177,3 +177,34 @@ def test_a_modes_study_ends_with_a_mode_bank_per_foundation_described_in_its_rep
     kept = header.index("units kept per layer")
     for row in rows:  # kept/units per layer of the 32-32 foundation
         assert all(0 < int(k) <= int(n) == 32 for k, n in (part.split("/") for part in row[kept].split(", ")))
+
+
+def test_each_bank_is_logged_as_a_pyfunc_model_that_predicts_like_the_mixed_batch(modes_study: dict) -> None:
+    """One command (`taugate run` of a modes study) builds the banks and logs them to the study's parent
+    run; the logged model predicts every test digit of every mode as the in-process mixed batch does."""
+    import re
+
+    import mlflow
+    import numpy as np
+
+    from study.serving import request_frame, use_tracking_uri
+    from trainables.bank import load_bank
+
+    output = modes_study["run"].stdout + modes_study["run"].stderr
+    uris = re.findall(r"logged to MLflow as (models:/\S+)", output)
+    assert len(uris) == 2
+    study_dir = modes_study["dir"]
+    bank = load_bank(sorted((study_dir / "bank").glob("*/bank.json"))[0].parent)
+    modes = load_modes(parse_config({"hidden": [32, 32], "angles": [0, 45],
+                                     "eval_angles": [90], "device": "cpu"}), torch.device("cpu"))  # fmt: skip
+    x = torch.cat([modes[a].test_x for a in (0.0, 45.0, 90.0)])
+    names = [name for a in ("0", "45", "90") for name in [f"taugate@{a}"] * len(modes[float(a)].test_y)]
+    expected = bank.model(hard=True)(x, names).argmax(1).numpy()
+    with use_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}"):
+        served = {uri: mlflow.pyfunc.load_model(uri) for uri in uris}
+    predicted = None
+    for model in served.values():  # the seed-0 bank is one of the two
+        classes = model.predict(request_frame(x, names))["class"].to_numpy()
+        if (classes == expected).all():
+            predicted = classes
+    assert predicted is not None and np.array_equal(predicted, expected)
