@@ -36,8 +36,9 @@ RESULTS = Path(__file__).resolve().parent / "bank_results.json"
 sys.path.insert(0, str(ROOT))
 
 from study.bank import build_bank  # noqa: E402
-from trainables.bank import BANK_METHODS, ModeBank, check_compact, load_bank  # noqa: E402
+from trainables.bank import BANK_METHODS, ModeBank, load_bank  # noqa: E402
 from trainables.checkpoints import load_adapter, save_foundation  # noqa: E402
+from trainables.compact import check_compact  # noqa: E402
 from trainables.config import parse_config  # noqa: E402
 from trainables.data import load_modes  # noqa: E402
 from trainables.methods.taugate import GatedReLU, set_hard  # noqa: E402

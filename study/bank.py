@@ -11,7 +11,7 @@ which has no gate, so its hard network is its soft one): validation only, never 
 first trial key. The choice (metric, value, every candidate's value) is recorded in the mode's
 `selection` and in the bank's notes.
 
-With `compact=True` each mode also gets its compact subnetwork (`trainables.bank.compact`): units are
+With `compact=True` each mode also gets its compact subnetwork (`trainables.compact.compact`): units are
 dropped on the mode's training digits and the compact net is checked on its test digits.
 Everything is read and computed before anything is written: a refused study leaves no folder behind.
 """
@@ -31,14 +31,13 @@ from trainables.bank import (
     COMPACT_INDEX,
     BankError,
     BankMode,
-    CompactMLP,
     assemble,
-    check_compact,
     mode_name,
     read_foundation,
     read_mode,
     save_bank,
 )
+from trainables.compact import CompactMLP, check_compact
 from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
 from trainables.data import load_modes
 

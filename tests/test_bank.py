@@ -16,22 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from study.bank import build_bank, build_banks
-from trainables.bank import (
-    BankError,
-    Cost,
-    assemble,
-    check_compact,
-    compact,
-    compact_cost,
-    dense_cost,
-    load_bank,
-    load_compact,
-    mode_name,
-    read_foundation,
-    read_mode,
-    save_compact,
-)
+from trainables.bank import BankError, assemble, load_bank, mode_name, read_foundation, read_mode
 from trainables.checkpoints import load_adapter, save_foundation
+from trainables.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
 from trainables.methods.taugate import set_hard

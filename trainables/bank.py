@@ -15,9 +15,10 @@ one angle. Every mode is stored as a (tau, gamma) pair: gain_only has no gate an
 tau = -inf (1[z > -inf] = sigmoid(s (z + inf)) = 1: the same function as `GatedReLU` without a gate,
 in hard and soft form); threshold_only learns no gain and is stored with gamma = 1.
 
-`ModeBank.model()` is an `nn.Module` that holds the foundation's Linear layers once (the bank's own
-modules, never copied) and gates them with `IndexedGate`: tau and gamma with a leading mode dimension,
-selected per sample (`tau[index]`), so a mixed batch is one gather, and `set_mode` only changes an int.
+`ModeBank.model()` (`trainables.banked.BankedMLP`) holds the foundation's Linear layers once and gates
+them with `IndexedGate` (`trainables.methods.taugate`): tau and gamma with a leading mode dimension,
+selected per sample, so a mixed batch is one gather and `set_mode` only changes an int. Compact
+per-mode subnetworks are in `trainables.compact`.
 """
 
 from __future__ import annotations
@@ -30,17 +31,20 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from trainables.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, CheckpointError, load_adapter, load_foundation
 from trainables.config import angle_key
 from trainables.methods.taugate import GatedReLU
 from trainables.model import MLP
+
+if TYPE_CHECKING:
+    from trainables.banked import BankedMLP
+    from trainables.compact import CompactMLP
 
 FORMAT, FORMAT_VERSION = "taugate-mode-bank", 1
 INDEX_FILE, TENSORS_FILE, FOUNDATION_FILE = "bank.json", "bank.safetensors", "foundation.safetensors"
@@ -103,98 +107,6 @@ def read_mode(
         tau=tau, gamma=[g.gamma.detach().clone() for g in gates], gate_sharpness=float(settings["gate_sharpness"]),
         adapter_config=settings, trial=trial, metrics=dict(metrics or {}), selection=selection,
     )  # fmt: skip
-
-
-# --- the gate with a mode dimension ---------------------------------------------------------------
-
-
-# DESIGN.md asks for one indexed gate shared by fused training and mixed batches; this one lives here
-# because trainables/methods/taugate.py belongs to another change: it can move there unchanged.
-class IndexedGate(nn.Module):
-    """`GatedReLU` for many modes at once: tau, gamma [modes, width], sharpness [modes].
-
-    `forward(z, index)`: an int selects one mode for the whole batch (a view, no copy); a [batch]
-    index tensor selects each sample's mode by a gather. The arithmetic is GatedReLU's, in its order
-    (gamma * g * relu(z)): given the same pre-activations z, each sample's activation is bit for bit
-    the one its own adapter gives."""
-
-    def __init__(self, tau: torch.Tensor, gamma: torch.Tensor, sharpness: torch.Tensor):
-        super().__init__()
-        self.register_buffer("tau", tau)
-        self.register_buffer("gamma", gamma)
-        self.register_buffer("sharpness", sharpness)
-
-    def forward(self, z: torch.Tensor, index: int | torch.Tensor, hard: bool = True) -> torch.Tensor:
-        tau, gamma, sharpness = self.tau[index], self.gamma[index], self.sharpness[index]
-        if isinstance(index, torch.Tensor):
-            sharpness = sharpness.unsqueeze(1)
-        g = (z > tau).to(z.dtype) if hard else torch.sigmoid(sharpness * (z - tau))
-        return gamma * g * torch.relu(z)
-
-    def extra_repr(self) -> str:
-        modes, width = self.tau.shape
-        return f"modes={modes}, width={width}"
-
-
-class BankedMLP(nn.Module):
-    """The foundation's Linear layers (shared with the bank, frozen) gated by every mode of the bank.
-
-    `set_mode(name)` switches the mode used when `forward` gets no `modes`; `forward(x, modes)` with a
-    per-sample list of mode names or a [batch] index tensor runs a mixed batch. Hard gates by default
-    (what inference uses); `hard=False` gives the soft gates of training."""
-
-    def __init__(self, bank: ModeBank, mode: str | None = None, hard: bool = True):
-        super().__init__()
-        self.layers = bank.foundation.layers  # the same modules: the base is held once, never copied
-        self.gates = nn.ModuleList(
-            IndexedGate(tau, gamma, bank.sharpness) for tau, gamma in zip(bank.tau, bank.gamma, strict=True)
-        )
-        self.names = list(bank.names)
-        self._bank = bank
-        self.hard = hard
-        self.active = 0 if mode is None else bank.position(mode)
-
-    @property
-    def mode(self) -> str:
-        return self.names[self.active]
-
-    def set_mode(self, name: str) -> None:
-        """Switch every later single-mode forward to `name`, in place: only an int changes."""
-        self.active = self._bank.position(name)
-
-    def set_hard(self, hard: bool) -> None:
-        self.hard = hard
-
-    def mode_index(self, modes: str | Sequence[str] | torch.Tensor | None, batch: int) -> int | torch.Tensor:
-        """The active mode (None), one mode for the batch (a name), or one per sample (names or indices)."""
-        if modes is None:
-            return self.active
-        if isinstance(modes, str):
-            return self._bank.position(modes)
-        index = modes if isinstance(modes, torch.Tensor) else self._bank.indices(modes)
-        if index.dim() != 1 or len(index) != batch:
-            raise BankError(f"modes: {tuple(index.shape)} does not give one mode per sample of a batch of {batch}")
-        if index.dtype not in (torch.int64, torch.int32):
-            raise BankError(f"modes: index tensor of dtype {index.dtype} (needs integer mode positions)")
-        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(self.names)):
-            raise BankError(
-                f"modes: positions must lie in 0..{len(self.names) - 1} (the bank's {len(self.names)} modes)"
-            )
-        return index.to(device=self.gates[0].tau.device, dtype=torch.int64)
-
-    def forward(self, x: torch.Tensor, modes: str | Sequence[str] | torch.Tensor | None = None) -> torch.Tensor:
-        return self.trace(x, modes)[0]
-
-    def trace(
-        self, x: torch.Tensor, modes: str | Sequence[str] | torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the gated activations of every hidden layer (what reaches the next layer)."""
-        index = self.mode_index(modes, len(x))
-        activations = []
-        for layer, gate in zip(self.layers[:-1], self.gates, strict=True):
-            x = gate(layer(x), index, self.hard)
-            activations.append(x)
-        return self.layers[-1](x), activations
 
 
 # --- the bank ------------------------------------------------------------------------------------
@@ -261,6 +173,8 @@ class ModeBank:
         return torch.tensor([self.position(name) for name in names], dtype=torch.int64)
 
     def model(self, mode: str | None = None, hard: bool = True) -> BankedMLP:
+        from trainables.banked import BankedMLP
+
         """An `nn.Module` over the bank's own foundation modules and tensors (nothing is copied), in
         `mode` (default: the first). Its `.to(device)` moves the shared foundation modules too."""
         return BankedMLP(self, mode, hard)
@@ -285,13 +199,18 @@ class ModeBank:
         return folder
 
     def compact(self, name: str, train_x: torch.Tensor) -> CompactMLP:
-        """The mode's compact subnetwork, dropping the units that never open on `train_x` (see `compact`)."""
+        """The mode's compact subnetwork, dropping the units that never open on `train_x`
+        (`trainables.compact.compact`)."""
+        from trainables.compact import compact
+
         return compact(self.model(name), train_x)
 
     def load_compact(self, name: str) -> CompactMLP:
         info = self.mode(name)
         if info.compact is None or self.folder is None:
             raise BankError(f"mode {name!r} has no compact subnetwork in the bank ({self.folder})")
+        from trainables.compact import load_compact
+
         return load_compact(self.folder / info.compact)
 
 
@@ -355,6 +274,8 @@ def save_bank(
 ) -> Path:
     """Write the bank folder (replacing one already there, atomically: it is written beside it and
     renamed). `compacts`: mode name -> (compact subnetwork, its report as a dict) to write with it."""
+    from trainables.compact import save_compact
+
     folder = Path(folder)
     compacts = compacts or {}
     if unknown := sorted(set(compacts) - set(bank.names)):
@@ -392,7 +313,7 @@ def save_bank(
             "modes": modes,
             "source": bank.source,
         }
-        (staging / INDEX_FILE).write_text(json.dumps(index, indent=2, default=_json_default))
+        (staging / INDEX_FILE).write_text(json.dumps(index, indent=2, default=json_default))
         if folder.exists():
             retired = folder.with_name(f".{folder.name}.{os.getpid()}.old")
             os.replace(folder, retired)
@@ -406,13 +327,13 @@ def save_bank(
     return folder
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BankError(f"{path}: file not found")
     try:
@@ -424,7 +345,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise BankError(f"{path}: file not found")
     try:
@@ -433,7 +354,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise BankError(f"{path}: not a readable safetensors file ({err})") from None
 
 
-def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: Path) -> Any:
+def field_of(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: Path) -> Any:
     if name not in data:
         raise BankError(f"{where}: field {name!r} is missing")
     value = data[name]
@@ -452,22 +373,22 @@ def load_bank(folder: Path) -> ModeBank:
         inner = sorted(p.parent.name for p in folder.glob(f"*/{INDEX_FILE}"))
         if inner:
             raise BankError(f"{folder}: holds one bank per foundation ({', '.join(inner)}); load one of those folders")
-    index = _read_json(index_path)
+    index = read_json(index_path)
     if index.get("format") != FORMAT:
         raise BankError(f"{index_path}: field 'format' is {index.get('format')!r}, not {FORMAT!r}")
-    version = _field(index, "format_version", int, index_path)
+    version = field_of(index, "format_version", int, index_path)
     if version != FORMAT_VERSION:
         raise BankError(f"{index_path}: format_version {version} (this code reads {FORMAT_VERSION})")
-    found = _field(index, "foundation", dict, index_path)
-    foundation_id = _field(found, "id", str, index_path)
-    file_name = _field(found, "file", str, index_path)
+    found = field_of(index, "foundation", dict, index_path)
+    foundation_id = field_of(found, "id", str, index_path)
+    file_name = field_of(found, "file", str, index_path)
     if Path(file_name).name != file_name:
         raise BankError(f"{index_path}: field 'foundation.file' must name a file inside the bank, not {file_name!r}")
     foundation_path = folder / file_name
-    hidden = _field(index, "hidden", list, index_path)
+    hidden = field_of(index, "hidden", list, index_path)
     if not hidden or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden):
         raise BankError(f"{index_path}: field 'hidden' must list positive widths, not {hidden}")
-    entries = _field(index, "modes", list, index_path)
+    entries = field_of(index, "modes", list, index_path)
     modes = [_mode_info(entry, f"{index_path}: modes[{i}]") for i, entry in enumerate(entries)]
     if not modes:
         raise BankError(f"{index_path}: field 'modes' is empty")
@@ -482,7 +403,7 @@ def load_bank(folder: Path) -> ModeBank:
     foundation = read_foundation(foundation_path, hidden)
 
     tensors_path = folder / TENSORS_FILE
-    tensors = _read_tensors(tensors_path)
+    tensors = read_tensors(tensors_path)
     expected = {"sharpness": (len(modes),)}
     for layer, width in enumerate(hidden):
         expected[f"tau.{layer}"] = expected[f"gamma.{layer}"] = (len(modes), width)
@@ -522,206 +443,3 @@ def _mode_info(entry: Any, where: str) -> ModeInfo:
     if not isinstance(info.name, str) or info.method not in BANK_METHODS:
         raise BankError(f"{where}: field 'method' is {info.method!r}, not one of {', '.join(BANK_METHODS)}")
     return info
-
-
-# --- compact per-mode subnetworks ----------------------------------------------------------------
-
-
-class Threshold(nn.Module):
-    """A kept unit's hard gate after compaction: a = z * 1[z > threshold] (JumpReLU), threshold = max(tau, 0),
-    which is 1[z > tau] * relu(z); the unit's gamma is folded into the next layer's weights."""
-
-    def __init__(self, threshold: torch.Tensor):
-        super().__init__()
-        self.register_buffer("threshold", threshold)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z * (z > self.threshold).to(z.dtype)
-
-
-class CompactMLP(nn.Module):
-    """A mode's hard-gated network without the hidden units it never opens: plain Linear layers of the
-    kept widths, a `Threshold` per hidden layer, and `kept.<layer>` (the kept units' dense positions)."""
-
-    def __init__(self, in_features: int, kept: Sequence[torch.Tensor], classes: int):
-        super().__init__()
-        widths = [in_features, *(len(k) for k in kept), classes]
-        self.layers = nn.ModuleList(
-            torch.nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
-        )
-        self.activations = nn.ModuleList(Threshold(torch.zeros(len(k))) for k in kept)
-        for layer, units in enumerate(kept):
-            self.register_buffer(f"kept_{layer}", torch.as_tensor(units, dtype=torch.int64))
-
-    @property
-    def kept(self) -> list[torch.Tensor]:
-        return [getattr(self, f"kept_{layer}") for layer in range(len(self.activations))]
-
-    @property
-    def widths(self) -> list[int]:
-        return [layer.out_features for layer in self.layers[:-1]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, activation in zip(self.layers[:-1], self.activations, strict=True):
-            x = activation(layer(x))
-        return self.layers[-1](x)
-
-
-@torch.no_grad()
-def open_units(model: BankedMLP, x: torch.Tensor, chunk: int = 8192) -> list[torch.Tensor]:
-    """Per hidden layer, a [width] bool: the unit's hard-gated activation gamma * 1[z > tau] * relu(z) is
-    non-zero on at least one of the digits `x`, under the model's active mode."""
-    hard, model.hard = model.hard, True
-    try:
-        opened = [torch.zeros(len(g.tau[0]), dtype=torch.bool, device=x.device) for g in model.gates]
-        for start in range(0, len(x), chunk):
-            _, activations = model.trace(x[start : start + chunk])
-            opened = [seen | (a != 0).any(0) for seen, a in zip(opened, activations, strict=True)]
-        return opened
-    finally:
-        model.hard = hard
-
-
-@torch.no_grad()
-def compact(model: BankedMLP, train_x: torch.Tensor) -> CompactMLP:
-    """The active mode's compact subnetwork: hidden units whose hard-gated activation is zero on every
-    training digit `train_x` are dropped; gamma folds into the next layer (W_next[:, kept] * gamma[kept]);
-    each kept unit keeps its threshold. On a digit where no dropped unit would have fired the result is
-    the dense hard-gated model's up to the rounding of the fold (`check_compact` counts both)."""
-    row = model.active
-    kept = [torch.nonzero(mask).flatten().cpu() for mask in open_units(model, train_x)]
-    linears = list(model.layers)
-    net = CompactMLP(linears[0].in_features, kept, linears[-1].out_features)
-    previous: torch.Tensor | None = None  # the kept units feeding this layer (None: every input)
-    scale: torch.Tensor | None = None  # their gamma, folded into this layer's columns
-    for layer, (dense, small) in enumerate(zip(linears, net.layers, strict=True)):
-        rows = kept[layer] if layer < len(kept) else torch.arange(dense.out_features)
-        weight = dense.weight.detach().cpu()[rows]
-        if previous is not None:
-            weight = weight[:, previous] * scale
-        small.weight.copy_(weight)
-        small.bias.copy_(dense.bias.detach().cpu()[rows])
-        if layer < len(kept):
-            gate = model.gates[layer]
-            net.activations[layer].threshold.copy_(gate.tau[row].cpu()[rows].clamp(min=0))
-            previous, scale = rows, gate.gamma[row].cpu()[rows]
-    return net.eval()
-
-
-@dataclass
-class Cost:
-    """What one forward pass of one digit costs. parameters: every stored number the network needs for
-    the mode (the dense one: the foundation plus that mode's tau and gamma; the compact one: its
-    Linear layers plus one threshold per kept unit). macs: multiply-adds of the Linear layers, plus the
-    dense model's gamma multiply per hidden unit (gate comparisons are not counted in either)."""
-
-    parameters: int
-    macs: int
-
-
-def dense_cost(in_features: int, hidden: Sequence[int], classes: int) -> Cost:
-    widths = [in_features, *hidden, classes]
-    linear = [(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-    return Cost(
-        parameters=sum(a * b + b for a, b in linear) + 2 * sum(hidden), macs=sum(a * b for a, b in linear) + sum(hidden)
-    )
-
-
-def compact_cost(net: CompactMLP) -> Cost:
-    linear = [(layer.in_features, layer.out_features) for layer in net.layers]
-    return Cost(parameters=sum(a * b + b for a, b in linear) + sum(net.widths), macs=sum(a * b for a, b in linear))
-
-
-@dataclass
-class CompactReport:
-    """A compact subnetwork against its dense hard-gated mode, on the digits checked (test digits)."""
-
-    mode: str
-    units: list[int]  # dense widths
-    kept: list[int]  # kept widths
-    dense: Cost
-    compact: Cost
-    digits: int  # digits checked
-    dropped_fired: int  # digits on which at least one dropped unit fired (hard-gated activation non-zero)
-    differ: int  # digits whose compact prediction differs from the dense hard-gated one
-    differ_dropped_fired: int  # of those, digits on which a dropped unit fired: the reason they differ
-    differ_unexplained: int  # of those, digits on which none did (the fold's rounding at a near tie)
-    max_logit_gap: float  # largest |compact - dense| logit over digits where no dropped unit fired
-    accuracy_dense: float | None = None
-    accuracy_compact: float | None = None
-
-    @property
-    def parameter_ratio(self) -> float:
-        return self.compact.parameters / self.dense.parameters
-
-    @property
-    def mac_ratio(self) -> float:
-        return self.compact.macs / self.dense.macs
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"parameter_ratio": self.parameter_ratio, "mac_ratio": self.mac_ratio}
-
-
-@torch.no_grad()
-def check_compact(model: BankedMLP, net: CompactMLP, x: torch.Tensor, y: torch.Tensor | None = None) -> CompactReport:
-    """Compare the compact subnetwork with the model's active mode (hard gates) on digits `x`: how many
-    predictions differ, and whether a dropped unit fired on each digit that differs."""
-    hard, model.hard = model.hard, True
-    try:
-        dense_logits, activations = model.trace(x)
-    finally:
-        model.hard = hard
-    net = net.to(x.device)
-    compact_logits = net(x)
-    fired = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for activation, units in zip(activations, net.kept, strict=True):
-        dropped = torch.ones(activation.shape[1], dtype=torch.bool, device=x.device)
-        dropped[units.to(x.device)] = False
-        fired |= (activation[:, dropped] != 0).any(1)
-    differ = dense_logits.argmax(1) != compact_logits.argmax(1)
-    quiet = ~fired
-    gap = (compact_logits[quiet] - dense_logits[quiet]).abs().max().item() if quiet.any() else 0.0
-
-    def accuracy(logits: torch.Tensor) -> float | None:
-        return None if y is None else (logits.argmax(1) == y).float().mean().item()
-
-    units = [len(g.tau[0]) for g in model.gates]
-    return CompactReport(
-        mode=model.mode, units=units, kept=net.widths,
-        dense=dense_cost(model.layers[0].in_features, units, model.layers[-1].out_features),
-        compact=compact_cost(net), digits=len(x), dropped_fired=int(fired.sum()), differ=int(differ.sum()),
-        differ_dropped_fired=int((differ & fired).sum()), differ_unexplained=int((differ & quiet).sum()),
-        max_logit_gap=gap, accuracy_dense=accuracy(dense_logits), accuracy_compact=accuracy(compact_logits),
-    )  # fmt: skip
-
-
-def save_compact(net: CompactMLP, folder: Path, info: dict[str, Any] | None = None) -> Path:
-    """`compact.safetensors` (Linear weights, thresholds, kept positions) and `compact.json`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(folder / COMPACT_TENSORS))
-    index = {
-        "format": FORMAT + "-compact", "format_version": FORMAT_VERSION,
-        "in_features": net.layers[0].in_features, "classes": net.layers[-1].out_features,
-        "kept": [units.tolist() for units in net.kept], **(info or {}),
-    }  # fmt: skip
-    (folder / COMPACT_INDEX).write_text(json.dumps(index, indent=2, default=_json_default))
-    return folder
-
-
-def load_compact(folder: Path) -> CompactMLP:
-    folder = Path(folder)
-    index_path = folder / COMPACT_INDEX
-    index = _read_json(index_path)
-    kept = _field(index, "kept", list, index_path)
-    try:
-        net = CompactMLP(int(index["in_features"]), [torch.tensor(k, dtype=torch.int64) for k in kept],
-                         int(index["classes"]))  # fmt: skip
-    except (KeyError, TypeError, ValueError) as err:
-        raise BankError(f"{index_path}: invalid compact index ({err})") from None
-    tensors = _read_tensors(folder / COMPACT_TENSORS)
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise BankError(f"{folder / COMPACT_TENSORS}: does not fit {index_path} ({err})") from None
-    return net.eval()

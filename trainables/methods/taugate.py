@@ -85,3 +85,30 @@ def set_hard(model: nn.Module, hard: bool) -> None:
     for module in model.modules():
         if isinstance(module, GatedReLU):
             module.hard = hard
+
+
+# A mode dimension: many (tau, gamma) pairs on one base (the mode bank's switching and mixed batches).
+class IndexedGate(nn.Module):
+    """`GatedReLU` for many modes at once: tau, gamma [modes, width], sharpness [modes].
+
+    `forward(z, index)`: an int selects one mode for the whole batch (a view, no copy); a [batch]
+    index tensor selects each sample's mode by a gather. The arithmetic is GatedReLU's, in its order
+    (gamma * g * relu(z)): given the same pre-activations z, each sample's activation is bit for bit
+    the one its own adapter gives."""
+
+    def __init__(self, tau: torch.Tensor, gamma: torch.Tensor, sharpness: torch.Tensor):
+        super().__init__()
+        self.register_buffer("tau", tau)
+        self.register_buffer("gamma", gamma)
+        self.register_buffer("sharpness", sharpness)
+
+    def forward(self, z: torch.Tensor, index: int | torch.Tensor, hard: bool = True) -> torch.Tensor:
+        tau, gamma, sharpness = self.tau[index], self.gamma[index], self.sharpness[index]
+        if isinstance(index, torch.Tensor):
+            sharpness = sharpness.unsqueeze(1)
+        g = (z > tau).to(z.dtype) if hard else torch.sigmoid(sharpness * (z - tau))
+        return gamma * g * torch.relu(z)
+
+    def extra_repr(self) -> str:
+        modes, width = self.tau.shape
+        return f"modes={modes}, width={width}"
