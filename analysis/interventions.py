@@ -11,7 +11,6 @@ In the rows and the summary, control "specific" names the attributed units.
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from analysis.load import LedgerTrial, ledger_trials
 from analysis.mode_units import (
     ATTRIBUTED_FRACTION,
     SPECIFIC_OFF,
@@ -42,7 +42,7 @@ from analysis.mode_units import (
 )
 from analysis.results import OK
 from trainables.checkpoints import load_adapter, load_foundation
-from trainables.config import ConfigError, TrialConfig, accuracy_name, angle_key, parse_config
+from trainables.config import accuracy_name, angle_key, parse_config
 from trainables.data import load_modes
 from trainables.intervene import hard_accuracy, silenced_accuracies
 from trainables.train import gate_statistics
@@ -228,28 +228,11 @@ class ModeAnalysis:
     notes: list[str] = field(default_factory=list)  # skipped trials and foundations, trials chosen per mode
 
 
-@dataclass
-class _Trial:
-    key: str
-    folder: Path
-    config: TrialConfig
-    metrics: dict[str, Any]
-
-
-def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[_Trial]:
+def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[LedgerTrial]:
     """Trials of `method` that finished well (`status: ok`); unreadable entries are noted and skipped."""
-    found = []
-    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
-        folder = metrics_file.parent
-        try:
-            metrics = json.loads(metrics_file.read_text())
-            config = parse_config(json.loads((folder / CONFIG_FILE).read_text())["config"])
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-            notes.append(f"trial {folder.name}: skipped, unreadable record ({err})")
-            continue
-        if metrics.get("status") == OK and config.method == method:
-            found.append(_Trial(folder.name, folder, config, metrics))
-    return found
+    trials, unreadable = ledger_trials(study_dir)
+    notes.extend(unreadable)
+    return [t for t in trials if t.metrics.get("status") == OK and t.config.method == method]
 
 
 def selection_metric(angle: float, metrics: dict[str, Any]) -> str:
@@ -259,9 +242,9 @@ def selection_metric(angle: float, metrics: dict[str, Any]) -> str:
     return hard if hard in metrics else accuracy_name(angle, validation=True)
 
 
-def _representatives(trials: list[_Trial], notes: list[str], where: str) -> dict[float, _Trial]:
+def _representatives(trials: list[LedgerTrial], notes: list[str], where: str) -> dict[float, LedgerTrial]:
     """Per target mode, the trial with the best validation accuracy on it (ties: the first key)."""
-    chosen: dict[float, _Trial] = {}
+    chosen: dict[float, LedgerTrial] = {}
     for angle in sorted({t.config.target_angle for t in trials}):
         candidates = []
         for trial in (t for t in trials if t.config.target_angle == angle):
@@ -281,7 +264,7 @@ def _representatives(trials: list[_Trial], notes: list[str], where: str) -> dict
 
 
 def _analyse_foundation(
-    study_dir: Path, chosen: dict[float, _Trial], threshold: float, on: float, off: float, draws: int,
+    study_dir: Path, chosen: dict[float, LedgerTrial], threshold: float, on: float, off: float, draws: int,
     fraction: float = ATTRIBUTED_FRACTION,
 ) -> FoundationModes:  # fmt: skip
     base = next(iter(chosen.values())).config
@@ -320,7 +303,7 @@ def analyse_study_modes(
     if draws < 1:
         raise ValueError(f"draws: {draws} (needs at least 1)")
     notes: list[str] = []
-    by_foundation: dict[str, list[_Trial]] = {}
+    by_foundation: dict[str, list[LedgerTrial]] = {}
     for trial in _finished_trials(study_dir, method, notes):
         by_foundation.setdefault(trial.config.foundation_id(), []).append(trial)
     results = []

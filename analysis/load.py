@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis.results import BOOKKEEPING_COLUMNS, is_metric
+from trainables.config import ConfigError, TrialConfig, parse_config
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
 METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/storage.py)
@@ -165,3 +167,29 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype.kind == "f":
             out[column] = out[column].map(lambda v: v if v is None or math.isnan(v) else round(v, 9))
     return out
+
+
+@dataclass
+class LedgerTrial:
+    """A finished trial of a study's ledger (`trials/<key>/`): its folder, parsed config and metrics."""
+
+    key: str
+    folder: Path
+    config: TrialConfig
+    metrics: dict[str, Any]
+
+
+def ledger_trials(study_dir: Path) -> tuple[list[LedgerTrial], list[str]]:
+    """Every finished trial of the ledger (whatever its status), in key order, and a note per entry that
+    cannot be read (a torn or foreign file), which is skipped."""
+    trials, unreadable = [], []
+    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        folder = metrics_file.parent
+        try:
+            metrics = json.loads(metrics_file.read_text())
+            config = parse_config(json.loads((folder / CONFIG_FILE).read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+            unreadable.append(f"trial {folder.name}: skipped, unreadable record ({err})")
+            continue
+        trials.append(LedgerTrial(folder.name, folder, config, metrics))
+    return trials, unreadable

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from analysis.load import LedgerTrial, ledger_trials
 from trainables.bank import (
     BANK_METHODS,
     COMPACT_INDEX,
@@ -38,21 +39,13 @@ from trainables.bank import (
     save_bank,
 )
 from trainables.compact import CompactMLP, check_compact
-from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
+from trainables.config import TrialConfig, accuracy_name, parse_config
 from trainables.data import load_modes
 
 TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR, ADAPTER_DIR = (
     "trials", "config.json", "metrics.json", "foundations", "adapter",
 )  # fmt: skip
 BANK_DIR = "bank"  # `taugate bank STUDY` writes STUDY/bank/<foundation id>/
-
-
-@dataclass
-class _Trial:
-    key: str
-    folder: Path
-    config: TrialConfig
-    metrics: dict[str, Any]
 
 
 @dataclass
@@ -74,34 +67,29 @@ def selection_metric(config: TrialConfig) -> str:
     return accuracy_name(config.target_angle, hard=config.gated, validation=True)
 
 
-def _finished_trials(study_dir: Path, methods: tuple[str, ...], notes: list[str]) -> list[_Trial]:
+def _finished_trials(study_dir: Path, methods: tuple[str, ...], notes: list[str]) -> list[LedgerTrial]:
     trials_dir = study_dir / TRIALS_DIR
     if not study_dir.is_dir():
         raise BankError(f"{study_dir}: no such study folder")
     if not trials_dir.is_dir():
         raise BankError(f"{study_dir}: not a study folder (no {TRIALS_DIR}/ folder)")
-    found = []
-    for metrics_file in sorted(trials_dir.glob(f"*/{METRICS_FILE}")):
-        folder = metrics_file.parent
-        try:
-            metrics = json.loads(metrics_file.read_text())
-            config = parse_config(json.loads((folder / CONFIG_FILE).read_text())["config"])
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-            notes.append(f"trial {folder.name} skipped, unreadable record ({err})")  # no foundation known
+    found, unreadable = ledger_trials(study_dir)
+    notes.extend(unreadable)
+    kept = []
+    for trial in found:
+        if trial.config.method not in methods:
             continue
-        if config.method not in methods:
+        if trial.metrics.get("status") != "ok":
+            where = f"foundation {trial.config.foundation_id()} (seed {trial.config.seed})"
+            notes.append(f"{where}: trial {trial.key} skipped, status {trial.metrics.get('status')!r}")
             continue
-        if metrics.get("status") != "ok":
-            where = f"foundation {config.foundation_id()} (seed {config.seed})"
-            notes.append(f"{where}: trial {folder.name} skipped, status {metrics.get('status')!r}")
-            continue
-        found.append(_Trial(folder.name, folder, config, metrics))
-    return found
+        kept.append(trial)
+    return kept
 
 
-def _choose(trials: list[_Trial], where: str, notes: list[str]) -> list[tuple[_Trial, dict[str, Any]]]:
+def _choose(trials: list[LedgerTrial], where: str, notes: list[str]) -> list[tuple[LedgerTrial, dict[str, Any]]]:
     """Per (method, target angle), the trial with the best validation metric, and the record of the choice."""
-    groups: dict[tuple[str, float], list[_Trial]] = {}
+    groups: dict[tuple[str, float], list[LedgerTrial]] = {}
     for trial in trials:
         groups.setdefault((trial.config.method, trial.config.target_angle), []).append(trial)
     chosen = []
@@ -136,7 +124,7 @@ def _plan(study_dir: Path, methods: tuple[str, ...], foundation: str | None, not
             f"{study_dir}: no finished trials of {', '.join(methods)} (a bank gathers gated adapters: "
             f"{', '.join(BANK_METHODS)})"
         )
-    by_foundation: dict[str, list[_Trial]] = {}
+    by_foundation: dict[str, list[LedgerTrial]] = {}
     for trial in trials:
         by_foundation.setdefault(trial.config.foundation_id(), []).append(trial)
     if foundation is not None and foundation not in by_foundation:
@@ -159,7 +147,7 @@ def _plan(study_dir: Path, methods: tuple[str, ...], foundation: str | None, not
 def _describe(groups: dict[str, list]) -> str:
     """ "id (seed n), ..." for foundation id -> trials, or -> (trial, selection) pairs."""
 
-    def seed(item: _Trial | tuple) -> int:
+    def seed(item: LedgerTrial | tuple) -> int:
         return (item[0] if isinstance(item, tuple) else item).config.seed
 
     return ", ".join(f"{fid} (seed {seed(items[0])})" for fid, items in sorted(groups.items()))

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from study.bank import build_bank, build_banks
+from tests.ledger import record_trial
 from trainables.bank import BankError, assemble, load_bank, mode_name, read_foundation, read_mode
 from trainables.checkpoints import load_adapter, save_foundation
 from trainables.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
@@ -33,14 +34,6 @@ SEED0_TRIALS = (
     ("t0", "taugate", 0, 0.0), ("t45a", "taugate", 45, 0.0), ("t45b", "taugate", 45, 0.05),
     ("t90", "taugate", 90, 0.0), ("g45", "gain_only", 45, 0.0), ("th90", "threshold_only", 90, 0.0),
 )  # fmt: skip
-
-
-def record_trial(study: Path, key: str, config: dict, metrics: dict) -> None:
-    folder = study / "trials" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"variant": {}, "run_name": key, "config": parse_config(config).model_dump(), "columns": {}}
-    (folder / "config.json").write_text(json.dumps(record))
-    (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
 def make_study(study: Path, trials: tuple = SEED0_TRIALS, second_seed: bool = True) -> Path:

@@ -24,6 +24,7 @@ from analysis.interventions import (
 )
 from analysis.mode_plots import plot_core_by_gap, plot_intervention, plot_jaccard
 from analysis.mode_units import common_core
+from tests.ledger import record_trial
 from trainables.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
@@ -190,14 +191,6 @@ def test_one_seed_is_not_testable_and_seeds_without_units_are_left_out():
 
 TINY = {"method": "taugate", "hidden": [16, 16], "foundation_epochs": 1, "epochs": 1, "angles": [0, 45],
         "eval_angles": [90], "device": "cpu", "seed": 0}  # fmt: skip
-
-
-def record_trial(study: Path, key: str, config: dict, metrics: dict) -> None:
-    folder = study / "trials" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"variant": {}, "run_name": key, "config": parse_config(config).model_dump(), "columns": {}}
-    (folder / "config.json").write_text(json.dumps(record))
-    (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
 @pytest.fixture(scope="module")
