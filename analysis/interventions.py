@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from analysis.load import LedgerTrial, ledger_trials
+from analysis.load import LedgerTrial, choose_per_mode, ledger_trials
 from analysis.mode_units import (
     ATTRIBUTED_FRACTION,
     SPECIFIC_OFF,
@@ -42,7 +42,7 @@ from analysis.mode_units import (
 )
 from analysis.results import OK
 from trainables.checkpoints import load_adapter, load_foundation
-from trainables.config import accuracy_name, angle_key, parse_config
+from trainables.config import angle_key, parse_config
 from trainables.data import load_modes
 from trainables.intervene import hard_accuracy, silenced_accuracies
 from trainables.train import gate_statistics
@@ -235,31 +235,16 @@ def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[Led
     return [t for t in trials if t.metrics.get("status") == OK and t.config.method == method]
 
 
-def selection_metric(angle: float, metrics: dict[str, Any]) -> str:
-    """What chooses a mode's representative trial: its hard-gated validation accuracy on the target
-    (the network these attributions describe), or the plain one for a method without gates."""
-    hard = accuracy_name(angle, hard=True, validation=True)
-    return hard if hard in metrics else accuracy_name(angle, validation=True)
-
-
 def _representatives(trials: list[LedgerTrial], notes: list[str], where: str) -> dict[float, LedgerTrial]:
-    """Per target mode, the trial with the best validation accuracy on it (ties: the first key)."""
+    """Per target mode, the trial chosen on validation (`analysis.load.choose_per_mode`)."""
     chosen: dict[float, LedgerTrial] = {}
-    for angle in sorted({t.config.target_angle for t in trials}):
-        candidates = []
-        for trial in (t for t in trials if t.config.target_angle == angle):
-            metric = selection_metric(angle, trial.metrics)
-            value = trial.metrics.get(metric)
-            if isinstance(value, int | float) and math.isfinite(value):
-                candidates.append((-value, trial.key, trial, metric))
-            else:
-                notes.append(f"{where}: trial {trial.key} skipped for mode {angle:g}, no {metric}")
-        if candidates:
-            best_value, _, best, metric = min(candidates, key=lambda c: c[:2])
-            chosen[angle] = best
-            notes.append(
-                f"{where}: mode {angle:g} is trial {best.key} ({metric} = {-best_value:.4f}, best of {len(candidates)})"
-            )
+    for choice in sorted(choose_per_mode(trials), key=lambda c: c.angle):
+        for key in choice.skipped:
+            notes.append(f"{where}: trial {key} skipped for mode {choice.angle:g}, no {choice.metric}")
+        if choice.trial is not None:
+            chosen[choice.angle] = choice.trial
+            notes.append(f"{where}: mode {choice.angle:g} is trial {choice.trial.key} ({choice.metric} = "
+                         f"{choice.value:.4f}, best of {len(choice.candidates)})")  # fmt: skip
     return chosen
 
 

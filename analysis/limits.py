@@ -29,7 +29,7 @@ SMALL_SHARE = 0.1  # a method recovering under a tenth of full fine-tuning's gai
 BASELINE = "frozen"
 COLUMNS = (
     "target", "method", "label", "n", "acc_mean", "acc_std", "gain_mean", "gain_std", "gain_ci95",
-    "params", "retention_mean", "retention_std",
+    "params", "retention_mean", "retention_std", "gain_by_seed",
 )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def _row(
         "gain_mean": gain.mean(), "gain_std": _std(gain),
         "gain_ci95": t_half_width(_std(gain), int(gain.notna().sum())),
         "params": params, "retention_mean": retention.mean() if len(retention) else math.nan,
-        "retention_std": _std(retention),
+        "retention_std": _std(retention), "gain_by_seed": gain.dropna().to_dict(),
     }  # fmt: skip
 
 
@@ -191,17 +191,24 @@ def _share_of_full(limits: LimitsMap, ours: pd.DataFrame, method: str, ceiling: 
     """How much of what full fine-tuning gains `method` recovers, per target: where the frozen base
     lacks the features a mode needs, only changing the weights recovers them (RQ4)."""
     table = limits.table
-    full = table[table["method"] == ceiling].set_index("target")["gain_mean"]
-    shares = [(t, g / full[t]) for t, g in zip(ours["target"], ours["gain_mean"], strict=True)
-              if t in full.index and full[t] > 0]  # fmt: skip
+    full = table[table["method"] == ceiling].set_index("target")
+    shares = [(t, g / full.loc[t, "gain_mean"]) for t, g in zip(ours["target"], ours["gain_mean"], strict=True)
+              if t in full.index and full.loc[t, "gain_mean"] > 0]  # fmt: skip
     if not shares:
         return []
     low = [t for t, share in shares if share < SMALL_SHARE]
     cells = "; ".join(f"{degrees(t)} {share:.0%}" for t, share in shares)
+    by_seed = ours.set_index("target")["gain_by_seed"]
+    spreads = []  # the same share seed by seed (paired), its sample std: the spread beside each mean
+    for t, _ in shares:
+        ceiling_gains = full.loc[t, "gain_by_seed"]
+        per_seed = [g / ceiling_gains[s] for s, g in by_seed[t].items() if ceiling_gains.get(s, 0) > 0]
+        spreads.append(f"{degrees(t)} {np.std(per_seed, ddof=1):.0%}" if len(per_seed) > 1 else f"{degrees(t)} -")
     where = (f"below {SMALL_SHARE:.0%} at {', '.join(map(degrees, low))}" if low
              else f"at least {SMALL_SHARE:.0%} at every target")  # fmt: skip
     return [f"Share of {ceiling} fine-tuning's gain over Frozen that {method} recovers (seed means): {cells}; "
-            f"{where} (rule: the share is below {SMALL_SHARE:.0%}). Read: where the share falls, the gain "
+            f"{where} (rule: the share is below {SMALL_SHARE:.0%}); seed std of the per-seed share: "
+            f"{'; '.join(spreads)}. Read: where the share falls, the gain "
             f"needs changed weights, features the frozen base lacks."]  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.results import BOOKKEEPING_COLUMNS, is_metric
-from trainables.config import ConfigError, TrialConfig, parse_config
+from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
 METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/storage.py)
@@ -193,3 +193,37 @@ def ledger_trials(study_dir: Path) -> tuple[list[LedgerTrial], list[str]]:
             continue
         trials.append(LedgerTrial(folder.name, folder, config, metrics))
     return trials, unreadable
+
+
+@dataclass
+class ModeChoice:
+    """The trial that stands for one (method, target angle): the best seed-free validation accuracy on
+    its target, hard-gated for a gated method (the network inference runs), ties to the first key.
+    Never a test metric. `trial` is None when no candidate has the metric."""
+
+    method: str
+    angle: float
+    metric: str
+    trial: LedgerTrial | None
+    value: float | None
+    candidates: dict[str, float]  # trial key -> its value, for every candidate that has one
+    skipped: list[str]  # trial keys without a finite value of the metric
+
+
+def choose_per_mode(trials: list[LedgerTrial]) -> list[ModeChoice]:
+    """One `ModeChoice` per (method, target angle) among `trials` (typically one foundation's), in the
+    order the pairs first appear."""
+    groups: dict[tuple[str, float], list[LedgerTrial]] = {}
+    for trial in trials:
+        groups.setdefault((trial.config.method, trial.config.target_angle), []).append(trial)
+    choices = []
+    for (method, angle), group in groups.items():
+        metric = accuracy_name(angle, hard=group[0].config.gated, validation=True)
+        values = {t.key: t.metrics.get(metric) for t in group}
+        usable = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+        best = min(usable, key=lambda k: (-usable[k], k)) if usable else None
+        choices.append(ModeChoice(
+            method, angle, metric, next((t for t in group if t.key == best), None), usable.get(best),
+            dict(sorted(usable.items())), sorted(set(values) - set(usable)),
+        ))  # fmt: skip
+    return choices

@@ -19,14 +19,13 @@ Everything is read and computed before anything is written: a refused study leav
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from analysis.load import LedgerTrial, ledger_trials
+from analysis.load import LedgerTrial, choose_per_mode, ledger_trials
 from trainables.bank import (
     BANK_METHODS,
     COMPACT_INDEX,
@@ -39,7 +38,7 @@ from trainables.bank import (
     save_bank,
 )
 from trainables.compact import CompactMLP, check_compact
-from trainables.config import TrialConfig, accuracy_name, parse_config
+from trainables.config import parse_config
 from trainables.data import load_modes
 
 TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR, ADAPTER_DIR = (
@@ -60,11 +59,6 @@ class BuiltBank:
     selections: dict[str, dict[str, Any]]  # mode name -> {metric, value, candidates}: how its trial was chosen
     compact: dict[str, dict[str, Any]] = field(default_factory=dict)  # mode name -> CompactReport.to_dict()
     notes: list[str] = field(default_factory=list)
-
-
-def selection_metric(config: TrialConfig) -> str:
-    """The validation metric that chooses a mode's trial: hard-gated when the method has a gate."""
-    return accuracy_name(config.target_angle, hard=config.gated, validation=True)
 
 
 def _finished_trials(study_dir: Path, methods: tuple[str, ...], notes: list[str]) -> list[LedgerTrial]:
@@ -88,27 +82,19 @@ def _finished_trials(study_dir: Path, methods: tuple[str, ...], notes: list[str]
 
 
 def _choose(trials: list[LedgerTrial], where: str, notes: list[str]) -> list[tuple[LedgerTrial, dict[str, Any]]]:
-    """Per (method, target angle), the trial with the best validation metric, and the record of the choice."""
-    groups: dict[tuple[str, float], list[LedgerTrial]] = {}
-    for trial in trials:
-        groups.setdefault((trial.config.method, trial.config.target_angle), []).append(trial)
+    """Per (method, target angle), the trial chosen on validation (`analysis.load.choose_per_mode`) and
+    the record of the choice."""
     chosen = []
-    for (method, angle), group in groups.items():
-        metric = selection_metric(group[0].config)
-        values = {t.key: t.metrics.get(metric) for t in group}
-        usable = {k: v for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
-        for key in sorted(set(values) - set(usable)):
-            notes.append(f"{where}: trial {key} skipped for {mode_name(method, angle)}, no {metric}")
-        if not usable:
+    for choice in choose_per_mode(trials):
+        name = mode_name(choice.method, choice.angle)
+        for key in choice.skipped:
+            notes.append(f"{where}: trial {key} skipped for {name}, no {choice.metric}")
+        if choice.trial is None:
             continue
-        best = min(usable, key=lambda k: (-usable[k], k))
-        trial = next(t for t in group if t.key == best)
-        selection = {"metric": metric, "value": usable[best], "candidates": dict(sorted(usable.items()))}
-        notes.append(
-            f"{where}: {mode_name(method, angle)} is trial {best} ({metric} = {usable[best]:.4f}, "
-            f"best of {len(usable)})"
-        )
-        chosen.append((trial, selection))
+        selection = {"metric": choice.metric, "value": choice.value, "candidates": choice.candidates}
+        notes.append(f"{where}: {name} is trial {choice.trial.key} ({choice.metric} = {choice.value:.4f}, "
+                     f"best of {len(choice.candidates)})")  # fmt: skip
+        chosen.append((choice.trial, selection))
     return chosen
 
 

@@ -17,6 +17,7 @@ from trainables.config import (
     DeviceName,
     TrialConfig,
     accuracy_name,
+    evaluated_angles,
     format_validation_error,
     validation_name,
 )
@@ -449,8 +450,7 @@ class StudySpec(Strict):
 
     @property
     def evaluated_angles(self) -> list[float]:
-        """Every mode a trial is evaluated on: `angles`, then the further `eval_angles`."""
-        return [*self.angles, *(a for a in self.eval_angles or () if a not in self.angles)]
+        return evaluated_angles(self.angles, self.eval_angles)
 
     @property
     def gated_methods(self) -> list[str]:

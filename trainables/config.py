@@ -53,6 +53,11 @@ def angle_key(angle: float) -> str:
 VALIDATION_PREFIX = "val_"
 
 
+def evaluated_angles(angles: list[float], eval_angles: list[float] | None) -> list[float]:
+    """Every mode a trial is evaluated on: the foundation's `angles`, then the further `eval_angles`."""
+    return [*angles, *(a for a in eval_angles or () if a not in angles)]
+
+
 def accuracy_name(angle: float, hard: bool = False, validation: bool = False) -> str:
     """`acc_45`, `acc_45_hard`, `val_acc_45`, `val_acc_45_hard`."""
     name = f"acc_{angle_key(angle)}" + ("_hard" if hard else "")
@@ -164,9 +169,7 @@ class TrialConfig(BaseModel):
 
     @property
     def evaluated_angles(self) -> list[float]:
-        """Every mode a trial is evaluated on: the foundation's `angles`, then the further `eval_angles`."""
-        extra = [a for a in self.eval_angles or () if a not in self.angles]
-        return [*self.angles, *extra]
+        return evaluated_angles(self.angles, self.eval_angles)
 
     def foundation_key(self) -> dict[str, Any]:
         """The settings that determine a foundation: trials sharing them share one foundation."""
