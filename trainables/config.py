@@ -213,7 +213,7 @@ class TrialMetrics(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    status: Literal["ok", "diverged"]
+    status: Literal["ok", "diverged", "stopped"]  # stopped: by a study's early-stopping scheduler
     method: str
     seed: int
     trainable_params: int
@@ -226,6 +226,7 @@ class TrialMetrics(BaseModel):
     strong_activation_ratio: float | None = None  # hard-gated activation > STRONG_ACTIVATION_LEVEL
     mean_gate: float | None = None  # mean soft gate
     diverged_at_step: int | None = None
+    stopped_at_epoch: int | None = None  # the last epoch a stopped trial trained
 
     @model_validator(mode="after")
     def _accuracy_names_and_finite(self) -> TrialMetrics:

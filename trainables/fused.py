@@ -43,6 +43,7 @@ from torch import nn
 
 from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
+from trainables.epochs import EpochHook, Progress, TrainState
 from trainables.device import resolve_device
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.lora import LoRALinear
@@ -50,7 +51,7 @@ from trainables.methods.taugate import GatedReLU
 from trainables.model import MLP
 from trainables.optim import Adam
 from trainables.train import FitResult, fit, train_foundation
-from trainables.trial import FoundationProvider, trial_metrics
+from trainables.trial import EpochEvaluation, FoundationProvider, trial_metrics
 
 # Config fields every member of one fused run must share (the shape of the work). Members may
 # differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
@@ -290,13 +291,15 @@ def _same(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, to
 def fit_fused(
     models: Sequence[MLP], x: torch.Tensor, y: torch.Tensor, *,
     epochs: int, lrs: Sequence[float], batch_size: int, seeds: Sequence[int],
-    sparsity_weights: Sequence[float] | None = None, cache_prefix: bool = True,
+    sparsity_weights: Sequence[float] | None = None, cache_prefix: bool = True, hook: EpochHook | None = None,
 ) -> list[FitResult]:  # fmt: skip
     """`trainables.train.fit` for K adapted models (one method and shape) at once, in place.
 
     Member k gets what `fit(models[k], x, y, lr=lrs[k], seed=seeds[k],
     sparsity_weight=sparsity_weights[k], ...)` gives it: its batch order, its loss, its
     per-epoch divergence check (a diverged member is reported and left out; the others go on).
+    `hook` is told every epoch's member losses (None for a diverged member) after the members'
+    models got their tensors back, and may resume training from a saved state.
     """
     size = len(models)
     weights = list(sparsity_weights) if sparsity_weights is not None else [0.0] * size
@@ -314,10 +317,13 @@ def fit_fused(
     if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
         sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    n, step = len(y), 0
+    n, step, first = len(y), 0, 0
     diverged: list[int | None] = [None] * size
     final: list[float | None] = [None] * size
-    for _ in range(epochs):
+    if hook is not None and (state := hook.resume()) is not None:
+        state.restore(optimizer, generators)
+        first, step, final, diverged = state.epoch, state.step, list(state.final), list(state.diverged)
+    for epoch in range(first, epochs):
         orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
         total = torch.zeros(size, dtype=x.dtype, device=x.device)
         for start in range(0, n, batch_size):
@@ -340,6 +346,11 @@ def fit_fused(
                 diverged[k] = None if math.isfinite(value) else step
         if all(d is not None for d in diverged):
             break
+        if hook is not None:
+            fused.write_back()
+            losses = [loss if d is None else None for loss, d in zip(final, diverged, strict=True)]
+            hook.after_epoch(epoch + 1, losses, lambda: TrainState.capture(
+                epoch + 1, step, optimizer, generators, final, diverged))  # fmt: skip
     fused.write_back()
     for model in models:
         model.eval()
@@ -356,6 +367,7 @@ def run_fused(
     artifact_dirs: Sequence[Path | str | None] | None = None,
     *,
     cache_prefix: bool = True,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """`run_trial` for K configs with one `fuse_key` (same method and shape), trained together.
 
@@ -365,7 +377,8 @@ def run_fused(
     `train_seconds`: the fused specialisation time divided by K (each member's share).
     `artifact_dirs` (one folder or None per config) gets each member's adapter and gate
     statistics, as `run_trial(..., artifact_dir=)` writes them. Raises `ConfigError` for
-    invalid input or configs that cannot be fused.
+    invalid input or configs that cannot be fused. `progress` gets one `EpochRecord` per member
+    after every epoch (see `run_trial`).
     """
     configs = [c if isinstance(c, TrialConfig) else parse_config(c) for c in raw_configs]
     check_fusable(configs)
@@ -383,6 +396,7 @@ def run_fused(
         models, target.train_x, target.train_y, epochs=first.epochs,
         lrs=[specialisation_lr(c) for c in configs], batch_size=first.batch_size, seeds=[c.seed for c in configs],
         sparsity_weights=[c.sparsity_weight if c.gated else 0.0 for c in configs], cache_prefix=cache_prefix,
+        hook=EpochEvaluation(progress, models, configs, target, started) if progress else None,
     )  # fmt: skip
     share = (time.perf_counter() - started) / len(configs)
     folders = artifact_dirs if artifact_dirs is not None else [None] * len(configs)

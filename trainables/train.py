@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from trainables.config import STRONG_ACTIVATION_LEVEL, TrialConfig
 from trainables.data import Mode, mixture
+from trainables.epochs import EpochHook, TrainState
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.taugate import GatedReLU, mean_soft_gate, set_hard
 from trainables.model import MLP
@@ -26,11 +28,13 @@ class FitResult:
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     epochs: int, lr: float, batch_size: int, seed: int, sparsity_weight: float = 0.0,
+    hook: EpochHook | None = None,
 ) -> FitResult:  # fmt: skip
     """Adam on the trainable tensors; batches are index slices of tensors already on the device.
 
     The loss is summed on the device and checked once per epoch (no per-step host sync);
-    a non-finite epoch stops training and is reported as diverged.
+    a non-finite epoch stops training and is reported as diverged. `hook` (trainables.epochs)
+    is told each epoch's loss and may resume training from a saved state.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or epochs == 0:
@@ -38,9 +42,12 @@ def fit(
             return FitResult(final_loss=F.cross_entropy(model(x), y).item())
     optimizer = Adam(params, lr)  # torch.optim.Adam's arithmetic, bit for bit (trainables/optim.py)
     generator = torch.Generator().manual_seed(seed)
-    n, step = len(y), 0
+    n, step, first, epoch_loss = len(y), 0, 0, None
+    if hook is not None and (state := hook.resume()) is not None:
+        state.restore(optimizer, [generator])
+        first, step, epoch_loss = state.epoch, state.step, state.final[0]
     model.train()
-    for _ in range(epochs):
+    for epoch in range(first, epochs):
         order = torch.randperm(n, generator=generator).to(x.device)
         total = torch.zeros((), device=x.device)
         for start in range(0, n, batch_size):
@@ -56,6 +63,11 @@ def fit(
         epoch_loss = (total / n).item()
         if not math.isfinite(epoch_loss):
             return FitResult(final_loss=None, diverged_at_step=step)
+        if hook is not None:
+            model.eval()
+            hook.after_epoch(epoch + 1, [epoch_loss], lambda: TrainState.capture(
+                epoch + 1, step, optimizer, [generator], [epoch_loss], [None]))  # fmt: skip
+            model.train()
     model.eval()
     return FitResult(final_loss=epoch_loss)
 
@@ -71,13 +83,16 @@ def train_foundation(config: TrialConfig, modes: dict[float, Mode]) -> MLP:
     return model
 
 
-def specialise(foundation: MLP, config: TrialConfig, target: Mode) -> tuple[MLP, FitResult]:
-    """Adapt a copy of the frozen foundation to the target mode with the configured method."""
+def specialise(
+    foundation: MLP, config: TrialConfig, target: Mode, hook: Callable[[MLP], EpochHook] | None = None
+) -> tuple[MLP, FitResult]:
+    """Adapt a copy of the frozen foundation to the target mode with the configured method
+    (`hook(model)` builds the epoch hook of the adapted model, see trainables.epochs)."""
     model = adapt(foundation, config)
     result = fit(
         model, target.train_x, target.train_y, epochs=config.epochs, lr=specialisation_lr(config),
         batch_size=config.batch_size, seed=config.seed,
-        sparsity_weight=config.sparsity_weight if config.gated else 0.0,
+        sparsity_weight=config.sparsity_weight if config.gated else 0.0, hook=hook(model) if hook else None,
     )  # fmt: skip
     model.eval()
     return model, result

@@ -10,8 +10,9 @@ from typing import Any
 
 from trainables.checkpoints import save_adapter
 from trainables.config import TrialConfig, TrialMetrics, accuracy_name, angle_key, parse_config
-from trainables.data import load_modes
+from trainables.data import Mode, load_modes
 from trainables.device import resolve_device
+from trainables.epochs import EpochHook, EpochRecord, Progress, TrainState
 from trainables.methods import count_trainable
 from trainables.model import MLP
 from trainables.train import FitResult, evaluate, gate_statistics, specialise, train_foundation
@@ -24,13 +25,15 @@ def run_trial(
     raw_config: dict[str, Any] | TrialConfig,
     foundation: FoundationProvider | None = None,
     artifact_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train (or fetch) the foundation, specialise it and evaluate every mode.
 
     `foundation(config, modes)` supplies a shared foundation (the study caches them); by
     default the trial trains its own. With `artifact_dir` the adapter and the per-neuron
-    gate statistics are written there. Raises `ConfigError` for invalid input; a diverging
-    run is not an error but `status: "diverged"`.
+    gate statistics are written there. `progress` (trainables.epochs.Progress) gets an
+    `EpochRecord` after every epoch and may resume training from a saved state. Raises
+    `ConfigError` for invalid input; a diverging run is not an error but `status: "diverged"`.
     """
     config = raw_config if isinstance(raw_config, TrialConfig) else parse_config(raw_config)
     device = resolve_device(config.device)
@@ -38,8 +41,39 @@ def run_trial(
     base = (foundation or train_foundation)(config, modes)
 
     started = time.perf_counter()
-    model, fit = specialise(base, config, modes[config.target_angle])
+    target = modes[config.target_angle]
+
+    def hook(model: MLP) -> EpochHook | None:
+        return EpochEvaluation(progress, [model], [config], target, started) if progress else None
+
+    model, fit = specialise(base, config, target, hook)
     return trial_metrics(model, config, modes, fit, time.perf_counter() - started, artifact_dir)
+
+
+class EpochEvaluation:
+    """The epoch hook of a trial's training (`fit`, `fit_fused`): each epoch, every model that has
+    not diverged is evaluated on the target mode's validation digits, as its final `val_acc_<target>`
+    (and `_hard`) will be, and the records go to the trial's `Progress`."""
+
+    def __init__(self, progress: Progress, models: list[MLP], configs: list[TrialConfig], target: Mode,
+                 started: float) -> None:  # fmt: skip
+        self.progress, self.models, self.configs, self.target = progress, models, configs, target
+        self.started = started
+
+    def resume(self) -> TrainState | None:
+        return self.progress.resume()
+
+    def after_epoch(self, epoch: int, losses: list[float | None], snapshot: Callable[[], TrainState]) -> None:
+        seconds = time.perf_counter() - self.started
+        records = []
+        for model, config, loss in zip(self.models, self.configs, losses, strict=True):
+            if loss is None:
+                records.append(EpochRecord(epoch, None, None, seconds, diverged=True))
+                continue
+            hard = evaluate(model, self.target, hard=True, split="val") if config.gated else None
+            records.append(EpochRecord(epoch, loss, evaluate(model, self.target, split="val"), seconds,
+                                       val_acc_hard=hard))  # fmt: skip
+        self.progress.report(records, snapshot)
 
 
 def trial_metrics(

@@ -1,0 +1,140 @@
+"""Per-epoch progress of a trial: what each epoch reports, and the state that resumes training.
+
+`fit` and `fit_fused` call an `EpochHook` after every specialisation epoch with each model's
+epoch loss and a `TrainState` snapshot function; the trial evaluates the target mode's
+validation digits and hands an `EpochRecord` per model to whoever runs it (the study reports
+them to Ray Tune). A hook may return a saved `TrainState` from `resume()`, and training then
+continues after that epoch exactly as if it had never stopped: the trainable tensors, Adam's
+moments and step count, every batch-order generator and the divergence bookkeeping are restored.
+
+A `TrainState` is saved as `state.safetensors` (tensors, generator states as uint8) plus
+`state.json` (epoch counters), so a checkpoint is readable without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainables.optim import Adam
+
+STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
+
+
+@dataclass
+class EpochRecord:
+    """One model's epoch: `loss` is its mean training loss (None once diverged), `val_acc` its
+    accuracy on the target mode's validation digits (the trial's `val_acc_<target>`)."""
+
+    epoch: int
+    loss: float | None
+    val_acc: float | None
+    seconds: float  # since the trial's training started (a resumed trial counts from its restart)
+    diverged: bool = False
+    val_acc_hard: float | None = None  # hard gates (gated methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "diverged" and not v)}
+
+
+@dataclass
+class TrainState:
+    """Everything `fit`/`fit_fused` needs to continue after `epoch` epochs."""
+
+    epoch: int
+    step: int
+    params: list[torch.Tensor]  # the optimiser's tensors, in its order
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+    adam_steps: int
+    generators: list[torch.Tensor]  # torch.Generator.get_state() per model
+    final: list[float | None] = field(default_factory=list)  # per model: last finite epoch loss
+    diverged: list[int | None] = field(default_factory=list)  # per model: the step it diverged at
+
+    @classmethod
+    def capture(cls, epoch: int, step: int, optimizer: Adam, generators: Sequence[torch.Generator],
+                final: Sequence[float | None], diverged: Sequence[int | None]) -> TrainState:  # fmt: skip
+        return cls(
+            epoch=epoch, step=step,
+            params=[p.detach().clone() for p in optimizer.params],
+            exp_avg=[t.clone() for t in optimizer.exp_avg], exp_avg_sq=[t.clone() for t in optimizer.exp_avg_sq],
+            adam_steps=optimizer.steps, generators=[g.get_state() for g in generators],
+            final=list(final), diverged=list(diverged),
+        )  # fmt: skip
+
+    def restore(self, optimizer: Adam, generators: Sequence[torch.Generator]) -> None:
+        """Put the saved tensors into the live optimiser's tensors (in place: models share them)."""
+        if len(self.params) != len(optimizer.params) or len(self.generators) != len(generators):
+            raise ValueError(
+                f"checkpoint: {len(self.params)} tensors and {len(self.generators)} generators, but the trial has "
+                f"{len(optimizer.params)} and {len(generators)} (another method or model shape?)"
+            )
+        with torch.no_grad():
+            for live, saved in zip(optimizer.params, self.params, strict=True):
+                if live.shape != saved.shape:
+                    raise ValueError(f"checkpoint: a tensor of shape {tuple(saved.shape)}, the trial's is "
+                                     f"{tuple(live.shape)}")  # fmt: skip
+                live.copy_(saved)
+            for live, saved in zip(optimizer.exp_avg, self.exp_avg, strict=True):
+                live.copy_(saved)
+            for live, saved in zip(optimizer.exp_avg_sq, self.exp_avg_sq, strict=True):
+                live.copy_(saved)
+        optimizer.steps = self.adam_steps
+        for generator, state in zip(generators, self.generators, strict=True):
+            generator.set_state(state)
+
+    def save(self, folder: Path | str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for name, values in (("param", self.params), ("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq),
+                             ("generator", self.generators)):  # fmt: skip
+            tensors |= {f"{name}.{i}": t.detach().cpu().contiguous() for i, t in enumerate(values)}
+        save_file(tensors, str(folder / STATE_TENSORS))
+        meta = {"epoch": self.epoch, "step": self.step, "adam_steps": self.adam_steps, "final": self.final,
+                "diverged": self.diverged, "tensors": len(self.params), "generators": len(self.generators)}  # fmt: skip
+        (folder / STATE_JSON).write_text(json.dumps(meta))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str, device: torch.device | str = "cpu") -> TrainState:
+        folder = Path(folder)
+        meta = json.loads((folder / STATE_JSON).read_text())
+        tensors = load_file(str(folder / STATE_TENSORS))
+
+        def series(name: str, count: int, where: torch.device | str) -> list[torch.Tensor]:
+            return [tensors[f"{name}.{i}"].to(where) for i in range(count)]
+
+        n = meta["tensors"]
+        return cls(
+            epoch=meta["epoch"], step=meta["step"], adam_steps=meta["adam_steps"],
+            params=series("param", n, device), exp_avg=series("exp_avg", n, device),
+            exp_avg_sq=series("exp_avg_sq", n, device), generators=series("generator", meta["generators"], "cpu"),
+            final=meta["final"], diverged=meta["diverged"],
+        )  # fmt: skip
+
+
+class EpochHook(Protocol):
+    """What `fit` and `fit_fused` call: `resume()` once before training (a saved state or None),
+    then `after_epoch(epoch, losses, snapshot)` after each epoch with one loss per model (None
+    for a model that diverged) and a function that captures the training state on demand."""
+
+    def resume(self) -> TrainState | None: ...
+
+    def after_epoch(self, epoch: int, losses: list[float | None], snapshot: Callable[[], TrainState]) -> None: ...
+
+
+class Progress(Protocol):
+    """What a trial reports to (`run_trial(progress=)`, `run_fused(progress=)`): `resume()` once
+    (a saved state or None), then `report(records, snapshot)` after each epoch with one
+    `EpochRecord` per model, in the order of the trial's configs."""
+
+    def resume(self) -> TrainState | None: ...
+
+    def report(self, records: list[EpochRecord], snapshot: Callable[[], TrainState]) -> None: ...
