@@ -32,6 +32,40 @@ class _Lazy(tune.Callback):
         return Console(stderr=True, soft_wrap=True)
 
 
+def finished_keys(result: dict[str, Any]) -> list[str]:
+    """The study trials a Tune trial's last result accounts for: its final result's keys, or a
+    stopped trial's (the members of its last epoch result)."""
+    if result.get("member_keys") or result.get("trial_key"):
+        return list(result.get("member_keys") or [result["trial_key"]])
+    return [entry["trial_key"] for entry in result.get("members_epoch", [])]
+
+
+def stopped_early(result: dict[str, Any]) -> bool:
+    """A Tune trial that ended on an epoch result, not its final one, and not because the study was
+    interrupted: the scheduler stopped it."""
+    from study.interrupt import received
+
+    return not result.get("member_keys") and not result.get("trial_key") and bool(result.get("members_epoch")) \
+        and received() is None  # fmt: skip
+
+
+class SchedulerStops(tune.Callback):
+    """Writes the ledger entries (status `stopped`) of the trials an early-stopping scheduler
+    stopped, before the tracking and progress callbacks read the ledger. Stateless."""
+
+    def __init__(self, study_dir: Path):
+        self.study_dir = Path(study_dir)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        from study.epochs import record_stopped
+
+        result = trial.last_result or {}
+        if stopped_early(result):
+            base, variant = split_config(trial.config)
+            members = [(member, parse_config(base | member)) for member in variant.get("members", [variant])]
+            record_stopped(self.study_dir, members, result)
+
+
 class TrackingCallback(_Lazy):
     """Logs each finished trial as an MLflow child run, on a background thread so that Tune's
     event loop never waits for the tracking store. A tracking outage is one warning, never a failed
@@ -74,9 +108,7 @@ class TrackingCallback(_Lazy):
         self.worker.shutdown(wait=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        result = trial.last_result or {}
-        keys = result.get("member_keys") or ([result["trial_key"]] if result.get("trial_key") else [])
-        ledger = TrialLedger(self.study_dir)
+        keys, ledger = finished_keys(trial.last_result or {}), TrialLedger(self.study_dir)
         for key in keys:  # a fused trial: one MLflow run per member
             metrics = ledger.finished(key)
             if metrics is not None:
@@ -134,8 +166,8 @@ class ProgressCallback(_Lazy):
         members = self._members(trial)
         self.running = max(0, self.running - members)
         result = trial.last_result or {}
-        if not result.get("trial_key") and not result.get("member_keys"):
-            return  # stopped before it reported (an interrupted study): still to run, not done
+        if not result.get("trial_key") and not result.get("member_keys") and not stopped_early(result):
+            return  # stopped by an interrupt (or before it reported): still to run, not done
         self.done, self.done_this_run = self.done + members, self.done_this_run + members
         self._print()
 

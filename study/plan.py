@@ -65,8 +65,7 @@ def longest_first(spec: StudySpec, units: list[dict[str, Any]]) -> list[dict[str
     def cost(unit: dict[str, Any]) -> float:
         members = unit.get("members", [unit])
         config = trial_config(spec, members[0])
-        shape = (config.method, tuple(config.hidden), config.lora_rank if config.method == "lora" else None)
-        return len(members) * config.epochs * (1.0 + math.log1p(_trainable_count(shape)))
+        return len(members) * config.epochs * (1.0 + math.log1p(trainable_count(config)))
 
     return sorted(units, key=cost, reverse=True)  # stable: equal costs keep grid order
 
@@ -82,6 +81,11 @@ def _trainable_count(shape: tuple[str, tuple[int, ...], int | None]) -> int:
     config = parse_config({"method": method, "hidden": list(hidden)} | ({"lora_rank": rank} if rank else {}))
     with torch.random.fork_rng():  # building a model must not move the driver's random state
         return count_trainable(adapt(MLP(hidden=list(hidden)), config))
+
+
+def trainable_count(config: TrialConfig) -> int:
+    """A trial's trainable parameters, from its method and shape (as its metrics count them)."""
+    return _trainable_count((config.method, tuple(config.hidden), config.lora_rank if config.method == "lora" else None))
 
 
 def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:

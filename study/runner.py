@@ -23,6 +23,12 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Ctrl-C and SIGTERM stop a study through study.interrupt; Tune's own SIGINT handler would print
 # its `Tuner.restore(...)` hint, which is not how a study resumes.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# A diverged trial has no accuracy to report; the scheduler and Optuna see it as a trial without
+# the metric (not an error that stops the study).
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Long trials checkpoint every epoch (num_to_keep=2), which forces an experiment snapshot each time;
+# Tune warns about that on every short epoch, which is noise here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 import platform
 import socket
 import subprocess
@@ -49,6 +55,7 @@ from study.plan import (
     trial_key,
     variants,
 )
+from study.schedulers import trial_scheduler
 from study.spec import SpecError, StudySpec, parse_spec
 from study.storage import TUNE_DIR, StorageError, TrialLedger, check_writable, write_json
 
@@ -242,6 +249,7 @@ def execute(
         groups = [{"members": g} for g in fused_groups(spec, todo)] if spec.fuse > 1 else todo
         units = longest_first(spec, groups)
         search_alg, num_samples = None, 1
+        longest = max((trial_config(spec, v).epochs for v in grid), default=1)
     else:
         from study.search import optuna_searcher
 
@@ -251,6 +259,7 @@ def execute(
         total = spec.search.num_samples * len(spec.seeds)
         todo = [seed for _ in range(max(0, spec.search.num_samples - completed)) for seed in spec.seeds]
         num_samples = len(todo) // len(spec.seeds)
+        longest = max((method.epochs or spec.epochs for method in spec.methods.values()), default=1)
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     from study.interrupt import received
@@ -267,14 +276,16 @@ def execute(
         from ray import tune
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-        from study.callbacks import ProgressCallback, StopOnSignal, TrackingCallback
+        from study.callbacks import ProgressCallback, SchedulerStops, StopOnSignal, TrackingCallback
         from study.trainable import split_config, train_trial
 
-        callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TrackingCallback(study_dir, uri, study),
+        callbacks = [SchedulerStops(study_dir), JsonLoggerCallback(), CSVLoggerCallback(),
+                     TrackingCallback(study_dir, uri, study),
                      ProgressCallback(total, already_done=total - len(todo))]  # fmt: skip
         param_space = {"base": spec.base_config(), "variant": tune.grid_search(units)} if units else {}
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
-        trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives)
+        trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives,
+                                         checkpoint_after=spec.checkpoint_after_s)  # fmt: skip
         resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
 
         def name(trial) -> str:
@@ -287,7 +298,8 @@ def execute(
                 search_alg=search_alg,
                 num_samples=num_samples,
                 max_concurrent_trials=spec.max_concurrent_trials,
-                reuse_actors=True,
+                reuse_actors=spec.reuse_actors,
+                scheduler=trial_scheduler(spec, longest),
                 trial_name_creator=name,
                 trial_dirname_creator=lambda trial: f"{name(trial)}_{trial.trial_id}",
             ),  # fmt: skip
@@ -295,6 +307,7 @@ def execute(
                 name=f"run-{len(previous) + 1}",
                 storage_path=str(study_dir / TUNE_DIR),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # long trials' epoch checkpoints
                 callbacks=callbacks,
                 stop=StopOnSignal(),
                 verbose=0,

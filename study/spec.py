@@ -21,6 +21,7 @@ from trainables.config import (
     format_validation_error,
     validation_name,
 )
+from study.schedulers import SchedulerSpec, check_scheduler
 from trainables.methods import REGISTRY
 
 # Objectives select, so they read validation metrics (plus the accuracy-free ones); test metrics
@@ -290,6 +291,10 @@ class StudySpec(Strict):
         1, ge=1, le=64, description="train up to this many same-shape grid trials together in one vectorised step"
     )
     reuse_actors: bool = Field(True, description="run several trials per worker process (fast start-up)")
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="early stopping (study.schedulers)")
+    checkpoint_after_s: float | None = Field(
+        30.0, ge=0, description="a trial running longer than this saves a Tune checkpoint each epoch (null: never)"
+    )
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (a lost node, a crash)")
     max_trials: int = Field(2000, gt=0, description="a grid larger than this needs --yes")
     storage_path: str | None = Field(None, description="study folder; every node must see it (shared storage)")
@@ -354,6 +359,7 @@ class StudySpec(Strict):
         self._optuna_takes_every_method_field()
         if self.fuse > 1 and self.search.kind != "grid":
             raise ValueError("fuse: fused trials need search kind grid (Optuna suggests one trial at a time)")
+        check_scheduler(self)
         # every trial config must pass the trial contract: check one per method now, not mid-study
         for name in self.methods:
             try:

@@ -13,8 +13,9 @@ import ray
 from ray import tune
 
 from study.plan import run_name, table_columns, trial_key
+from study.epochs import TuneProgress
 from study.storage import FoundationStore, TrialLedger
-from trainables.config import TrialConfig, parse_config
+from trainables.config import TrialConfig, accuracy_name, parse_config
 from trainables.trial import run_trial
 
 _stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors keep foundations loaded
@@ -42,7 +43,7 @@ def _store(study_dir: str) -> FoundationStore:
     return _stores[study_dir]
 
 
-def _record(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[str, Any]:
+def record_of(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[str, Any]:
     """The ledger's config.json of a trial: what ran, its name and results-table columns."""
     return {"variant": variant, "run_name": run_name(variant), "config": config.model_dump(),
             "columns": table_columns(config, variant)} | extra  # fmt: skip
@@ -51,13 +52,17 @@ def _record(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[
 def member_report(key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool) -> dict:
     report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused,
                         "columns": table_columns(config, variant)}  # fmt: skip
+    if (accuracy := metrics.get(accuracy_name(config.target_angle, validation=True))) is not None:
+        report["val_acc"] = accuracy  # what a scheduler reads every epoch, here at the end
     for prefix in ("", "val_"):
         if (value := sparsity(metrics, prefix)) is not None:
             report[f"{prefix}sparsity"] = value
     return report
 
 
-def train_group(base: dict[str, Any], members: list[dict[str, Any]], study_dir: str) -> dict[str, Any]:
+def train_group(
+    base: dict[str, Any], members: list[dict[str, Any]], study_dir: str, checkpoint_after: float | None = None
+) -> dict[str, Any]:
     """A fused group: the members the ledger lacks train together (`trainables.fused.run_fused`);
     each member is still its own ledger entry, MLflow run and results row."""
     from trainables.fused import run_fused
@@ -66,16 +71,19 @@ def train_group(base: dict[str, Any], members: list[dict[str, Any]], study_dir: 
     keys, ledger = [trial_key(c) for c in configs], TrialLedger(Path(study_dir))
     found = [ledger.finished(key) for key in keys]
     todo = [i for i, metrics in enumerate(found) if metrics is None]
+    last: dict[str, Any] = {}
     if todo:
+        progress = TuneProgress(ledger, [keys[i] for i in todo], [configs[i] for i in todo], checkpoint_after)
         results = run_fused([configs[i] for i in todo], foundation=_store(study_dir).get,
-                            artifact_dirs=[ledger.trial_dir(keys[i]) for i in todo])  # fmt: skip
-        node = ray.get_runtime_context().get_node_id()
+                            artifact_dirs=[ledger.trial_dir(keys[i]) for i in todo], progress=progress)  # fmt: skip
+        node, last = ray.get_runtime_context().get_node_id(), progress.last
         for i, metrics in zip(todo, results, strict=True):
             found[i] = metrics | {"node_id": node}
-            ledger.record(keys[i], _record(members[i], configs[i], fused_with=len(todo)), found[i])
+            record = record_of(members[i], configs[i], fused_with=len(todo), **progress.record_extras())
+            ledger.record(keys[i], record, found[i])
     reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo)
                for i in range(len(members))]  # fmt: skip
-    return {"members": reports, "member_keys": keys, "fused": len(members)}
+    return last | {"members": reports, "member_keys": keys, "fused": len(members)}
 
 
 def seed_means(reports: list[dict[str, Any]], objectives: tuple[str, ...], name: str) -> dict[str, float]:
@@ -91,10 +99,15 @@ def seed_means(reports: list[dict[str, Any]], objectives: tuple[str, ...], name:
     return out
 
 
-def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = ()) -> None:
+def train_trial(
+    config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = (), checkpoint_after: float | None = None
+) -> None:
+    """One Tune trial: a single study trial or a fused group (an Optuna configuration over its seeds,
+    or same-shape grid trials). Every epoch is a Tune result (study.epochs); the final result
+    holds the last epoch's values and the metrics dict."""
     base, variant = split_config(config)
     if "members" in variant:
-        result = train_group(base, variant["members"], study_dir)
+        result = train_group(base, variant["members"], study_dir, checkpoint_after)
         if objectives:  # an Optuna trial: one configuration over the study's seeds
             result |= seed_means(result["members"], objectives, run_name(variant))
         tune.report(result)
@@ -102,12 +115,14 @@ def train_trial(config: dict[str, Any], study_dir: str, objectives: tuple[str, .
     trial_config = parse_config(base | variant)
     key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))
     metrics = ledger.finished(key)
-    reused = metrics is not None
+    reused, last = metrics is not None, {}
     if metrics is None:
-        metrics = run_trial(trial_config, foundation=_store(study_dir).get, artifact_dir=ledger.trial_dir(key))
-        metrics["node_id"] = ray.get_runtime_context().get_node_id()
-        ledger.record(key, _record(variant, trial_config), metrics)
-    report = member_report(key, variant, trial_config, metrics, reused)
+        progress = TuneProgress(ledger, [key], [trial_config], checkpoint_after)
+        metrics = run_trial(trial_config, foundation=_store(study_dir).get, artifact_dir=ledger.trial_dir(key),
+                            progress=progress)  # fmt: skip
+        metrics["node_id"], last = ray.get_runtime_context().get_node_id(), progress.last
+        ledger.record(key, record_of(variant, trial_config, **progress.record_extras()), metrics)
+    report = last | member_report(key, variant, trial_config, metrics, reused)
     missing = [name for name in objectives if name not in report]
     if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value
         raise RuntimeError(f"trial {run_name(variant)} {metrics['status']}: no {', '.join(missing)} to report")
