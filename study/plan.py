@@ -85,7 +85,8 @@ def _trainable_count(shape: tuple[str, tuple[int, ...], int | None]) -> int:
 
 def trainable_count(config: TrialConfig) -> int:
     """A trial's trainable parameters, from its method and shape (as its metrics count them)."""
-    return _trainable_count((config.method, tuple(config.hidden), config.lora_rank if config.method == "lora" else None))
+    rank = config.lora_rank if config.method == "lora" else None
+    return _trainable_count((config.method, tuple(config.hidden), rank))
 
 
 def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:

@@ -66,8 +66,8 @@ def check_scheduler(spec: StudySpec) -> None:
         raise ValueError(f"scheduler.metric: {scheduler.metric!r} is not reported every epoch; choose one of "
                          f"{', '.join(allowed)} (validation only: a scheduler selects)")  # fmt: skip
     if (scheduler.metric == "loss") != (scheduler.mode == "min"):
-        raise ValueError(f"scheduler.mode: {scheduler.metric} is {'minimised' if scheduler.metric == 'loss' else 'maximised'}; "
-                         f"set mode: {'min' if scheduler.metric == 'loss' else 'max'}")  # fmt: skip
+        wanted = "min" if scheduler.metric == "loss" else "max"
+        raise ValueError(f"scheduler.mode: {scheduler.metric} is {wanted}imised; set mode: {wanted}")
     if scheduler.kind == "asha" and scheduler.max_epochs is not None and scheduler.grace_period > scheduler.max_epochs:
         raise ValueError(f"scheduler.grace_period: {scheduler.grace_period} is more than max_epochs "
                          f"{scheduler.max_epochs}")  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from study.schedulers import SchedulerSpec, check_scheduler
 from trainables.config import (
     GATED_METHODS,
     METHODS,
@@ -21,7 +22,6 @@ from trainables.config import (
     format_validation_error,
     validation_name,
 )
-from study.schedulers import SchedulerSpec, check_scheduler
 from trainables.methods import REGISTRY
 
 # Objectives select, so they read validation metrics (plus the accuracy-free ones); test metrics

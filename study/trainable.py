@@ -12,8 +12,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from study.plan import run_name, table_columns, trial_key
 from study.epochs import TuneProgress
+from study.plan import run_name, table_columns, trial_key
 from study.storage import FoundationStore, TrialLedger
 from trainables.config import TrialConfig, accuracy_name, parse_config
 from trainables.trial import run_trial

@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ from torch import nn
 
 from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
-from trainables.epochs import EpochHook, Progress, TrainState
 from trainables.device import resolve_device
+from trainables.epochs import EpochHook, Progress, TrainState
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.lora import LoRALinear
 from trainables.methods.taugate import GatedReLU
@@ -349,8 +350,8 @@ def fit_fused(
         if hook is not None:
             fused.write_back()
             losses = [loss if d is None else None for loss, d in zip(final, diverged, strict=True)]
-            hook.after_epoch(epoch + 1, losses, lambda: TrainState.capture(
-                epoch + 1, step, optimizer, generators, final, diverged))  # fmt: skip
+            hook.after_epoch(epoch + 1, losses, partial(TrainState.capture, epoch + 1, step, optimizer, generators,
+                                                        list(final), list(diverged)))  # fmt: skip
     fused.write_back()
     for model in models:
         model.eval()

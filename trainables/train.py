@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,8 @@ def fit(
             return FitResult(final_loss=None, diverged_at_step=step)
         if hook is not None:
             model.eval()
-            hook.after_epoch(epoch + 1, [epoch_loss], lambda: TrainState.capture(
-                epoch + 1, step, optimizer, [generator], [epoch_loss], [None]))  # fmt: skip
+            snapshot = partial(TrainState.capture, epoch + 1, step, optimizer, [generator], [epoch_loss], [None])
+            hook.after_epoch(epoch + 1, [epoch_loss], snapshot)
             model.train()
     model.eval()
     return FitResult(final_loss=epoch_loss)
