@@ -15,13 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.results import BOOKKEEPING_COLUMNS, is_metric
+from analysis.results import BOOKKEEPING_COLUMNS, OUTCOME_COLUMNS, is_metric
 from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
+HISTORY_FILE = "history.json"  # a trial's per-epoch reports: {"epochs": [{"epoch": 1, "val_acc": ...}, ...]}
 METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/storage.py)
 PLAN_FILE = "plan.json"  # every planned trial's key, name and columns (study/plan.py)
-ORDER = ("trial_id", "run_name", "status", "error", "diverged_at_step", "method", "seed")
+ORDER = ("trial_id", "run_name", "status", "error", *OUTCOME_COLUMNS, "method", "seed")
 
 
 def _variant(params: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _variant(params: dict[str, Any]) -> dict[str, Any]:
 def _row(trial_id: str, run_name: str, status: str, columns: dict, metrics: dict, error: str | None) -> dict:
     row = {"trial_id": trial_id, "run_name": run_name, "status": status, "error": error} | columns
     for name, value in metrics.items():
-        if is_metric(name) or name == "diverged_at_step":
+        if is_metric(name) or name in OUTCOME_COLUMNS:
             row[name] = value
     return row
 
@@ -62,7 +63,7 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _identity(row: dict[str, Any]) -> dict[str, Any]:
-    skip = {"trial_id", "run_name", "status", "error", "diverged_at_step"}
+    skip = {"trial_id", "run_name", "status", "error", *OUTCOME_COLUMNS}
     return {k: v for k, v in row.items() if k not in skip and not is_metric(k)}
 
 
@@ -143,7 +144,7 @@ def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
         tags = run.data.tags
         columns = json.loads(tags.get("taugate.columns", "{}"))
         metrics = {
-            k: (int(v) if k in ("trainable_params", "diverged_at_step") else v) for k, v in run.data.metrics.items()
+            k: (int(v) if k in ("trainable_params", *OUTCOME_COLUMNS) else v) for k, v in run.data.metrics.items()
         }
         rows.append(_row(tags["taugate.trial_key"], tags.get("mlflow.runName", ""), tags.get("taugate.status", "ok"),
                          columns, metrics, tags.get("taugate.error")))  # fmt: skip
@@ -158,6 +159,21 @@ def load_gate_stats(study_dir: Path, trial_ids: list[str]) -> dict[str, dict[str
         if path.is_file():
             stats[trial_id] = json.loads(path.read_text())
     return stats
+
+
+def load_histories(study_dir: Path, trial_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each trial's per-epoch reports (`history.json`'s "epochs"), for the trials that wrote them: an old
+    study, a trial with no epochs and a torn or foreign file have none."""
+    histories = {}
+    for trial_id in trial_ids:
+        path = Path(study_dir, TRIALS_DIR, str(trial_id), HISTORY_FILE)
+        try:
+            epochs = json.loads(path.read_text())["epochs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(epochs, list) and epochs:
+            histories[str(trial_id)] = [e for e in epochs if isinstance(e, dict)]
+    return histories
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:

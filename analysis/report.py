@@ -23,9 +23,18 @@ from analysis.pareto import fronts as front_objectives
 from analysis.pareto import pareto_sets
 from analysis.protocols import within_protocol
 from analysis.reference import PAPER
-from analysis.results import config_columns, configuration_ids, failed_rows, format_value, is_missing, ok_rows
+from analysis.results import (
+    config_columns,
+    configuration_ids,
+    failed_rows,
+    format_value,
+    is_missing,
+    ok_rows,
+    stopped_rows,
+)
 from analysis.sections.common import FigureEntry, Table
 from analysis.sections.configurations import front_table, significance_table, statistics_table
+from analysis.sections.curves import curves_section
 from analysis.sections.fidelity import PREDICTION, Calibration, Setting, budget_figure, fidelity_section, report_setting
 from analysis.sections.interpretability import interpretability_section
 from analysis.sections.modes import modes_section
@@ -52,6 +61,7 @@ def write_report(
     calibration: Mapping[str, Any] | None = None,
     mode_analysis: Any = None,
     banks: Sequence[Mapping[str, Any]] = (),
+    histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Path]:
     """Write `report.html`, `report.md`, `results.csv` and `figures/*.png` into `out_dir`.
 
@@ -66,7 +76,9 @@ def write_report(
     several protocols is still reported under the one chosen on validation with TauGate held out.
     `mode_analysis` is `analysis.interventions.analyse_study_modes`'s result for a modes study (per-mode
     unit sets and interventions, computed from the study's saved adapters); `banks` the mode banks built
-    from it (`study.bank.bank_summaries`: per bank its modes' compact subnetworks).
+    from it (`study.bank.bank_summaries`: per bank its modes' compact subnetworks). `histories` each
+    trial's per-epoch reports keyed by trial id (`analysis.load.load_histories`) for the learning curves;
+    the spec's `scheduler` block in `metadata["spec"]` (or a stopped trial) adds the scheduler's savings.
     Returns the paths by name: "html", "markdown", "csv", "figures" (the folder) and
     "figure:<id>" for every figure written.
     """
@@ -79,7 +91,7 @@ def write_report(
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
     setting = Calibration.from_mapping(calibration)
     context = build_context(
-        df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting, mode_analysis, banks
+        df, out, dict(metadata or {}), dict(gate_stats or {}), optuna_study, setting, mode_analysis, banks, histories
     )
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -106,6 +118,7 @@ def build_context(
     calibration: Calibration,
     mode_analysis: Any = None,
     banks: Sequence[Mapping[str, Any]] = (),
+    histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Everything the templates show, computed once (figures are written on the way).
 
@@ -174,6 +187,7 @@ def build_context(
     budget = budget_figure(stats, setting, figure)
     interpretability = interpretability_section(analysed, stats, setting, gate_stats, figure)
     modes_part = modes_section(df, metadata, mode_analysis, figure, banks)
+    curves = curves_section(df, histories or {}, metadata, figure)
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",
@@ -189,6 +203,7 @@ def build_context(
             "trials": len(df),
             "ok": len(ok_rows(df)),
             "failed": len(failed),
+            "stopped": len(stopped_rows(df)),
             "configurations": len(stats),
             "methods": ", ".join(map(str, stats["method"].unique())) if "method" in stats else "",
             "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
@@ -214,6 +229,7 @@ def build_context(
         ],
         "interpretability": interpretability,
         "modes": modes_part,
+        "curves": curves,
         "importances": importances,
         "failed_table": failed_table(failed, config_columns(df)),
         "metadata": metadata_rows({**metadata, "modes (read from the results table)": modes.describe()}),

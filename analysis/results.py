@@ -19,7 +19,9 @@ import pandas as pd
 from trainables.config import PROTOCOL_FIELDS, VALIDATION_PREFIX
 
 # Columns that are neither configuration nor metric: identity and outcome of a trial.
-BOOKKEEPING_COLUMNS = ("trial_id", "run_name", "seed", "status", "error", "diverged_at_step")
+# `diverged_at_step` and `stopped_at_epoch` (an early-stopping scheduler's) say where a trial ended.
+OUTCOME_COLUMNS = ("diverged_at_step", "stopped_at_epoch")
+BOOKKEEPING_COLUMNS = ("trial_id", "run_name", "seed", "status", "error", *OUTCOME_COLUMNS)
 METRIC_COLUMNS = (
     "trainable_params",
     "high_activation_ratio",
@@ -36,6 +38,9 @@ _ACCURACY = re.compile(r"^acc_[0-9mp]+(_hard)?$")
 # Short names for labels and axes (PAPER.md's symbols).
 SYMBOLS = {"gate_sharpness": "s", "sparsity_weight": "λ", "lora_rank": "r", "lora_alpha": "α"}
 OK = "ok"
+# Stopped by an early-stopping scheduler (ASHA, median stopping): it ran fewer epochs than planned, so
+# like a diverged trial it carries no accuracies to summarise; unlike one, it is not a failure.
+STOPPED = "stopped"
 # The order methods are listed in: from no adaptation to full fine-tuning (PAPER.md's table).
 METHOD_ORDER = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
 
@@ -96,13 +101,18 @@ def sort_configurations(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials that finished (diverged and errored trials carry no accuracies)."""
+    """Trials that finished (diverged, stopped and errored trials carry no accuracies to summarise)."""
     return df[df["status"] == OK] if "status" in df.columns else df
 
 
 def failed_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Every trial whose status is not ok, for the report's failure list."""
-    return df[df["status"] != OK] if "status" in df.columns else df.iloc[0:0]
+    """Every trial that diverged or errored, for the report's failure list (a stopped trial is not one)."""
+    return df[~df["status"].isin((OK, STOPPED))] if "status" in df.columns else df.iloc[0:0]
+
+
+def stopped_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials an early-stopping scheduler stopped (`stopped_at_epoch` says when)."""
+    return df[df["status"] == STOPPED] if "status" in df.columns else df.iloc[0:0]
 
 
 def hashable_configs(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

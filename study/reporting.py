@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from analysis.load import load_gate_stats, load_tune
+from analysis.load import load_gate_stats, load_histories, load_tune
 from study.calibrate import report_settings
 from study.progress import study_progress
 from study.runner import OPTUNA_DB, load_study
@@ -29,7 +29,7 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         "created": study["created"],
         "trials planned": study["trials_planned"],
         "trials in table": len(df),
-        "failed or diverged trials": int((df["status"] != "ok").sum()) if len(df) else 0,
+        "failed or diverged trials": int((~df["status"].isin(("ok", "stopped"))).sum()) if len(df) else 0,
         "environment": study.get("environment", {}),
         "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
     }
@@ -41,6 +41,9 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
             f"trials ran, {progress.remaining} not run yet; `taugate resume {where}` completes it"
         } | metadata
         metadata["title"] += " (partial study)"
+    stopped = int((df["status"] == "stopped").sum()) if len(df) else 0
+    if stopped:  # not a failure: the scheduler's choice (the report's learning-curves section counts them)
+        metadata["trials stopped by the scheduler"] = stopped
     if wall_seconds is not None:
         metadata["wall time (s)"] = round(wall_seconds, 1)
     optuna_study = None
@@ -52,6 +55,7 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         optuna_study = optuna.load_study(study_name=study["optuna_study_name"],
                                          storage=storage_url(Path(study_dir) / OPTUNA_DB))  # fmt: skip
     gate_stats = load_gate_stats(study_dir, df["trial_id"].tolist()) if len(df) else {}
+    histories = load_histories(study_dir, df["trial_id"].tolist()) if len(df) else {}
     mode_analysis = None
     if len(spec.target_angles) > 1:  # a modes study: per-mode units and interventions from the saved adapters
         from analysis.interventions import analyse_study_modes
@@ -61,7 +65,7 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
 
     paths = write_report(df, Path(study_dir) / REPORT_DIR, metadata, gate_stats, optuna_study=optuna_study,
                          calibration=report_settings(spec), mode_analysis=mode_analysis,
-                         banks=bank_summaries(Path(study_dir)))  # fmt: skip
+                         banks=bank_summaries(Path(study_dir)), histories=histories)  # fmt: skip
     (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
     return paths
 
