@@ -277,8 +277,9 @@ def _run_study(
     if outcome.interrupted is not None:
         _interrupted(spec, study, study_dir, outcome.interrupted, outcome.seconds)
     console.print(
-        f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished, {outcome.failed} failed, "
-        f"{outcome.seconds:.1f}s; results in {outcome.study_dir}",
+        f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished"
+        + (f" ({outcome.stopped} stopped early by the scheduler)" if outcome.stopped else "")
+        + f", {outcome.failed} failed, {outcome.seconds:.1f}s; results in {outcome.study_dir}",
         highlight=False,
     )
     from study.calibrate import calibrate_study

@@ -125,9 +125,7 @@ def record_stopped(study_dir: Path, members: list[tuple[dict[str, Any], TrialCon
             "method": config.method, "seed": config.seed, "trainable_params": trainable_count(config),
             "train_seconds": entry.get("seconds", 0.0),
         }  # fmt: skip
-        if entry.get("diverged"):
-            metrics["diverged_at_step"] = entry["epoch"]
-        else:
+        if not entry.get("diverged"):  # a member that diverged earlier: its step is not known here
             metrics |= {"stopped_at_epoch": entry["epoch"], "final_loss": entry.get("loss")}
             if entry.get("val_acc") is not None:
                 metrics[accuracy_name(config.target_angle, validation=True)] = entry["val_acc"]

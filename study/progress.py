@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Progress:
     planned: int
-    finished: int  # in the ledger: ok or diverged
+    finished: int  # in the ledger: ok, diverged or stopped (by an early-stopping scheduler)
     diverged: int
     failed: int
     remaining: int
+    stopped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -48,14 +49,16 @@ def study_progress(
         planned = spec.search.num_samples * seeds
         finished, failed = completed_trials(db, name) * seeds, failed_trials(db, name) * seeds
         diverged = sum(m.get("status") == "diverged" for m in ledger.values())
-        return Progress(planned, finished, diverged, failed, max(0, planned - finished - failed))
+        stopped = sum(m.get("status") == "stopped" for m in ledger.values())
+        return Progress(planned, finished, diverged, failed, max(0, planned - finished - failed), stopped)
     plan_file = Path(study_dir) / PLAN_FILE
     planned_keys = set(json.loads(plan_file.read_text())) if plan_file.is_file() else set(ledger)
     planned = max(len(planned_keys), int(study.get("trials_planned", 0)))
     done = {key: m for key, m in ledger.items() if key in planned_keys}
     diverged = sum(m.get("status") == "diverged" for m in done.values())
+    stopped = sum(m.get("status") == "stopped" for m in done.values())
     failed = _failed_grid_trials(Path(study_dir), table)
-    return Progress(planned, len(done), diverged, failed, max(0, planned - len(done) - failed))
+    return Progress(planned, len(done), diverged, failed, max(0, planned - len(done) - failed), stopped)
 
 
 def _failed_grid_trials(study_dir: Path, table: pd.DataFrame | None) -> int:

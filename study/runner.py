@@ -80,6 +80,7 @@ class StudyOutcome:
     seconds: float
     remaining: int = 0
     interrupted: int | None = None  # the stop signal (SIGINT, SIGTERM) when the study was interrupted
+    stopped: int = 0  # finished trials an early-stopping scheduler stopped
 
 
 def environment() -> dict[str, str]:
@@ -322,7 +323,8 @@ def execute(
 
     progress = study_progress(study_dir, spec, study)  # the one account of the study's trials
     outcome = StudyOutcome(study_dir, progress.finished, progress.failed, total, time.monotonic() - started,
-                           remaining=progress.remaining, interrupted=received())  # fmt: skip
+                           remaining=progress.remaining, interrupted=received(),
+                           stopped=progress.stopped)  # fmt: skip
     try:
         from study.tracking import Tracker
 

