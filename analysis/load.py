@@ -17,9 +17,9 @@ import pandas as pd
 
 from analysis.results import BOOKKEEPING_COLUMNS, OUTCOME_COLUMNS, is_metric
 from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
+from trainables.epochs import read_history
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
-HISTORY_FILE = "history.json"  # a trial's per-epoch reports: {"epochs": [{"epoch": 1, "val_acc": ...}, ...]}
 METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/storage.py)
 PLAN_FILE = "plan.json"  # every planned trial's key, name and columns (study/plan.py)
 ORDER = ("trial_id", "run_name", "status", "error", *OUTCOME_COLUMNS, "method", "seed")
@@ -164,16 +164,8 @@ def load_gate_stats(study_dir: Path, trial_ids: list[str]) -> dict[str, dict[str
 def load_histories(study_dir: Path, trial_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Each trial's per-epoch reports (`history.json`'s "epochs"), for the trials that wrote them: an old
     study, a trial with no epochs and a torn or foreign file have none."""
-    histories = {}
-    for trial_id in trial_ids:
-        path = Path(study_dir, TRIALS_DIR, str(trial_id), HISTORY_FILE)
-        try:
-            epochs = json.loads(path.read_text())["epochs"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(epochs, list) and epochs:
-            histories[str(trial_id)] = [e for e in epochs if isinstance(e, dict)]
-    return histories
+    histories = {str(t): read_history(Path(study_dir, TRIALS_DIR, str(t))) for t in trial_ids}
+    return {trial_id: epochs for trial_id, epochs in histories.items() if epochs}
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:

@@ -29,16 +29,9 @@ from ray import tune
 
 from study.storage import TrialLedger, write_json
 from trainables.config import TrialConfig, accuracy_name
-from trainables.epochs import EpochRecord, TrainState
+from trainables.epochs import HISTORY_FILE, EpochRecord, TrainState, read_history  # noqa: F401 (TEMP re-export)
 
-HISTORY_FILE, HISTORIES_IN_CHECKPOINT = "history.json", "histories.json"
-
-
-def read_history(trial_dir: Path) -> list[dict[str, Any]]:
-    try:
-        return json.loads((Path(trial_dir) / HISTORY_FILE).read_text())["epochs"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return []
+HISTORIES_IN_CHECKPOINT = "histories.json"
 
 
 def _mean(values: list[float | None]) -> float | None:

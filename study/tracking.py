@@ -26,12 +26,12 @@ from study.mlflow_store import client_for, resolve_uri
 from study.storage import CONFIG_FILE, TrialLedger
 from trainables.config import TrialConfig
 from trainables.data import SPLIT_SEED, VAL_SPLIT_SEED
+from trainables.epochs import read_history
 
 log = logging.getLogger("taugate.tracking")
 
 STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
 PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
-HISTORY_FILE = "history.json"  # {"epochs": [{"epoch": 1, "loss": ..., "val_acc": ..., "seconds": ...}, ...]}
 # A trial's ledger status -> its MLflow run status: a scheduler's stop is neither success nor failure.
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}
 # MLflow's batch limits (mlflow.utils.validation): entities per call, params per call.
@@ -49,15 +49,6 @@ def _finite(value: Any) -> bool:
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items() if _finite(value)}
-
-
-def read_history(trial_dir: Path) -> list[dict[str, Any]]:
-    """A trial's epochs from its ledger entry; none for old studies and trials that trained no epoch."""
-    try:
-        epochs = json.loads((Path(trial_dir) / HISTORY_FILE).read_text())["epochs"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return []
-    return [e for e in epochs if isinstance(e, dict) and isinstance(e.get("epoch"), int)]
 
 
 def _ms(seconds: Any) -> int | None:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from trainables.optim import Adam
 
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
+HISTORY_FILE = "history.json"  # a trial's learning curve in its folder: {"epochs": [EpochRecord.to_dict(), ...]}
 
 
 @dataclass
@@ -118,6 +119,18 @@ class TrainState:
             exp_avg_sq=series("exp_avg_sq", n, device), generators=series("generator", meta["generators"], "cpu"),
             final=meta["final"], diverged=meta["diverged"],
         )  # fmt: skip
+
+
+def read_history(folder: Path | str) -> list[dict[str, Any]]:
+    """A trial folder's epochs (`HISTORY_FILE`); none for old studies, trials that trained no epoch,
+    and a torn or foreign file."""
+    try:
+        epochs = json.loads((Path(folder) / HISTORY_FILE).read_text())["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(epochs, list):
+        return []
+    return [e for e in epochs if isinstance(e, dict) and isinstance(e.get("epoch"), int)]
 
 
 class EpochHook(Protocol):
