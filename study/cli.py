@@ -194,6 +194,23 @@ def plan(
             for k, vs in totals["protocol"].items()
         )  # fmt: skip
     )
+    out.print(describe_long_trials(study_spec))
+
+
+def describe_long_trials(spec) -> str:
+    """The plan's line on early stopping and epoch checkpoints."""
+    scheduler = spec.scheduler
+    if scheduler.kind == "none":
+        stopping = "scheduler none (every trial runs all its epochs)"
+    else:
+        stopping = f"scheduler {scheduler.kind} on {scheduler.metric} ({scheduler.mode})"
+        stopping += f", grace {scheduler.grace_period} epoch(s)"
+        if scheduler.kind == "asha":
+            stopping += f", reduction factor {scheduler.reduction_factor:g}"
+            stopping += f", max {scheduler.max_epochs} epochs" if scheduler.max_epochs else ""
+    after = spec.checkpoint_after_s
+    checkpoints = "no epoch checkpoints" if after is None else f"epoch checkpoints once a trial runs {after:g}s"
+    return f"{stopping}; {checkpoints}; reuse_actors {str(spec.reuse_actors).lower()}"
 
 
 @contextlib.contextmanager

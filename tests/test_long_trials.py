@@ -183,3 +183,29 @@ def test_median_stopping_under_optuna_reads_the_seed_mean_every_epoch(tmp_path):
 )  # fmt: skip
 def test_scheduler_misuse_is_refused_naming_the_field(text, field, tmp_path):
     assert_spec_refused(text, field, tmp_path)
+
+
+def test_plan_states_the_scheduler_and_checkpoints(tmp_path):
+    spec = tmp_path / "asha.yaml"
+    spec.write_text(ASHA)
+    result = taugate("plan", str(spec))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "scheduler asha on val_acc (max), grace 1 epoch(s), reduction factor 2" in said
+    assert "epoch checkpoints once a trial runs 0s" in said and "reuse_actors false" in said
+
+
+def test_the_report_shows_learning_curves_and_what_the_scheduler_saved(asha_study):
+    study_dir, _ = asha_study
+    from tests.test_analysis_report import Page
+
+    html = (study_dir / "report" / "report.html").read_text()
+    page = Page()
+    page.feed(html)
+    ledger = entries(study_dir)
+    spent = sum(len(history) for _, _, history in ledger)
+    stopped = sum(m["status"] == "stopped" for _, m, _ in ledger)
+    assert {"curves-table", "figure-learning-curves", "scheduler-savings-table"} <= page.ids
+    assert f"{stopped} stopped by the scheduler" in html
+    total = page.tables["scheduler-savings-table"][-1]  # trials, stopped, spent, full grid, saving
+    assert total[:5] == ["all", str(TRIALS), str(stopped), str(spent), str(TRIALS * EPOCHS)]
