@@ -431,7 +431,7 @@ def resume(
 
 @app.command()
 def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
-    """Trials finished (ok or diverged), failed and still to run."""
+    """Trials finished (ok, diverged or stopped early), failed and still to run."""
     from study.progress import study_progress
 
     spec, study = _study_or_exit(study_dir)

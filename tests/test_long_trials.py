@@ -128,6 +128,9 @@ def test_resume_of_a_scheduled_study_retrains_nothing(asha_study):
     result = taugate("resume", str(study_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "0 to run" in result.stderr
+    status = json.loads(taugate("status", str(study_dir)).stdout)
+    stopped = sum(m["status"] == "stopped" for _, m, _ in entries(study_dir))
+    assert (status["finished"], status["stopped"], status["failed"], status["remaining"]) == (TRIALS, stopped, 0, 0)
     assert {str(p): p.stat().st_mtime_ns for p in (study_dir / "trials").glob("*/metrics.json")} == before
 
 
