@@ -29,7 +29,7 @@ from ray import tune
 
 from study.storage import TrialLedger, write_json
 from trainables.config import TrialConfig, accuracy_name
-from trainables.epochs import HISTORY_FILE, EpochRecord, TrainState, read_history  # noqa: F401 (TEMP re-export)
+from trainables.epochs import HISTORY_FILE, EpochRecord, TrainState
 
 HISTORIES_IN_CHECKPOINT = "histories.json"
 

@@ -28,7 +28,10 @@ class LocalCluster:
         self.port, self.dashboard_port = free_port(), free_port()
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.processes: list[subprocess.Popen] = []
-        self.env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+        # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM, `ray start --block` would try for 30 s to
+        # drain its node through a head that is already gone, in every test's teardown
+        self.env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+                                 "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # fmt: skip
 
     @property
     def address(self) -> str:

@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from analysis.load import load_tune
-from study.epochs import read_history
 from study.interrupt import descendants
 from study.plan import trial_key
 from study.storage import TUNE_DIR, FoundationStore
 from tests.cli import BIN, taugate
 from tests.raycluster import LocalCluster, free_port
 from trainables.config import parse_config
+from trainables.epochs import read_history
 from trainables.trial import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,13 +87,11 @@ def tune_results(trial_dir: Path) -> list[dict]:
     return rows
 
 
-def test_losing_a_worker_node_mid_study_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+def test_losing_a_worker_node_mid_study_loses_and_duplicates_nothing(tmp_path):
     """Kill the worker node of a two-node cluster while one of the two trials runs there and has
     checkpointed a few epochs: Tune retries that trial on the head, where it restores the
     checkpoint and resumes after the checkpointed epoch, and it ends exactly as an uninterrupted
     run of its config; nothing is lost or recorded twice."""
-    # `ray start --block` drains its node for 30 s on SIGTERM (Ray 2.60) before it stops: no use here
-    monkeypatch.setenv("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     cluster = LocalCluster(cpus_per_node=1)  # one trial per node
     spec = tmp_path / "spec.yaml"
     spec.write_text(NODE_LOSS.format(epochs=NODE_LOSS_EPOCHS))

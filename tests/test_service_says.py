@@ -36,7 +36,7 @@ def test_an_optuna_study_whose_every_trial_fails_says_so_everywhere(tmp_path):
     assert "0/2 trials finished, 2 failed" in result.stderr
     status = json.loads(taugate("status", str(study_dir)).stdout)
     assert status | {"name": None} == {"name": None, "planned": 2, "finished": 0, "diverged": 1, "failed": 2,
-                                       "remaining": 0}  # fmt: skip
+                                       "remaining": 0, "stopped": 0}  # fmt: skip
     # MLflow: one child run per trial that ran (the diverged one), no extra FAILED copies
     client = mlflow.MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("diverge").experiment_id

@@ -53,7 +53,15 @@ def test_study_writes_every_trial_and_the_tune_experiment(smoke_study):
         assert (trial_dir / "params.json").is_file() and (trial_dir / "progress.csv").is_file()
         assert not list(trial_dir.glob("events.out.tfevents*"))
     status = json.loads(taugate("status", str(smoke_study)).stdout)
-    assert status == {"name": "smoke", "planned": 8, "finished": 8, "diverged": 0, "failed": 0, "remaining": 0}
+    assert status == {
+        "name": "smoke",
+        "planned": 8,
+        "finished": 8,
+        "diverged": 0,
+        "failed": 0,
+        "remaining": 0,
+        "stopped": 0,
+    }
 
 
 def test_tune_trial_actors_get_no_runtime_env_so_prestarted_workers_can_serve_them():
