@@ -175,7 +175,7 @@ def test_a_signal_stops_the_study_as_interrupted_not_failed(story, how, code):
 def test_status_and_report_of_the_interrupted_study_count_no_failures_and_say_partial(story):
     done = story["sigint"]["finished"]
     assert story["status"] | {"name": None} == {"name": None, "planned": TRIALS, "finished": done, "diverged": 0,
-                                                 "failed": 0, "remaining": TRIALS - done}  # fmt: skip
+                                                 "failed": 0, "remaining": TRIALS - done, "stopped": 0}  # fmt: skip
     assert story["report"].returncode == 0, story["report"].stderr[-3000:]
     markdown = story["partial_report"]
     assert "partial study" in markdown and f"{TRIALS - done} not run yet" in markdown
