@@ -212,3 +212,19 @@ def test_the_report_shows_learning_curves_and_what_the_scheduler_saved(asha_stud
     assert f"{stopped} stopped by the scheduler" in html
     total = page.tables["scheduler-savings-table"][-1]  # trials, stopped, spent, full grid, saving
     assert total[:5] == ["all", str(TRIALS), str(stopped), str(spent), str(TRIALS * EPOCHS)]
+
+
+def test_mlflow_ends_stopped_runs_killed_with_their_learning_curve(asha_study):
+    import mlflow
+
+    study_dir, _ = asha_study
+    client = mlflow.MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("asha").experiment_id], "tags.`taugate.kind` = 'trial'")
+    ledger = {record["run_name"]: (metrics, history) for record, metrics, history in entries(study_dir)}
+    assert len(runs) == TRIALS
+    for run in runs:
+        metrics, history = ledger[run.info.run_name]
+        expected = {"ok": "FINISHED", "stopped": "KILLED"}[metrics["status"]]
+        assert (run.data.tags["taugate.status"], run.info.status) == (metrics["status"], expected)
+        curve = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [(m.step, m.value) for m in curve] == [(h["epoch"], pytest.approx(h["val_acc"])) for h in history]
