@@ -194,6 +194,27 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
                            "and that the head node is up") from None  # fmt: skip
 
 
+def is_loopback(host: str) -> bool:
+    from ray._common.network_utils import is_localhost
+
+    return is_localhost(host)
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The `host:port` a driver joins: --address, else RAY_ADDRESS; `auto` is the cluster `ray start`
+    (or `taugate cluster start`) last started on this machine, as Ray records it."""
+    from ray._private.services import get_ray_address_from_environment
+
+    if address in (None, "auto"):
+        try:
+            found = get_ray_address_from_environment(address or "auto", None)
+        except ConnectionError:
+            raise ClusterError("--address auto: no Ray cluster is running on this machine; start one with "
+                               "`taugate cluster start` or name its address") from None  # fmt: skip
+        return None if found in (None, "auto") else found
+    return address
+
+
 def connect(address: str | None) -> None:
     import ray
 
@@ -204,9 +225,15 @@ def connect(address: str | None) -> None:
         with single_node_on_loopback(LOCAL_NODE_IP):
             ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:
-        check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        target = cluster_address(address)
+        check_reachable(target)
+        host = target.split("://")[-1].rpartition(":")[0] if target else ""
+        loopback = {"_node_ip_address": host} if host and is_loopback(host) else {}
         try:  # an existing cluster, or the one a Ray Job runs on
-            ray.init(address=address, **quiet)
+            # a cluster on 127.0.0.1 (`taugate cluster start`) listens on loopback only: keep Ray
+            # from rewriting the address (and this driver's node address) to the network address
+            with single_node_on_loopback(host if loopback else ""):
+                ray.init(address=address, **loopback, **quiet)
         except ConnectionError as err:
             raise ClusterError(
                 f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} ({err}); check the "
