@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from study.cluster import app as cluster_app
 from trainables.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="TauGate ablation study service.")
+app.add_typer(cluster_app, name="cluster")  # taugate cluster start|stop|status (study/cluster.py)
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -382,7 +384,9 @@ def _default_output(spec) -> Path:
 def run(
     spec: Annotated[Path, typer.Argument(help="study spec (YAML; - reads standard input)")],
     output: Annotated[Path | None, typer.Option(help="study folder (default: studies/<name>-<time>)")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray on loopback)")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address, or auto (default: a local Ray on loopback)")
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the folder)")
     ] = None,
@@ -418,7 +422,9 @@ def run(
 @app.command()
 def resume(
     study_dir: Annotated[Path, typer.Argument(help="an existing study folder")],
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address, or auto (default: a local Ray on loopback)")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     report: Annotated[bool, typer.Option(help="write the report at the end")] = True,
 ) -> None:
