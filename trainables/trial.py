@@ -14,7 +14,7 @@ from trainables.data import Mode, load_modes
 from trainables.device import resolve_device
 from trainables.epochs import EpochHook, EpochRecord, Progress, TrainState
 from trainables.methods import count_trainable
-from trainables.model import MLP
+from trainables.model import MLP, first_layer_cache
 from trainables.train import FitResult, evaluate, gate_statistics, specialise, train_foundation
 
 GATE_STATS_FILE = "gate_stats.json"
@@ -65,6 +65,11 @@ class EpochEvaluation:
 
     def after_epoch(self, epoch: int, losses: list[float | None], snapshot: Callable[[], TrainState]) -> None:
         seconds = time.perf_counter() - self.started
+        with first_layer_cache():
+            records = self._records(epoch, losses, seconds)
+        self.progress.report(records, snapshot)
+
+    def _records(self, epoch: int, losses: list[float | None], seconds: float) -> list[EpochRecord]:
         records = []
         for model, config, loss in zip(self.models, self.configs, losses, strict=True):
             if loss is None:
@@ -73,9 +78,10 @@ class EpochEvaluation:
             hard = evaluate(model, self.target, hard=True, split="val") if config.gated else None
             records.append(EpochRecord(epoch, loss, evaluate(model, self.target, split="val"), seconds,
                                        val_acc_hard=hard))  # fmt: skip
-        self.progress.report(records, snapshot)
+        return records
 
 
+@first_layer_cache()  # a dozen evaluations on the same digits: layer 1 once per input
 def trial_metrics(
     model: MLP, config: TrialConfig, modes: dict, result: FitResult, seconds: float,
     artifact_dir: Path | str | None = None,
