@@ -4,6 +4,7 @@ throughput as a study grows from 25 to 400 trials."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -18,25 +19,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "configs" / "paper.yaml"
 TAUGATE = Path(sys.executable).parent / "taugate"
-METHODS = ("frozen", "bitfit", "taugate", "lora", "full")
-
-FLOOR = """
-from trainables.config import parse_config
-from trainables.data import load_modes
-from trainables.device import resolve_device
-from trainables.train import train_foundation
-from trainables.trial import run_trial, shared
-
-for seed in range({seeds}):
-    config = parse_config({{"seed": seed, "device": "cpu"}})
-    foundation = train_foundation(config, load_modes(config, resolve_device("cpu")))
-    for method in {methods!r}:
-        extra = {{"sparsity_weight": 1.0}} if method == "taugate" else {{}}
-        run_trial({{"seed": seed, "method": method, "device": "cpu"}} | extra, shared(foundation))
-"""
 
 NAIVE = """
-import sys, time, ray
+import json, sys, time, ray
 from ray import tune
 from trainables.trial import run_trial
 
@@ -45,8 +30,8 @@ def naive(config):
 
 started = time.perf_counter()
 ray.init(address="local", _node_ip_address="127.0.0.2", include_dashboard=False, logging_level="error")
-space = {{"method": tune.grid_search({methods!r}), "seed": tune.grid_search(list(range({seeds}))), "device": "cpu"}}
-tune.Tuner(naive, param_space=space, tune_config=tune.TuneConfig(reuse_actors=False),
+configs = json.load(open({trials!r}))
+tune.Tuner(naive, param_space=tune.grid_search(configs), tune_config=tune.TuneConfig(reuse_actors=False),
            run_config=tune.RunConfig(storage_path={storage!r}, verbose=0)).fit()
 print("NAIVE", time.perf_counter() - started)
 """
@@ -73,11 +58,15 @@ def scale_spec(folder: Path, trials: int, seeds: int = 5) -> Path:
     return path
 
 
-def floor_seconds(seeds: int) -> float:
-    """The paper study's work (seeds foundations, 5 x seeds specialisations with evaluation) in one
-    fresh Python process, no Ray, MLflow or Tune: process start to exit, imports included."""
+def floor_seconds(spec: Path) -> float:
+    """The spec's trials in the bare loop (benchmarks/loop.py: one fresh process, no Ray, MLflow or
+    Tune, each foundation trained once): process start to exit, imports included."""
+    from benchmarks.loop import trial_configs
+
+    path = spec.with_suffix(".trials.json")
+    path.write_text(json.dumps(trial_configs(spec)))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FLOOR.format(seeds=seeds, methods=METHODS)], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.loop", str(path)], cwd=ROOT, check=True)
     return time.perf_counter() - started
 
 
@@ -118,10 +107,14 @@ def scaling(sizes: tuple[int, ...]) -> dict[str, dict[str, float]]:
     return {"trials_per_minute": overall, "trials_per_minute_steady": steady}
 
 
-def naive_seconds(seeds: int) -> float:
-    """The paper study on a naive Ray Tune setup: no actor reuse, each trial trains its own foundation."""
+def naive_seconds(spec: Path) -> float:
+    """The spec's trials on a naive Ray Tune setup: no actor reuse, each trial trains its own foundation."""
+    from benchmarks.loop import trial_configs
+
     with tempfile.TemporaryDirectory() as folder:
-        script = NAIVE.format(seeds=seeds, methods=METHODS, storage=folder)
+        trials = Path(folder) / "trials.json"
+        trials.write_text(json.dumps(trial_configs(spec)))
+        script = NAIVE.format(trials=str(trials), storage=folder)
         env = os.environ | {"RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token"}
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                                 env=env, cwd=ROOT)  # fmt: skip
@@ -142,16 +135,17 @@ def bench_studies(quick: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         fused, unfused = paper_spec(Path(folder), seeds, fuse=5), paper_spec(Path(folder), seeds, fuse=1)
         for _ in range(rounds):
-            samples["floor"].append(floor_seconds(seeds))
+            samples["floor"].append(floor_seconds(fused))
             for name, spec in (("study", fused), ("study_unfused", unfused)):
                 wall, window, _ = run_study(spec)
                 samples[name].append(wall)
                 samples[f"{name}_window"].append(window)
+        naive = naive_seconds(fused)
     results: dict[str, object] = {"study_seeds": seeds, "study_rounds": rounds}
     for name, values in samples.items():
         results[f"{name}_seconds"] = statistics.median(values)
         results[f"{name}_seconds_samples"] = [round(v, 3) for v in values]
-    results["naive_seconds"] = naive_seconds(seeds)
+    results["naive_seconds"] = naive
     results |= scaling(sizes)
     floor, naive = results["floor_seconds"], results["naive_seconds"]
     tpm = results["trials_per_minute_steady"]

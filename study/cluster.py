@@ -13,6 +13,9 @@ Why the environment is what it is:
 - RAY_AUTH_MODE=token keeps Ray's token authentication on (the token is ~/.ray/auth_token).
 - RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM a node would otherwise spend up to 30 s
   trying to drain itself.
+- RAY_enable_worker_prestart=1: Ray prestarts a node's workers for its first driver only; with this
+  every `taugate run` that joins gets its workers started as it connects, while it sets up Tune,
+  instead of when the first trial is placed (benchmarks/README.md, "At scale", has the measurement).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ ENVIRONMENT = {
     "RAY_AUTH_MODE": "token",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    "RAY_enable_worker_prestart": "1",
 }
 
 app = typer.Typer(

@@ -224,6 +224,7 @@ class Tracker:
         """One child run for a finished trial; False when it was already logged. `history` defaults to
         the ledger entry's `history.json`."""
         from mlflow.entities import Param
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         parent = self.parent(study)
         if key in self.logged_trials(parent):
@@ -247,12 +248,15 @@ class Tracker:
         for chunk_params, chunk_metrics in batches(params, run_metrics(metrics, history, start_ms, end_ms)):
             self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params)
         self._log_dataset(run_id, record["config"])
+        # the run's artifact store straight from the new run's URI: the client's log_artifact(s) would
+        # read the whole run back (tags, params, metrics) for each call just to find that URI
+        artifacts = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
         for artifact in ("gate_stats.json", "adapter"):
             path = trial_dir / artifact
             if path.is_dir():
-                self.client.log_artifacts(run_id, str(path), artifact_path=artifact)
+                artifacts.log_artifacts(str(path), artifact_path=artifact)
             elif path.is_file():
-                self.client.log_artifact(run_id, str(path))
+                artifacts.log_artifact(str(path))
         self.client.set_terminated(
             run_id, status=RUN_STATUS.get(status, "FAILED"), end_time=_ms(record.get("ended_at"))
         )

@@ -18,6 +18,8 @@ from study.storage import FoundationStore, TrialLedger
 from trainables.config import TrialConfig, accuracy_name, parse_config
 from trainables.trial import run_trial
 
+# what a fused group's Tune result says of each member (the ledger holds the rest)
+BRIEF = ("trial_key", "run_name", "seed", "status", "reused", "val_acc", "sparsity", "val_sparsity")
 _stores: dict[str, FoundationStore] = {}  # per worker process, so reused actors keep foundations loaded
 
 
@@ -110,6 +112,9 @@ def train_trial(
         result = train_group(base, variant["members"], study_dir, checkpoint_after)
         if objectives:  # an Optuna trial: one configuration over the study's seeds
             result |= seed_means(result["members"], objectives, run_name(variant))
+        # Tune keeps every trial's last result in the driver's memory and rewrites them all in each
+        # experiment snapshot: the members' full metrics stay in the ledger, Tune gets a summary
+        result["members"] = [{k: r[k] for k in BRIEF if k in r} for r in result["members"]]
         tune.report(result)
         return
     trial_config = parse_config(base | variant)
