@@ -67,6 +67,11 @@ STUDY_FILE, SPEC_FILE, OPTUNA_DB = "study.json", "spec.yaml", "optuna.db"
 LOCAL_NODE_IP = os.environ.get("TAUGATE_RAY_NODE_IP", "127.0.0.1")
 
 
+# True once this driver started its own Ray: its exit then runs the interpreter's full shutdown,
+# during which the last of Ray's worker processes end (study.cli.main)
+started_local_ray = False
+
+
 class ClusterError(RuntimeError):
     """The Ray cluster named by --address cannot be reached."""
 
@@ -220,8 +225,10 @@ def connect(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    global started_local_ray
     quiet = {"log_to_driver": False, "logging_level": "warning"}
     if address is None and not os.environ.get("RAY_ADDRESS"):
+        started_local_ray = True
         with single_node_on_loopback(LOCAL_NODE_IP):
             ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:
