@@ -181,6 +181,21 @@ def end_cluster(pid: int, start: str, grace: float = STOP_GRACE) -> None:
     end_processes(processes, grace)
 
 
+def ensure_auth_token() -> None:
+    """Give this user a Ray auth token when there is none yet, as `ray.init` does for a local Ray:
+    `ray start --head` refuses to start with token authentication on and no token. Ray's own
+    `ray get-auth-token --generate` writes it (~/.ray/auth_token) and keeps an existing one."""
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(
+        os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    ).is_file():
+        return
+    ray = Path(sys.executable).parent / "ray"
+    made = subprocess.run([str(ray) if ray.exists() else "ray", "get-auth-token", "--generate"], capture_output=True,
+                          text=True, env=os.environ | ENVIRONMENT, timeout=60, check=False)  # fmt: skip
+    if made.returncode != 0:
+        raise ClusterError(f"no Ray auth token, and `ray get-auth-token --generate` failed: {made.stderr[-500:]}", 1)
+
+
 def start_cluster(port: int, num_cpus: int | None, temp_dir: Path | None) -> dict[str, Any]:
     """Start the cluster and record it; a ClusterError says why not (nothing is left running)."""
     state = read_state()
@@ -195,6 +210,7 @@ def start_cluster(port: int, num_cpus: int | None, temp_dir: Path | None) -> dic
     if port_in_use(port):
         raise ClusterError(f"port {port} on {HOST} is already in use (another Ray or service?); choose one with --port")
     num_cpus = num_cpus or default_num_cpus()
+    ensure_auth_token()
     path = state_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.with_suffix(".log")

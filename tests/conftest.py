@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from study.cluster import ensure_auth_token
 from trainables.config import parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
 from trainables.train import train_foundation
+
+# Ray's token authentication stays on. This process's drivers join the session's warm cluster
+# (tests/warm.py): Ray reads the mode and caches the token when first imported, so both are in
+# place before any test module imports Ray (a fresh machine has no ~/.ray/auth_token yet).
+os.environ["RAY_AUTH_MODE"] = "token"
+ensure_auth_token()
 
 # One epoch per stage keeps trials to a fraction of a second while exercising every path.
 FAST = {"foundation_epochs": 1, "epochs": 1, "device": "cpu"}
@@ -29,9 +36,25 @@ def foundation(modes):
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """The session's warm Ray cluster stops with the session: passed, failed or Ctrl-C'd."""
+    from tests import warm
+
+    warm.stop()
+
+
+@pytest.fixture(scope="session")
+def warm_cluster():
+    """The session's warm loopback Ray cluster (tests/warm.py), which in-process studies join."""
+    from tests.warm import cluster
+
+    return cluster()
+
+
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory) -> Path:
-    """The shipped smoke spec run once through `taugate run` (local Ray, SQLite MLflow, report)."""
+    """The shipped smoke spec run once through `taugate run` on the warm cluster (SQLite MLflow, report)."""
     from tests.cli import taugate
 
     study_dir = tmp_path_factory.mktemp("smoke") / "study"
