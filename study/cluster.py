@@ -185,9 +185,10 @@ def ensure_auth_token() -> None:
     """Give this user a Ray auth token when there is none yet, as `ray.init` does for a local Ray:
     `ray start --head` refuses to start with token authentication on and no token. Ray's own
     `ray get-auth-token --generate` writes it (~/.ray/auth_token) and keeps an existing one."""
-    if os.environ.get("RAY_AUTH_TOKEN") or Path(
-        os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
-    ).is_file():
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").is_file()
+    ):
         return
     ray = Path(sys.executable).parent / "ray"
     made = subprocess.run([str(ray) if ray.exists() else "ray", "get-auth-token", "--generate"], capture_output=True,
