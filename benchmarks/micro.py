@@ -39,9 +39,10 @@ def interleaved(repeats: int, actions: dict) -> dict[str, float]:
     return {name: min(values) for name, values in timings.items()}
 
 
-def bench_trial(repeats: int) -> dict[str, float]:
-    """trial_seconds: one TauGate specialisation of the default paper setting, after warm-up."""
-    config = parse_config({"method": "taugate", "device": "cpu"})
+def bench_trial(repeats: int, overrides: dict | None = None) -> dict[str, float]:
+    """trial_seconds: one TauGate specialisation of the default paper setting, after warm-up
+    (`overrides`: config fields changed from that setting, e.g. a tiny one for the tests)."""
+    config = parse_config({"method": "taugate", "device": "cpu"} | (overrides or {}))
     modes = load_modes(config, resolve_device("cpu"))
     foundation = train_foundation(config, modes)
     specialise(foundation, config, modes[45.0])  # warm-up
@@ -98,15 +99,18 @@ def bench_epoch(samples: int, repeats: int) -> dict[str, float]:
     }
 
 
-def bench_fused(repeats: int, epochs: int | None = None, members: int = 5) -> dict[str, float | int]:
+def bench_fused(
+    repeats: int, epochs: int | None = None, members: int = 5, overrides: dict | None = None
+) -> dict[str, float | int]:
     """fused_speedup_k5: trial throughput of `members` TauGate trials (default paper setting,
     seeds 0..members-1, one foundation each) fused into one vectorised run with the frozen-prefix
     cache (trainables.fused.run_fused) / the same trials run one after another with run_trial;
     fused_speedup_k5_nocache: the same without the cache. Foundations are trained beforehand and
-    shared by both sides; each side's time covers specialisation and evaluation of every trial."""
+    shared by both sides; each side's time covers specialisation and evaluation of every trial.
+    `overrides`: config fields changed from the default setting, e.g. a tiny one for the tests."""
     from trainables.fused import run_fused
 
-    extra = {} if epochs is None else {"epochs": epochs}
+    extra = (overrides or {}) | ({} if epochs is None else {"epochs": epochs})
     configs = [parse_config({"method": "taugate", "seed": seed, "device": "cpu"} | extra) for seed in range(members)]
     modes = load_modes(configs[0], resolve_device("cpu"))
     foundations = {config.seed: train_foundation(config, modes) for config in configs}

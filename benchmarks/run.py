@@ -40,11 +40,11 @@ def show(value: object) -> str:
     return str(value)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for the test suite (figures not meaningful)")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     quick = args.quick
     results: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -81,15 +81,29 @@ def run_study(spec: Path) -> tuple[float, float, str]:
             capture_output=True, text=True, check=False, cwd=ROOT,
         )  # fmt: skip
         wall = time.perf_counter() - started
-    found = re.search(r"trials finished, 0 failed, ([0-9.]+)s; results", result.stderr)
-    if result.returncode != 0 or found is None:
+    window = window_of(result.stderr)
+    if result.returncode != 0 or window is None:
         raise RuntimeError(f"taugate run {spec} failed:\n{result.stderr[-3000:]}")
-    return wall, float(found.group(1)), result.stderr
+    return wall, window, result.stderr
+
+
+def window_of(stderr: str) -> float | None:
+    """The time `taugate run` reports for a study with no failed trial (Ray's start to final results)."""
+    found = re.search(r"trials finished, 0 failed, ([0-9.]+)s; results", stderr)
+    return None if found is None else float(found.group(1))
 
 
 def progress(stderr: str) -> list[tuple[float, int]]:
     """(elapsed seconds, trials done) of each progress line `[  7.4s] 3/25 done, ...`."""
     return [(float(t), int(d)) for t, d in re.findall(r"\[\s*([0-9.]+)s\] (\d+)/\d+ done", stderr)]
+
+
+def rates(trials: int, seconds: float, stderr: str) -> tuple[float, float]:
+    """(trials / study time, trials finished per minute between the first and the last to finish)
+    of one study: its trial count, the time the CLI reported and its progress output."""
+    done = [(t, d) for t, d in progress(stderr) if d > 0]
+    (t_first, d_first), (t_last, d_last) = done[0], done[-1]
+    return trials / seconds * 60, (d_last - d_first) / max(t_last - t_first, 1e-9) * 60
 
 
 def scaling(sizes: tuple[int, ...]) -> dict[str, dict[str, float]]:
@@ -100,10 +114,7 @@ def scaling(sizes: tuple[int, ...]) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
             _, seconds, stderr = run_study(scale_spec(Path(folder), size))
-            overall[str(size)] = size / seconds * 60
-            done = [(t, d) for t, d in progress(stderr) if d > 0]
-            (t_first, d_first), (t_last, d_last) = done[0], done[-1]
-            steady[str(size)] = (d_last - d_first) / max(t_last - t_first, 1e-9) * 60
+            overall[str(size)], steady[str(size)] = rates(size, seconds, stderr)
     return {"trials_per_minute": overall, "trials_per_minute_steady": steady}
 
 

@@ -5,6 +5,7 @@ rate, memory and growth readings compute what they say. No timing is asserted.""
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -41,25 +42,29 @@ def test_ablation_specs_have_the_sizes_they_claim(tmp_path):
         assert len(set(weights)) == trials // 5 and min(weights) == 1e-4 and max(weights) == 1.0
 
 
-def test_the_bare_loop_trains_each_foundation_once_and_every_trial(tmp_path):
+def test_the_bare_loop_trains_each_foundation_once_and_every_trial(tmp_path, monkeypatch):
+    """`python -m benchmarks.loop TRIALS.json`, run in this process on four tiny trials over two foundations."""
+    import trainables.train
+    import trainables.trial
+
     base = {"hidden": [8], "foundation_epochs": 1, "epochs": 1, "device": "cpu", "seed": 0}
     configs = [base | {"method": m} for m in ("frozen", "bitfit", "taugate")] + [base | {"seed": 1, "method": "frozen"}]
     path = tmp_path / "trials.json"
     path.write_text(json.dumps(configs))
-    probe = (
-        "import sys, runpy, trainables.train as t, trainables.trial as r\n"
-        "calls = {'foundations': 0, 'trials': 0}\n"
-        "f, g = t.train_foundation, r.run_trial\n"
-        "def foundation(*a, **k):\n    calls['foundations'] += 1\n    return f(*a, **k)\n"
-        "def trial(*a, **k):\n    calls['trials'] += 1\n    return g(*a, **k)\n"
-        "t.train_foundation, r.run_trial = foundation, trial\n"
-        f"sys.argv = ['loop', {str(path)!r}]\n"
-        "runpy.run_module('benchmarks.loop', run_name='__main__')\n"
-        "print(calls)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == str({"foundations": 2, "trials": 4})
+    calls = {"foundations": 0, "trials": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(trainables.train, "train_foundation", counted("foundations", trainables.train.train_foundation))
+    monkeypatch.setattr(trainables.trial, "run_trial", counted("trials", trainables.trial.run_trial))
+    monkeypatch.setattr(sys, "argv", ["loop", str(path)])
+    runpy.run_path(str(ROOT / "benchmarks" / "loop.py"), run_name="__main__")
+    assert calls == {"foundations": 2, "trials": 4}
 
 
 def test_rates_and_growth_read_what_they_say():
