@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from tests.cli import taugate
 from tests.conftest import FAST
 from trainables.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
 from trainables.config import ConfigError, parse_config
@@ -141,13 +140,8 @@ def test_unavailable_device_is_a_clear_error():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "study.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-
-
 def test_cli_trial_prints_the_metrics_dict_as_the_last_line():
-    result = _cli("trial", "--method", "taugate", "--seed", "2", "--gate-sharpness", "3", "--device", "cpu")
+    result = taugate("trial", "--method", "taugate", "--seed", "2", "--gate-sharpness", "3", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["method"] == "taugate" and metrics["seed"] == 2 and metrics["trainable_params"] == 512
@@ -166,18 +160,18 @@ def test_cli_trial_prints_the_metrics_dict_as_the_last_line():
     ],
 )
 def test_cli_rejects_bad_input_with_a_message_naming_the_field(args, field):
-    result = _cli("trial", *args)
+    result = taugate("trial", *args)
     assert result.returncode == 2
     assert field in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_config_file_sets_fields(tmp_path):
     (tmp_path / "trial.yaml").write_text("method: bitfit\nepochs: 1\nfoundation_epochs: 1\ndevice: cpu\n")
-    result = _cli("trial", "--config", str(tmp_path / "trial.yaml"), "--method", "bitfit")
+    result = taugate("trial", "--config", str(tmp_path / "trial.yaml"), "--method", "bitfit")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["trainable_params"] == 266
     (tmp_path / "bad.yaml").write_text("method: [unclosed\n")
-    result = _cli("trial", "--config", str(tmp_path / "bad.yaml"))
+    result = taugate("trial", "--config", str(tmp_path / "bad.yaml"))
     assert result.returncode == 2 and "YAML" in result.stderr
 
 
