@@ -1,5 +1,7 @@
 """Faults survived, nothing lost: a lost worker node, a tracking server that goes away, storage
-that cannot take the study, the same spec twice, and the security defaults."""
+that cannot take the study, and the security defaults. (The same spec twice giving identical
+result tables: tests/test_docker_topology.py, whose submitted smoke study is compared with
+`taugate run`'s.)"""
 
 from __future__ import annotations
 
@@ -9,21 +11,25 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import pytest
 import torch
 
 from analysis.load import load_tune
 from study.interrupt import descendants
+from study.mlflow_store import seed_sqlite_store
 from study.plan import trial_key
 from study.storage import TUNE_DIR, FoundationStore
+from study.tracking import Tracker
 from tests.cli import BIN, taugate
+from tests.mlflowserver import ENV as MLFLOW_ENV
+from tests.mlflowserver import MlflowServer, healthy
 from tests.raycluster import LocalCluster, free_port
 from trainables.config import parse_config
 from trainables.epochs import read_history
@@ -32,33 +38,39 @@ from trainables.trial import run_trial
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-SLOW_SMOKE = """
-name: {name}
-foundation: {{epochs: 1}}
-epochs: {epochs}
+OUTAGE = """
+name: outage
+foundation: {hidden: [16], epochs: 1}
+epochs: 1
 seeds: [0, 1]
 max_concurrent_trials: 2
 reuse_actors: false
 max_failures: 3
 methods:
-  taugate: {{gate_sharpness: [3, 10, 30, 100]}}
+  taugate: {gate_sharpness: [3, 10, 30, 100]}
 """
 
 
+LEDGER = "trials/*/metrics.json"  # a finished trial's ledger entry, in a folder named by its trial key
+
+
 def ledger(study_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in (study_dir / "trials").glob("*/metrics.json")]
+    return [json.loads(p.read_text()) for p in study_dir.glob(LEDGER)]
 
 
-def start_driver(*args: str) -> subprocess.Popen:
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+def start_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`taugate ARGS` as a real process of its own process group (for a server that must listen)."""
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"} | (env or {})
     return subprocess.Popen([str(BIN / "taugate"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)  # fmt: skip
 
 
-def wait_until(condition, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_until(condition, timeout: float, ended=lambda: False) -> None:
+    """Poll `condition` until it holds; fail past `timeout`, or once `ended()` (what should have
+    brought it about is over)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+        if time.monotonic() > deadline or ended():
             raise AssertionError("condition not reached")
         time.sleep(0.2)
 
@@ -75,7 +87,7 @@ checkpoint_after_s: 0
 methods:
   taugate: {{gate_sharpness: [3, 30]}}
 """
-NODE_LOSS_EPOCHS = 80  # 15-30 s a trial on 2 cores: the node is lost at epoch 3 or so, most of the trial to run
+NODE_LOSS_EPOCHS = 30  # ~0.1-0.3 s an epoch: the node is lost at epoch 3 or so, most of the trial to run
 
 
 def tune_results(trial_dir: Path) -> list[dict]:
@@ -91,59 +103,66 @@ def test_losing_a_worker_node_mid_study_loses_and_duplicates_nothing(tmp_path):
     """Kill the worker node of a two-node cluster while one of the two trials runs there and has
     checkpointed a few epochs: Tune retries that trial on the head, where it restores the
     checkpoint and resumes after the checkpointed epoch, and it ends exactly as an uninterrupted
-    run of its config; nothing is lost or recorded twice."""
+    run of its config; nothing is lost or recorded twice. The driver runs in this process (the
+    test is about the cluster's node, not the driver's process); a thread loses the node."""
     cluster = LocalCluster(cpus_per_node=1)  # one trial per node
     spec = tmp_path / "spec.yaml"
     spec.write_text(NODE_LOSS.format(epochs=NODE_LOSS_EPOCHS))
     study_dir = tmp_path / "study"
+    found: dict[str, Any] = {}
+    driver_done = threading.Event()
+
+    def lose_the_worker_node() -> dict:
+        """Once a trial on the worker node has checkpointed epoch 3 or later, kill the node; then the
+        uninterrupted run of that trial's config (while the cluster carries on)."""
+        worker = cluster.processes[1]
+
+        def worker_trial_has_checkpointed() -> bool:
+            # a Ray worker process has its own process group, under the node's raylet, under its `ray start`
+            on_worker = descendants(worker.pid)
+            for trial_dir in (study_dir / TUNE_DIR / "run-1").glob("*/"):
+                rows = [r for r in tune_results(trial_dir) if r.get("members_epoch", [{}])[0].get("pid") in on_worker]
+                if rows and rows[-1]["epoch"] >= 3 and any(trial_dir.glob("checkpoint_*")):
+                    found.update(trial_dir=trial_dir, epoch=rows[-1]["epoch"], processes=on_worker)
+                    return True
+            return False
+
+        wait_until(worker_trial_has_checkpointed, timeout=300, ended=driver_done.is_set)
+        # the whole node goes at once, as a lost machine: `ray start`'s process group (raylet, agents)
+        # and its Ray workers, which have process groups of their own and would report for a while
+        os.killpg(worker.pid, signal.SIGKILL)
+        for pid in found["processes"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        params = json.loads((found["trial_dir"] / "params.json").read_text())
+        found["config"] = config = parse_config(params["base"] | params["variant"])  # as study.trainable runs it
+        found["key"] = trial_key(config)
+        found["finished_before_the_loss"] = (study_dir / "trials" / found["key"] / "metrics.json").is_file()
+        # an uninterrupted run of the same trial on the study's foundation, while the cluster carries on
+        # on its one remaining CPU. One torch thread, as in a Ray worker of one CPU (Ray sets
+        # OMP_NUM_THREADS=1): then the metrics are bit-identical; with two threads mean_gate differs ~1e-7
+        return single_threaded(run_trial, config, foundation=FoundationStore(study_dir).get)
+
     with ThreadPoolExecutor(1) as pool:
         try:
             cluster.start_head()
             cluster.add_node()
             cluster.wait_for_nodes(2)
-            driver = start_driver("run", str(spec), "--output", str(study_dir), "--address", cluster.address)
-            worker = cluster.processes[1]
-            found: dict[str, Any] = {}
-
-            def worker_trial_has_checkpointed() -> bool:
-                # a Ray worker process has its own process group, under the node's raylet, under its `ray start`
-                on_worker = descendants(worker.pid)
-                for trial_dir in (study_dir / TUNE_DIR / "run-1").glob("*/"):
-                    rows = [
-                        r for r in tune_results(trial_dir) if r.get("members_epoch", [{}])[0].get("pid") in on_worker
-                    ]
-                    if rows and rows[-1]["epoch"] >= 3 and any(trial_dir.glob("checkpoint_*")):
-                        found.update(trial_dir=trial_dir, epoch=rows[-1]["epoch"], processes=on_worker)
-                        return True
-                return False
-
+            losing = pool.submit(lose_the_worker_node)
             try:
-                wait_until(worker_trial_has_checkpointed, timeout=300, process=driver)
-            except AssertionError:
-                driver.kill()
-                raise AssertionError(
-                    f"no trial checkpointed on the worker node: {driver.communicate()[1][-3000:]}"
-                ) from None
-            # the whole node goes at once, as a lost machine: `ray start`'s process group (raylet, agents)
-            # and its Ray workers, which have process groups of their own and would report for a while
-            os.killpg(worker.pid, signal.SIGKILL)
-            for pid in found["processes"]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            worker.wait(timeout=30)
-            params = json.loads((found["trial_dir"] / "params.json").read_text())
-            config = parse_config(params["base"] | params["variant"])  # what the trainable runs (study.trainable)
-            key = trial_key(config)
-            assert not (study_dir / "trials" / key / "metrics.json").is_file(), "the node is lost mid-trial"
-            # an uninterrupted run of the same trial on the study's foundation, while the cluster carries on
-            # on its one remaining CPU. One torch thread, as in a Ray worker of one CPU (Ray sets
-            # OMP_NUM_THREADS=1): then the metrics are bit-identical; with two threads mean_gate differs ~1e-7
-            uninterrupted = pool.submit(single_threaded, run_trial, config, foundation=FoundationStore(study_dir).get)
-            stdout, stderr = driver.communicate(timeout=600)
+                result = taugate("run", str(spec), "--output", str(study_dir), "--address", cluster.address)
+            finally:
+                driver_done.set()
         finally:
             cluster.stop()
-        whole = uninterrupted.result(timeout=600)
-    assert driver.returncode == 0, stderr[-3000:]
+        try:
+            whole = losing.result(timeout=600)
+        except AssertionError:
+            raise AssertionError(f"no trial checkpointed on the worker node: {result.stderr[-3000:]}") from None
+    assert not found["finished_before_the_loss"], "the node is lost mid-trial"
+    config, key = found["config"], found["key"]
+    assert result.returncode == 0, result.stderr[-3000:]
     finished = ledger(study_dir)
     assert len(finished) == 2 and all(m["status"] == "ok" for m in finished)
     table = load_tune(study_dir)
@@ -189,59 +208,56 @@ def single_threaded(function, *args, **kwargs):
         torch.set_num_threads(threads)
 
 
-def mlflow_server(db: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]  # fmt: skip
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env=os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
+def test_tracking_server_down_mid_study_warns_and_track_backfills(tmp_path, monkeypatch):
+    """The study's tracking server goes away right after it has logged the study's first trial: the
+    study carries on and finishes, warns once and says to run `taugate track`, and loses nothing;
+    with a server back on the same store, `taugate track` logs the seven missing trials, and a
+    second call adds nothing.
 
+    The outage comes at that exact point (a wrapper around `Tracker.log_trial` stops the server
+    when the first trial's run is in), not at a moment the test guesses. The server comes back on
+    a fresh port (another program may have taken the old one), booting while the study finishes."""
+    store = f"sqlite:///{tmp_path / 'tracking.db'}"
+    server = MlflowServer(store, tmp_path / "mlflow-1.log")
+    back: list[MlflowServer] = []
+    log_trial = Tracker.log_trial
 
-def healthy(url: str) -> bool:
-    import urllib.request
+    def then_the_server_goes(self, *args, **kwargs):
+        try:
+            return log_trial(self, *args, **kwargs)
+        finally:
+            if not back:  # the study's first trial: the server goes away as soon as its run is logged
+                server.stop()
+                back.append(MlflowServer(store, tmp_path / "mlflow-2.log"))
 
-    try:
-        return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-    except OSError:
-        return False
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-def test_tracking_server_down_mid_study_warns_and_track_backfills(tmp_path):
-    port, db = free_port(), tmp_path / "tracking.db"
-    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setattr(Tracker, "log_trial", then_the_server_goes)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SLOW_SMOKE.format(name="outage", epochs=10))
+    spec.write_text(OUTAGE)
     study_dir = tmp_path / "study"
-    server = mlflow_server(db, port, tmp_path / "mlflow-1.log")
     try:
-        wait_until(lambda: healthy(url), timeout=120)
-        driver = start_driver("run", str(spec), "--output", str(study_dir), "--tracking-uri", url)
-        wait_until(lambda: len(ledger(study_dir)) >= 1, timeout=300, process=driver)
-        stop(server)  # the tracking server goes away mid-study
-        stdout, stderr = driver.communicate(timeout=600)
-        assert driver.returncode == 0, stderr[-3000:]
-        assert "warning" in stderr and "taugate track" in stderr
+        url = server.wait_healthy()
+        result = taugate("run", str(spec), "--output", str(study_dir), "--tracking-uri", url)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert back, "the study logged no trial while its server was up"
+        assert result.stderr.count(f"warning: MLflow tracking at {url} failed") == 1, result.stderr[-3000:]
+        assert "taugate track" in result.stderr
+        assert "8/8 trials finished" in result.stderr
         assert len(ledger(study_dir)) == 8  # nothing lost: every result is in the study folder
 
-        server = mlflow_server(db, port, tmp_path / "mlflow-2.log")  # the server is back
-        wait_until(lambda: healthy(url), timeout=120)
-        for _ in range(2):  # backfill, and a second call adds nothing
-            result = taugate("track", str(study_dir), "--tracking-uri", url)
-            assert result.returncode == 0, result.stderr[-2000:]
-        client = mlflow.MlflowClient(url)
+        url_back = back[0].wait_healthy()  # the server is back, on the same store
+        added = [taugate("track", str(study_dir), "--tracking-uri", url_back) for _ in range(2)]
+        for tracked in added:
+            assert tracked.returncode == 0, tracked.stderr[-2000:]
+        assert "logged 7 new trial runs" in added[0].stderr and "logged 0 new trial runs" in added[1].stderr
+        client = mlflow.MlflowClient(url_back)
         runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
         kinds = [r.data.tags.get("taugate.kind") for r in runs]
         assert kinds.count("study") == 1 and kinds.count("trial") == 8
         trials = [r for r in runs if r.data.tags.get("taugate.kind") == "trial"]
-        trial_keys = {r.data.tags["taugate.trial_key"] for r in trials}
-        assert len(trial_keys) == 8
+        assert {r.data.tags["taugate.trial_key"] for r in trials} == {p.parent.name for p in study_dir.glob(LEDGER)}
     finally:
-        stop(server)
+        for running in (server, *back):
+            running.stop()
 
 
 def test_unwritable_output_folder_is_refused_before_any_trial(tmp_path):
@@ -273,14 +289,6 @@ def test_full_output_folder_is_refused_before_any_trial(tmp_path):
     assert "not writable" in result.stderr and "No space left" in result.stderr
 
 
-def test_same_spec_twice_gives_identical_result_tables(smoke_study, tmp_path):
-    again = tmp_path / "again"
-    result = taugate("run", str(ROOT / "configs" / "smoke.yaml"), "--output", str(again))
-    assert result.returncode == 0, result.stderr[-2000:]
-    first, second = load_tune(smoke_study), load_tune(again)
-    pd.testing.assert_frame_equal(first.drop(columns="train_seconds"), second.drop(columns="train_seconds"))
-
-
 def test_nothing_in_the_project_unpickles():
     pattern = re.compile(r"pickle\.loads?\(|torch\.load\((?![^)]*weights_only=True)|allow_pickle=True")
     offenders = [
@@ -304,11 +312,18 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_mlflow_ui_binds_to_loopback_by_default(smoke_study):
+def test_mlflow_ui_binds_to_loopback_by_default(tmp_path):
+    """`taugate ui` of a study folder (only its store matters here: a new study's empty one) serves
+    on 127.0.0.1 and nowhere else. A real process: the test is about its socket."""
+    study = tmp_path / "study"
+    study.mkdir()
+    seed_sqlite_store(study / "mlflow.db")
     port = free_port()
-    ui = start_driver("ui", str(smoke_study), "--port", str(port))
+    ui = start_process("ui", str(study), "--port", str(port), env=MLFLOW_ENV)  # MLflow's job runner off: a slow boot
     try:
-        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=120, process=ui)
+        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=180, ended=lambda: ui.poll() is not None)
         assert listening_addresses(port) == {"127.0.0.1"}
     finally:
-        stop(ui)
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGTERM)
+        ui.communicate(timeout=30)

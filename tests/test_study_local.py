@@ -1,41 +1,22 @@
-"""A study on a local Ray: results, MLflow runs, idempotent re-tracking, resume after a killed driver."""
+"""A study through `taugate run`: results, MLflow runs, idempotent re-tracking. Resuming after a killed
+driver is part of the interrupted study in tests/test_interrupt.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.cli import BIN, taugate
+from tests.cli import taugate
 
 pytestmark = pytest.mark.slow
-
-RESUME_SPEC = """
-name: resume
-foundation: {epochs: 1}
-epochs: 2
-seeds: [0, 1, 2]
-max_concurrent_trials: 1
-methods:
-  frozen: {}
-  bitfit: {}
-  taugate: {gate_sharpness: [10], sparsity_weight: [0.0, 0.01]}
-"""
 
 
 def runs_of(study_dir: Path, experiment: str):
     mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
     return mlflow.search_runs(experiment_names=[experiment])
-
-
-def comparable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("train_seconds", "node_id")}
 
 
 def ledger(study_dir: Path) -> dict[str, dict]:
@@ -111,47 +92,3 @@ def test_track_twice_leaves_the_same_runs(smoke_study, tmp_path):
         assert result.returncode == 0 and expected in result.stderr
     mlflow.set_tracking_uri(other)
     assert len(mlflow.search_runs(experiment_names=["smoke"])) == 9
-
-
-def settled(study_dir: Path, quiet: float = 3.0, limit: float = 60.0) -> dict[str, dict]:
-    """The ledger once no trial has landed for `quiet` seconds: a worker Ray started may finish the
-    trial in hand after its driver is killed, before fate-sharing takes it down."""
-    deadline, last, since = time.monotonic() + limit, ledger(study_dir), time.monotonic()
-    while time.monotonic() - since < quiet and time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = ledger(study_dir)
-        if now.keys() != last.keys():
-            last, since = now, time.monotonic()
-    return last
-
-
-def test_resume_after_a_killed_driver_reruns_nothing_and_matches_an_uninterrupted_run(tmp_path):
-    spec = tmp_path / "resume.yaml"
-    spec.write_text(RESUME_SPEC)
-    killed = tmp_path / "killed"
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    driver = subprocess.Popen([str(BIN / "taugate"), "run", str(spec), "--output", str(killed)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env=environment)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while len(ledger(killed)) < 3 and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait(timeout=60)
-    done_before = settled(killed)
-    assert 3 <= len(done_before) < 12, "the driver should die mid-study"
-    stamps = {key: (killed / "trials" / key / "metrics.json").stat().st_mtime_ns for key in done_before}
-
-    result = taugate("resume", str(killed))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{12 - len(done_before)} to run" in result.stderr
-    after = ledger(killed)
-    assert len(after) == 12
-    for key, stamp in stamps.items():  # finished trials were not run again
-        assert (killed / "trials" / key / "metrics.json").stat().st_mtime_ns == stamp
-
-    clean = tmp_path / "clean"
-    assert taugate("run", str(spec), "--output", str(clean)).returncode == 0
-    assert {k: comparable(m) for k, m in ledger(clean).items()} == {k: comparable(m) for k, m in after.items()}
