@@ -176,15 +176,15 @@ def story(tmp_path_factory, warm_cluster) -> dict:
 
     # SIGKILL, a lost driver, with a trial in flight: once its Tune run has started a trial, and
     # before one finishes (so not while it logs a finished trial to MLflow, see `mid_trial`)
-    before = ledger(study_dir)
+    before = finished(study_dir)
     run_dir = study_dir / "tune" / f"run-{len(list((study_dir / 'tune').glob('run-*'))) + 1}"
     driver = start("resume", str(study_dir), *warm)
 
     def started_or_ended() -> bool:
-        return lock_holder(study_dir) == driver.pid and (mid_trial(run_dir) or finished(study_dir) > len(before))
+        return lock_holder(study_dir) == driver.pid and (mid_trial(run_dir) or finished(study_dir) > before)
 
     wait_until(started_or_ended, driver)
-    ended = finished(study_dir) > len(before)
+    ended = finished(study_dir) > before
     seen["sigkill"] = stop(driver, "SIGKILL") | {"pid": driver.pid, "finished_a_trial": ended}
     killed = settled(study_dir)
     seen["killed"] = killed
