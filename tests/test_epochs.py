@@ -45,6 +45,19 @@ def same_metrics(a: dict, b: dict) -> None:
             assert a[name] == b[name], name
 
 
+def matching_metrics(fused: dict, alone: dict) -> None:
+    """A fused member against its trial alone: equal accuracies and counts; real-valued metrics
+    within 1e-5 (batched and single matrix products may round differently in the last bit)."""
+    assert fused.keys() == alone.keys()
+    for name, value in alone.items():
+        if name == "train_seconds":
+            continue
+        if isinstance(value, float) and not name.startswith(("acc", "val_acc")):
+            assert fused[name] == pytest.approx(value, abs=1e-5), name
+        else:
+            assert fused[name] == value, name
+
+
 @pytest.mark.parametrize("method", ["taugate", "lora", "bitfit", "full"])
 def test_each_epoch_reports_loss_and_validation_accuracy_ending_at_the_final_metrics(method, foundation):
     progress = Recorder()
@@ -83,7 +96,7 @@ def test_fused_members_report_each_epoch_and_resume_exactly(foundation, tmp_path
     fused = run_fused(configs, foundation=shared(foundation), progress=together)
     for k in range(2):
         assert [r[k].val_acc for r in together.records] == [r[0].val_acc for r in alone[k].records]
-        same_metrics(fused[k], lone[k])
+        matching_metrics(fused[k], lone[k])
     with pytest.raises(KeyboardInterrupt):
         run_fused(configs, foundation=shared(foundation), progress=Recorder(tmp_path, stop_at=1))
     resumed = Recorder(start=TrainState.load(tmp_path))

@@ -115,21 +115,34 @@ def test_every_member_diverging_reports_each(foundations):
 
 @pytest.mark.parametrize("method", ["taugate", "lora", "bitfit", "gain_only"])
 def test_cached_and_uncached_training_agree(foundations, modes, method):
+    """The cache changes where layer 1's frozen product comes from, not the step: the same batch
+    gives the same loss and the same gradient of every trained tensor, and two epochs end at the
+    same losses. (Trained parameters are not compared: on some CPUs the two paths round
+    differently in the last bit, and Adam's sign-like steps turn a 1e-8 gradient difference on a
+    near-zero gradient into a full step apart.)"""
     configs = [parse_config({**FAST, "method": method, "seed": seed, "epochs": 2}) for seed in (0, 1, 0)]
     target = modes[45.0]
-    trained = {}
+    index = torch.stack([torch.randperm(len(target.train_y), generator=torch.Generator().manual_seed(s))[:64]
+                         for s in (0, 1, 2)])  # fmt: skip
+    steps, losses = {}, {}
     for cache_prefix in (True, False):
-        models = [adapt(foundations(c, modes), c) for c in configs]
+        fused = FusedMLP([adapt(foundations(c, modes), c) for c in configs])
+        if cache_prefix:
+            fused.cache_prefix(target.train_x)
+        logits, _ = fused.forward(target.train_x, index)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 target.train_y.index_select(0, index.reshape(-1)))  # fmt: skip
+        gradients = torch.autograd.grad(loss, fused.trainable)
+        steps[cache_prefix] = (loss.item(), gradients)
         results = fit_fused(
-            models, target.train_x, target.train_y, epochs=2, lrs=[1e-2] * 3, batch_size=64,
-            seeds=[c.seed for c in configs], cache_prefix=cache_prefix,
+            [adapt(foundations(c, modes), c) for c in configs], target.train_x, target.train_y, epochs=2,
+            lrs=[1e-2] * 3, batch_size=64, seeds=[c.seed for c in configs], cache_prefix=cache_prefix,
         )  # fmt: skip
-        trained[cache_prefix] = (models, [r.final_loss for r in results])
-    (cached, cached_loss), (plain, plain_loss) = trained[True], trained[False]
-    assert cached_loss == pytest.approx(plain_loss, abs=TOLERANCE)
-    for a, b in zip(cached, plain, strict=True):
-        for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-            torch.testing.assert_close(p, q, atol=TOLERANCE, rtol=0, msg=name)
+        losses[cache_prefix] = [r.final_loss for r in results]
+    assert steps[True][0] == pytest.approx(steps[False][0], abs=TOLERANCE)
+    for cached, plain in zip(steps[True][1], steps[False][1], strict=True):
+        torch.testing.assert_close(cached, plain, atol=TOLERANCE, rtol=1e-4)
+    assert losses[True] == pytest.approx(losses[False], abs=TOLERANCE)
 
 
 def test_the_prefix_cache_holds_one_block_per_foundation_and_gives_the_same_logits(foundations, modes):
