@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.cli import BIN
@@ -28,6 +29,7 @@ class LocalCluster:
         self.port, self.dashboard_port = free_port(), free_port()
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.processes: list[subprocess.Popen] = []
+        self.agent_ports: list[int] = []  # each node's dashboard agent (HTTP), in node order
         # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM, `ray start --block` would try for 30 s to
         # drain its node through a head that is already gone, in every test's teardown
         self.env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
@@ -43,7 +45,8 @@ class LocalCluster:
 
     def _start(self, *args: str) -> None:
         # every node gets its own agent ports: two nodes on one machine must not share Ray's defaults
-        args = (*args, "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port",
+        self.agent_ports.append(free_port())
+        args = (*args, "--dashboard-agent-listen-port", str(self.agent_ports[-1]), "--dashboard-agent-grpc-port",
                 str(free_port()), "--metrics-export-port", str(free_port()),
                 "--runtime-env-agent-port", str(free_port()))  # fmt: skip
         log = open(self.temp / f"node-{len(self.processes)}.log", "w")  # noqa: SIM115 - lives as long as the node
@@ -74,13 +77,19 @@ class LocalCluster:
         assert out.stdout.strip().endswith(str(count)), f"cluster did not reach {count} nodes: {out.stderr[-2000:]}"
 
     def wait_for_job_server(self, timeout: float = 120) -> None:
+        """The head's job server listens, and the head's dashboard agent, to which it hands a job
+        (before that it answers a submission with "No available agent to submit job"), answers."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.dashboard_port), timeout=1):
+                    pass
+                health = f"http://127.0.0.1:{self.agent_ports[0]}/api/local_raylet_healthz"
+                if urllib.request.urlopen(health, timeout=2).status == 200:
                     return
             except OSError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         raise AssertionError("the Ray job server did not start")
 
     def stop(self) -> None:

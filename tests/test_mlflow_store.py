@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from study.mlflow_store import seed_sqlite_store, template_path
 
 
-def test_a_new_store_is_a_copy_of_the_template_and_mlflow_uses_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("TAUGATE_CACHE_DIR", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A template cache of this module's own, shared by its tests: the template is migrated once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_a_new_store_is_a_copy_of_the_template_and_mlflow_uses_it(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAUGATE_CACHE_DIR", str(cache))
     first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
     first.parent.mkdir(), second.parent.mkdir()
     assert seed_sqlite_store(first)
@@ -24,9 +31,10 @@ def test_a_new_store_is_a_copy_of_the_template_and_mlflow_uses_it(tmp_path, monk
     assert MlflowClient(f"sqlite:///{first}").search_runs(["0"]) == []  # the copies are separate stores
 
 
-def test_an_existing_store_is_left_alone(tmp_path, monkeypatch):
-    monkeypatch.setenv("TAUGATE_CACHE_DIR", str(tmp_path / "cache"))
+def test_an_existing_store_is_left_alone(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAUGATE_CACHE_DIR", str(cache))
     db = tmp_path / "mlflow.db"
+    assert seed_sqlite_store(db)  # a store (from the template: no migration of its own to wait for)
     MlflowClient(f"sqlite:///{db}").create_experiment("kept")
     assert not seed_sqlite_store(db)
     assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("kept") is not None

@@ -43,9 +43,6 @@ name: outage
 foundation: {hidden: [16], epochs: 1}
 epochs: 1
 seeds: [0, 1]
-max_concurrent_trials: 2
-reuse_actors: false
-max_failures: 3
 methods:
   taugate: {gate_sharpness: [3, 10, 30, 100]}
 """
@@ -87,7 +84,7 @@ checkpoint_after_s: 0
 methods:
   taugate: {{gate_sharpness: [3, 30]}}
 """
-NODE_LOSS_EPOCHS = 30  # ~0.1-0.3 s an epoch: the node is lost at epoch 3 or so, most of the trial to run
+NODE_LOSS_EPOCHS = 30  # the worker node's trial is lost at epoch 3-5 (its worker starts late): most of it to run
 
 
 def tune_results(trial_dir: Path) -> list[dict]:
@@ -151,7 +148,8 @@ def test_losing_a_worker_node_mid_study_loses_and_duplicates_nothing(tmp_path):
             cluster.wait_for_nodes(2)
             losing = pool.submit(lose_the_worker_node)
             try:
-                result = taugate("run", str(spec), "--output", str(study_dir), "--address", cluster.address)
+                result = taugate("run", str(spec), "--output", str(study_dir), "--address", cluster.address,
+                                 "--no-report")  # fmt: skip
             finally:
                 driver_done.set()
         finally:
@@ -174,18 +172,24 @@ def test_losing_a_worker_node_mid_study_loses_and_duplicates_nothing(tmp_path):
     keys = [r.data.tags["taugate.trial_key"] for r in runs if r.data.tags["taugate.status"] == "ok"]
     assert sorted(keys) == sorted(table["trial_id"])
 
-    # Tune's results of the trial: the first attempt's, then the retry's, appended; the retry restored
-    # the checkpoint: its first result (iterations_since_restore 1) is the epoch after the last one
-    # the driver saw, never epoch 1 again, and each epoch was reported once
+    # Tune's results of the trial: the first attempt's, then the retry's, appended. The retry restored a
+    # checkpoint: its first result (iterations_since_restore 1) is never epoch 1 again, but the epoch
+    # after the newest checkpoint Tune had registered. Tune asks for an epoch only once the previous
+    # one's checkpoint is registered, so that is at most the epoch in flight at the loss, run again,
+    # and never before the last epoch the test saw. Tune's results file may also leave out the first
+    # attempt's latest lines: restarting a trial, it copies result.json back from the study folder
+    # over its driver's staging copy, which can hold an epoch not yet synced
+    # (ray.tune.logger.logger._restore_from_remote). The ledger's learning curve below is exact.
     results = tune_results(found["trial_dir"])
-    epochs = [r["epoch"] for r in results]
-    assert epochs == [r["training_iteration"] for r in results] == list(range(1, NODE_LOSS_EPOCHS + 1)), epochs
+    assert [r["epoch"] for r in results] == [r["training_iteration"] for r in results], results
     restarts = [i for i, r in enumerate(results) if r["iterations_since_restore"] == 1]
-    assert len(restarts) == 2, restarts  # the first attempt, and one retry
-    retried = results[restarts[1] :]
-    assert retried[0]["epoch"] > found["epoch"] >= 3
+    assert restarts[0] == 0 and len(restarts) == 2, restarts  # the first attempt, and one retry
+    first, retried = results[: restarts[1]], results[restarts[1] :]
+    assert [r["epoch"] for r in first] == list(range(1, len(first) + 1))
+    assert [r["epoch"] for r in retried] == list(range(retried[0]["epoch"], NODE_LOSS_EPOCHS + 1))
+    assert retried[0]["epoch"] >= len(first) >= found["epoch"] >= 3
     assert {r["members_epoch"][0]["pid"] for r in retried}.isdisjoint(found["processes"])  # not on the lost node
-    assert all(r["members_epoch"][0]["pid"] in found["processes"] for r in results[: restarts[1]])
+    assert all(r["members_epoch"][0]["pid"] in found["processes"] for r in first)
     # the trial's learning curve in the ledger: every epoch once, the retry continuing the saved history
     trial = study_dir / "trials" / key
     assert [e["epoch"] for e in read_history(trial)] == list(range(1, NODE_LOSS_EPOCHS + 1))
@@ -214,28 +218,31 @@ def test_tracking_server_down_mid_study_warns_and_track_backfills(tmp_path, monk
     with a server back on the same store, `taugate track` logs the seven missing trials, and a
     second call adds nothing.
 
-    The outage comes at that exact point (a wrapper around `Tracker.log_trial` stops the server
-    when the first trial's run is in), not at a moment the test guesses. The server comes back on
-    a fresh port (another program may have taken the old one), booting while the study finishes."""
+    The outage comes at that exact point, not at a moment the test guesses: a wrapper around
+    `Tracker.log_trial` (on the study's tracking thread) waits for the booting server before the
+    first trial's run and stops the server once that run is in. The server comes back on a fresh
+    port (another program may have taken the old one), booting while the study finishes."""
     store = f"sqlite:///{tmp_path / 'tracking.db'}"
-    server = MlflowServer(store, tmp_path / "mlflow-1.log")
+    server = MlflowServer(store, tmp_path / "mlflow-1.log")  # boots while the study starts
     back: list[MlflowServer] = []
     log_trial = Tracker.log_trial
 
     def then_the_server_goes(self, *args, **kwargs):
-        try:
+        if back:
             return log_trial(self, *args, **kwargs)
-        finally:
-            if not back:  # the study's first trial: the server goes away as soon as its run is logged
-                server.stop()
-                back.append(MlflowServer(store, tmp_path / "mlflow-2.log"))
+        try:  # the study's first trial
+            server.wait_healthy()
+            return log_trial(self, *args, **kwargs)
+        finally:  # its run is logged: the server goes away
+            server.stop()
+            back.append(MlflowServer(store, tmp_path / "mlflow-2.log"))
 
     monkeypatch.setattr(Tracker, "log_trial", then_the_server_goes)
     spec = tmp_path / "spec.yaml"
     spec.write_text(OUTAGE)
     study_dir = tmp_path / "study"
+    url = server.url
     try:
-        url = server.wait_healthy()
         result = taugate("run", str(spec), "--output", str(study_dir), "--tracking-uri", url)
         assert result.returncode == 0, result.stderr[-3000:]
         assert back, "the study logged no trial while its server was up"

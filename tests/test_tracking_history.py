@@ -6,12 +6,7 @@ server, in a real Chromium, charts a run's `val_acc` over its epochs."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +16,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from study.tracking import BATCH_ENTITIES, BATCH_PARAMS, Tracker, batches, run_metrics, split_sizes
-from tests.cli import BIN
 from tests.ledger import record_trial
-from tests.raycluster import free_port
+from tests.mlflowserver import MlflowServer
 from trainables.config import parse_config
 from trainables.data import load_digits
 
-SERVER_START, UI_WAIT = 180.0, 120.0  # seconds: a loaded 2-core machine boots the server in ~60 s
+UI_WAIT = 120.0  # seconds
 
 CONFIG = {"method": "taugate", "hidden": [16, 16], "epochs": 4, "angles": [0, 45], "target_angle": 45}
 STARTED = 1_700_000_000.125  # the trial's own start on its worker (unix seconds)
@@ -226,38 +220,6 @@ def test_batches_keep_within_mlflow_limits_and_lose_nothing():
     assert len(list(batches(params[:40], metrics[:200]))) == 1  # a usual trial: one call
 
 
-class Server:
-    """`mlflow server` on the synced store, in its own process group, stopped by its PID."""
-
-    def __init__(self, store: str, log: Path):
-        self.url, self.log = f"http://127.0.0.1:{free_port()}", log
-        command = [str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--host", "127.0.0.1",
-                   "--port", self.url.rsplit(":", 1)[1], "--workers", "1"]  # fmt: skip
-        env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        with log.open("w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=env)  # fmt: skip
-
-    def wait_healthy(self) -> str:
-        deadline = time.monotonic() + SERVER_START
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
-                    return self.url
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def booting_server(request):
     """When a UI test is selected, the server starts as soon as the store is synced, so that it boots
@@ -266,7 +228,7 @@ def booting_server(request):
         yield None
         return
     synced = request.getfixturevalue("synced")
-    server = Server(synced.uri, synced.study.parent / "mlflow-server.log")
+    server = MlflowServer(synced.uri, synced.study.parent / "mlflow-server.log")
     try:
         yield server
     finally:
