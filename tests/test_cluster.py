@@ -212,3 +212,19 @@ def test_stop_without_a_cluster_fails_clearly(tmp_path):
     stale = cli("cluster", "stop", env=env)
     assert stale.returncode == 1 and "no longer running" in stale.stderr, stale.stderr
     assert not (tmp_path / "cluster.json").exists()
+
+
+def test_start_on_a_fresh_machine_makes_the_users_ray_token_and_keeps_it(tmp_path, monkeypatch):
+    # `ray start --head` refuses to start with token auth on and no token; `taugate cluster start`
+    # makes one first, as `ray.init` does for a local Ray, and never replaces an existing one
+    from study.cluster import ensure_auth_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    token = tmp_path / ".ray" / "auth_token"
+    ensure_auth_token()
+    assert token.is_file() and len(token.read_text().strip()) >= 32
+    first = token.read_text()
+    ensure_auth_token()
+    assert token.read_text() == first
