@@ -42,7 +42,7 @@ def show(value: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness runs (figures not meaningful)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness runs")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     quick = args.quick
