@@ -8,7 +8,7 @@ functions turn the histories and the results table into tables: one row per (tri
 epoch), and the trial-epochs a scheduler spent against the full grid's.
 
 Every accuracy here is a validation accuracy: a curve, a "best epoch" and a scheduler's stopping
-decision read validation digits only (DESIGN.md, "Select on validation, report on test").
+decision read validation digits only (select on validation, report on test).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ on validation digits), the units only it uses (`specific_units`, counted) and th
 most beyond the other modes (`attributed_units`: a fixed share of the hidden units, the ones
 silenced here). Silencing a mode's attributed units and measuring the accuracy drop on TEST
 digits, beside a random control of the same number of units the mode also uses, turns the
-firing-rate description into a causal claim or not (DESIGN.md, "Correlation is not attribution").
+firing-rate description into a causal claim or not (correlation is not attribution).
 In the rows and the summary, control "specific" names the attributed units.
 """
 

@@ -1,4 +1,4 @@
-"""The paper's table (PAPER.md) and our results beside it.
+"""The paper's table (analysis/references/paper.yaml) and our results beside it.
 
 The numbers come from the shipped reference `references/paper.yaml` (`analysis.reference.PAPER`),
 the same table `analysis.fidelity` and `analysis.verdicts` compare with.

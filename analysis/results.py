@@ -35,13 +35,13 @@ METRIC_COLUMNS = (
 DERIVED_COLUMNS = ("label", "config_id", "n_trials", "n_ok", "sparsity_source", "on_front")
 DERIVED_SUFFIXES = ("_mean", "_std", "_n", "_ci95")
 _ACCURACY = re.compile(r"^acc_[0-9mp]+(_hard)?$")
-# Short names for labels and axes (PAPER.md's symbols).
+# Short names for labels and axes (the paper's symbols).
 SYMBOLS = {"gate_sharpness": "s", "sparsity_weight": "λ", "lora_rank": "r", "lora_alpha": "α"}
 OK = "ok"
 # Stopped by an early-stopping scheduler (ASHA, median stopping): it ran fewer epochs than planned, so
 # like a diverged trial it carries no accuracies to summarise; unlike one, it is not a failure.
 STOPPED = "stopped"
-# The order methods are listed in: from no adaptation to full fine-tuning (PAPER.md's table).
+# The order methods are listed in: from no adaptation to full fine-tuning (the paper's table).
 METHOD_ORDER = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
 
 

@@ -46,7 +46,7 @@ def selection_metric(metric: str | None, target: float | None = None, table: pd.
     """The metric a choice reads: `metric` if it is a validation metric, by default the target
     mode's validation accuracy (`val_acc_30` for a study targeting 30 degrees; `target`, else
     the study's own, `analysis.modes.study_modes(table)`). A test metric is refused, never used:
-    test metrics are only reported (DESIGN.md, "Select on validation, report on test")."""
+    test metrics are only reported (select on validation, report on test)."""
     if not metric and target is None:
         target = study_modes(table if table is not None else pd.DataFrame()).target
     metric = metric or accuracy_name(target, validation=True)

@@ -1,4 +1,4 @@
-"""The paper's claims (PAPER.md, "Claims") checked against this study, strictly.
+"""The paper's claims (analysis/references/paper.yaml and its claims) checked against this study, strictly.
 
 Each method is represented by one configuration, chosen on validation accuracy
 (`analysis.stats.representatives`, LoRA at the reference's rank 8 when the study has it); the

@@ -3,13 +3,12 @@
 `taugate(...)` calls the command in this test process (typer's runner): no fresh interpreter and
 its ~3 s of imports per call. A study it runs (`run`, `resume`) joins the session's warm Ray
 cluster (`tests.warm`) unless the test names another `--address` or asks for `local=True`.
-`taugate_process(...)` runs the installed console script as a real process, for tests about
-signals, the real process's exit code, locks between processes or sockets.
+Tests about signals, the real process's exit code, locks between processes or sockets start the
+installed console script (`BIN / "taugate"`) as a real process instead.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,13 +17,6 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 STUDY_COMMANDS = ("run", "resume")
-
-
-def taugate_process(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | (env or {})
-    return subprocess.run(
-        [str(BIN / "taugate"), *args], capture_output=True, text=True, timeout=timeout, check=False, env=environment
-    )
 
 
 def taugate(
@@ -42,7 +34,7 @@ def taugate(
     from study.cli import app
 
     args = list(args)
-    joins = args[:1] == ["resume"] or args[:1] == ["run"]
+    joins = bool(args) and args[0] in STUDY_COMMANDS
     if joins and "--address" not in args and not local:
         from tests.warm import cluster
 

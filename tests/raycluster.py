@@ -17,6 +17,15 @@ from tests.cli import BIN
 NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the network address; this stays on loopback
 
 
+def gcs_port() -> int:
+    """A free loopback port outside Ray's worker range (Ray refuses a GCS port there)."""
+    from study.cluster import WORKER_PORTS
+
+    while (port := free_port()) in WORKER_PORTS:
+        pass
+    return port
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

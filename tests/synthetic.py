@@ -2,7 +2,7 @@
 
 The report must be checked on a study shaped like a real one (every method, several seeds, a
 sweep over s and lambda, LoRA ranks, failed trials, optionally a grid of protocols) in seconds;
-the analysis tests use this. Numbers follow the paper's table (PAPER.md) plus a per-seed
+the analysis tests use this. Numbers follow the paper's table (analysis/references/paper.yaml) plus a per-seed
 foundation effect, so paired comparisons behave as they would on real trials; validation
 metrics sit close to the test ones but not on them; under the default protocol the table is
 the paper's, and a longer or stronger specialisation buys target accuracy with forgetting, as

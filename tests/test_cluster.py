@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from study.cluster import WORKER_PORTS, session_members, start_time
+from study.cluster import session_members, start_time
 from study.interrupt import descendants
 from tests.cli import BIN
-from tests.raycluster import free_port
+from tests.raycluster import gcs_port
 from tests.test_loopback import listeners
 
 pytestmark = pytest.mark.slow
@@ -71,13 +71,6 @@ def environment(state_file: Path, ray_tmp: Path) -> dict[str, str]:
     for name in ("RAY_ADDRESS", "TAUGATE_RAY_NODE_IP"):
         env.pop(name, None)
     return env
-
-
-def gcs_port() -> int:
-    """A free port outside Ray's worker range (Ray refuses a GCS port there)."""
-    while (port := free_port()) in WORKER_PORTS:
-        pass
-    return port
 
 
 def process_tree(pid: int) -> dict[int, str]:

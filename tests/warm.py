@@ -13,19 +13,17 @@ It never outlives the test run:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from study.cluster import STATE_ENV, WORKER_PORTS, session_members, start_time
-from study.interrupt import descendants
+from study.cluster import STATE_ENV, session_members, start_time
+from study.interrupt import descendants, end_processes
 
 NUM_CPUS = 2
 
@@ -38,7 +36,6 @@ class WarmCluster:
     state_file: Path
     ray_tmp: Path
     watchdog: subprocess.Popen | None = None
-    processes: dict[int, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -53,21 +50,13 @@ class WarmCluster:
 _cluster: WarmCluster | None = None
 
 
-def gcs_port() -> int:
-    """A free loopback port outside Ray's worker range (Ray refuses a GCS port there)."""
-    from tests.raycluster import free_port
-
-    while (port := free_port()) in WORKER_PORTS:
-        pass
-    return port
-
-
 def cluster() -> WarmCluster:
     """The session's warm cluster, started on first call."""
     global _cluster
     if _cluster is not None:
         return _cluster
     from tests.cli import taugate
+    from tests.raycluster import gcs_port
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-warm-", dir="/tmp"))  # short: Ray's socket paths fit 107 bytes
     state_file = ray_tmp / "cluster.json"
@@ -101,19 +90,11 @@ def stop() -> None:
 
     tree = warm.tree()
     taugate("cluster", "stop", env=warm.env)
-    end(tree)
+    end_processes(tree, grace=0)  # whatever of it `stop` left: by recorded PID, never by name
     if warm.watchdog is not None:
         warm.watchdog.kill()
         warm.watchdog.wait()
     shutil.rmtree(warm.ray_tmp, ignore_errors=True)
-
-
-def end(processes: dict[int, str]) -> None:
-    """SIGKILL whichever of these processes (pid -> start time) still run: by PID, never by name."""
-    for pid, started in processes.items():
-        if start_time(pid) == started:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def watch(parent: int, pid: int, started: str) -> None:

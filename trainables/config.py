@@ -72,7 +72,7 @@ def validation_name(metric: str) -> str:
 # The specialisation protocol: study-level axes shared by every method (the paper leaves them
 # open). A study grid multiplies every method by each of them; a calibration searches them.
 PROTOCOL_FIELDS = ("foundation_epochs", "epochs", "lr_scale", "batch_size")
-# "High activation" readings of the hidden units (PAPER.md leaves the ratio undefined); each is
+# "High activation" readings of the hidden units (the paper leaves the ratio undefined); each is
 # reported under its own name and definition, none is chosen to match the paper's 0.28.
 STRONG_ACTIVATION_LEVEL = 1.0  # strong_activation_ratio: hard-gated activation above this
 

@@ -1,7 +1,7 @@
 """Interventions on hidden units: silence chosen units and measure what the network loses.
 
 Firing rates only describe which units a mode uses; a claim that some units *carry* a mode needs
-them silenced (DESIGN.md, "Correlation is not attribution"). Silencing is a forward hook on the
+them silenced (correlation is not attribution). Silencing is a forward hook on the
 layer's activation module that zeroes the chosen units' outputs, the same as forcing their hard
 gates shut, for a `GatedReLU` and a plain `nn.ReLU` alike. The model's tensors are never touched,
 and every hook and gate setting is restored when the intervention ends, also on an error.

@@ -125,7 +125,7 @@ class GateStats:
 
     rate: list[list[float]]  # [layer][neuron]: fraction of digits on which the neuron fires
     rate_by_class: list[list[list[float]]]  # [layer][class][neuron]
-    # Readings of "high activation" (PAPER.md leaves it undefined), each averaged over hidden units
+    # Readings of "high activation" (the paper leaves it undefined), each averaged over hidden units
     # and digits. A soft gate above 0.5 is the hard gate (sigmoid(s(z - tau)) > 0.5 iff z > tau).
     high_activation_ratio: float | None  # hard gate on, z > tau (gated methods)
     active_ratio: float  # hard-gated activation non-zero: ReLU on and, for gated methods, gate on

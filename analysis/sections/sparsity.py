@@ -1,7 +1,7 @@
 """The report's "Sparsity" section: TauGate's activation ratio under each reading of "high
 activation" beside the frozen base and the paper, and the lambda a sparsity target chooses.
 
-PAPER.md leaves the paper's ratio (0.28) undefined, so every reading is shown under its own
+The paper leaves its ratio (0.28) undefined, so every reading is shown under its own
 name and definition and none is picked for matching: a soft gate above 0.5 is the hard gate
 (sigmoid(s(z - tau)) > 0.5 iff z > tau), so it is not a reading of its own.
 """
