@@ -36,14 +36,14 @@ RESULTS = Path(__file__).resolve().parent / "bank_results.json"
 sys.path.insert(0, str(ROOT))
 
 from study.bank import build_bank  # noqa: E402
-from trainables.bank import BANK_METHODS, ModeBank, load_bank  # noqa: E402
-from trainables.checkpoints import load_adapter, save_foundation  # noqa: E402
-from trainables.compact import check_compact  # noqa: E402
+from trainables.bank.compact import check_compact  # noqa: E402
+from trainables.bank.store import BANK_METHODS, ModeBank, load_bank  # noqa: E402
 from trainables.config import parse_config  # noqa: E402
 from trainables.data import load_modes  # noqa: E402
-from trainables.methods.taugate import GatedReLU, set_hard  # noqa: E402
-from trainables.train import train_foundation  # noqa: E402
-from trainables.trial import run_trial  # noqa: E402
+from trainables.engine.fit import train_foundation  # noqa: E402
+from trainables.engine.trial import run_trial  # noqa: E402
+from trainables.formats.checkpoints import load_adapter, save_foundation  # noqa: E402
+from trainables.methods.taugate.gate import GatedReLU, set_hard  # noqa: E402
 
 MODES = (("taugate", 0), ("taugate", 45), ("taugate", 90), ("taugate", 135), ("gain_only", 45),
          ("threshold_only", 90))  # fmt: skip

@@ -15,11 +15,11 @@ import torch
 
 from trainables.config import TrialConfig, parse_config
 from trainables.data import load_modes
-from trainables.fused import run_fused
-from trainables.intervene import hard_accuracy, silenced, silenced_accuracies
+from trainables.engine.fit import train_foundation
+from trainables.engine.fused import run_fused
+from trainables.engine.silence import hard_accuracy, silenced, silenced_accuracies
+from trainables.engine.trial import run_trial
 from trainables.methods import adapt
-from trainables.train import train_foundation
-from trainables.trial import run_trial
 
 BASE = {"angles": [0, 45], "eval_angles": [90, 135, 180], "target_angle": 90}
 

@@ -27,8 +27,8 @@ def main(path: Path) -> None:
     from trainables.config import parse_config
     from trainables.data import load_modes
     from trainables.device import resolve_device
-    from trainables.train import train_foundation
-    from trainables.trial import run_trial, shared
+    from trainables.engine.fit import train_foundation
+    from trainables.engine.trial import run_trial, shared
 
     foundations = {}
     for raw in json.loads(path.read_text()):

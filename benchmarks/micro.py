@@ -13,10 +13,10 @@ from torch import nn
 from trainables.config import parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
+from trainables.engine.fit import fit, specialise, train_foundation
+from trainables.engine.trial import run_trial
 from trainables.methods import adapt
 from trainables.model import MLP
-from trainables.train import fit, specialise, train_foundation
-from trainables.trial import run_trial
 
 
 def best_of(repeats: int, action) -> float:
@@ -104,11 +104,11 @@ def bench_fused(
 ) -> dict[str, float | int]:
     """fused_speedup_k5: trial throughput of `members` TauGate trials (default paper setting,
     seeds 0..members-1, one foundation each) fused into one vectorised run with the frozen-prefix
-    cache (trainables.fused.run_fused) / the same trials run one after another with run_trial;
+    cache (trainables.engine.fused.run_fused) / the same trials run one after another with run_trial;
     fused_speedup_k5_nocache: the same without the cache. Foundations are trained beforehand and
     shared by both sides; each side's time covers specialisation and evaluation of every trial.
     `overrides`: config fields changed from the default setting, e.g. a tiny one for the tests."""
-    from trainables.fused import run_fused
+    from trainables.engine.fused import run_fused
 
     extra = (overrides or {}) | ({} if epochs is None else {"epochs": epochs})
     configs = [parse_config({"method": "taugate", "seed": seed, "device": "cpu"} | extra) for seed in range(members)]

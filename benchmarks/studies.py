@@ -23,7 +23,7 @@ TAUGATE = Path(sys.executable).parent / "taugate"
 NAIVE = """
 import json, sys, time, ray
 from ray import tune
-from trainables.trial import run_trial
+from trainables.engine.trial import run_trial
 
 def naive(config):
     tune.report(run_trial(config))  # trains its own foundation in every trial

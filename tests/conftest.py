@@ -11,10 +11,10 @@ from study.cluster import ensure_auth_token
 from trainables.config import parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
-from trainables.train import train_foundation
+from trainables.engine.fit import train_foundation
 
 # Ray's token authentication stays on. This process's drivers join the session's warm cluster
-# (tests/warm.py): Ray reads the mode and caches the token when first imported, so both are in
+# (tests/support/warm.py): Ray reads the mode and caches the token when first imported, so both are in
 # place before any test module imports Ray (a fresh machine has no ~/.ray/auth_token yet).
 os.environ["RAY_AUTH_MODE"] = "token"
 ensure_auth_token()
@@ -46,8 +46,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def warm_cluster():
-    """The session's warm loopback Ray cluster (tests/warm.py), which in-process studies join."""
-    from tests.warm import cluster
+    """The session's warm loopback Ray cluster (tests/support/warm.py), which in-process studies join."""
+    from tests.support.warm import cluster
 
     return cluster()
 
@@ -55,7 +55,7 @@ def warm_cluster():
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory) -> Path:
     """The shipped smoke spec run once through `taugate run` on the warm cluster (SQLite MLflow, report)."""
-    from tests.cli import taugate
+    from tests.support.cli import taugate
 
     study_dir = tmp_path_factory.mktemp("smoke") / "study"
     result = taugate("run", str(SMOKE), "--output", str(study_dir))

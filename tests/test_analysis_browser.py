@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.report import write_report
-from tests.synthetic import synthetic_study
+from tests.support.synthetic import synthetic_study
 
 
 def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:

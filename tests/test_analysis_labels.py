@@ -9,7 +9,7 @@ import pytest
 
 from analysis.reference import PAPER
 from analysis.report import write_report
-from tests.synthetic import synthetic_study
+from tests.support.synthetic import synthetic_study
 from tests.test_analysis_report import Page
 
 SAYS_WHICH = ("mean ± std", "mean ± 95% CI", "(tolerance)")

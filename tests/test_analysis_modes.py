@@ -13,7 +13,7 @@ from analysis.modes import StudyModes, evaluated_angles, study_modes
 from analysis.reference import PAPER
 from analysis.report import write_report
 from analysis.stats import seed_statistics
-from tests.synthetic import synthetic_study
+from tests.support.synthetic import synthetic_study
 from tests.test_analysis_report import Page
 
 

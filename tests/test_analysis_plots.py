@@ -14,7 +14,7 @@ from analysis import plots
 from analysis.modes import study_modes
 from analysis.pareto import fronts, pareto_sets
 from analysis.stats import seed_statistics
-from tests.synthetic import synthetic_study
+from tests.support.synthetic import synthetic_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,7 +12,7 @@ import pytest
 
 from analysis.paper import PAPER_TABLE
 from analysis.report import write_report
-from tests.synthetic import PROTOCOL_GRID, synthetic_study
+from tests.support.synthetic import PROTOCOL_GRID, synthetic_study
 
 METADATA = {
     "spec": {"name": "ablation", "seeds": 4, "methods": ["taugate", "lora"]},

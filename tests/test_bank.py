@@ -16,15 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from study.bank import build_bank, build_banks
-from tests.ledger import record_trial
-from trainables.bank import BankError, assemble, load_bank, mode_name, read_foundation, read_mode
-from trainables.checkpoints import load_adapter, save_foundation
-from trainables.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
+from tests.support.ledger import record_trial
+from trainables.bank.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
+from trainables.bank.store import BankError, assemble, load_bank, mode_name, read_foundation, read_mode
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
-from trainables.methods.taugate import set_hard
-from trainables.train import train_foundation
-from trainables.trial import run_trial
+from trainables.engine.fit import train_foundation
+from trainables.engine.trial import run_trial
+from trainables.formats.checkpoints import load_adapter, save_foundation
+from trainables.methods.taugate.gate import set_hard
 
 TINY = {"method": "taugate", "hidden": [16, 16], "foundation_epochs": 1, "epochs": 1, "angles": [0, 45],
         "eval_angles": [90], "device": "cpu", "seed": 0}  # fmt: skip

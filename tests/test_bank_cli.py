@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import taugate
+from tests.support.cli import taugate
 from tests.test_bank import SEED0, TINY, make_study, record_trial
-from trainables.bank import load_bank
+from trainables.bank.store import load_bank
 
 TARGETS = (("t0", "taugate", 0, 0.0), ("t45", "taugate", 45, 0.0), ("t90", "taugate", 90, 0.0))
 NAMES = ["taugate@0", "taugate@45", "taugate@90"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from analysis.reference import load_reference
-from tests.cli import taugate
+from tests.support.cli import taugate
 
 pytestmark = pytest.mark.slow
 

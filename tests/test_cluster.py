@@ -23,8 +23,8 @@ import pytest
 
 from study.cluster import session_members, start_time
 from study.interrupt import descendants
-from tests.cli import BIN
-from tests.raycluster import gcs_port
+from tests.support.cli import BIN
+from tests.support.raycluster import gcs_port
 from tests.test_loopback import listeners
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Learning curves and early-stopping savings: from trials' per-epoch histories to the report's section.
 
-Studies here are fabricated: results tables by hand, or study folders written with `tests.ledger`
+Studies here are fabricated: results tables by hand, or study folders written with `tests.support.ledger`
 (nothing trains), so every expected number is worked out from the histories written below.
 """
 
@@ -21,7 +21,7 @@ from analysis.sections.common import FigureEntry
 from analysis.sections.curves import curves_section
 from analysis.stats import seed_statistics
 from study.reporting import write_study_report
-from tests.ledger import record_trial
+from tests.support.ledger import record_trial
 from tests.test_analysis_report import Page
 
 

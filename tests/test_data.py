@@ -104,7 +104,7 @@ def test_rotation_is_torchvisions_bilinear_rotate_bit_for_bit(angle):
 
 def test_a_trial_worker_does_not_import_torchvision():
     # importing torchvision costs a Ray worker ~1.3 s; only the torchvision MNIST source needs it
-    code = "import sys, study.trainable, trainables.fused; print('torchvision' in sys.modules)"
+    code = "import sys, study.trainable, trainables.engine.fused; print('torchvision' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from analysis.load import load_tune
-from tests.cli import BIN, taugate
-from tests.mlflowserver import ENV as MLFLOW_ENV
-from tests.mlflowserver import MlflowServer
-from tests.raycluster import NODE_IP, free_port
+from tests.support.cli import BIN, taugate
+from tests.support.mlflowserver import ENV as MLFLOW_ENV
+from tests.support.mlflowserver import MlflowServer
+from tests.support.raycluster import NODE_IP, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
@@ -89,7 +89,7 @@ def test_compose_services_as_local_processes_run_a_submitted_study(smoke_study, 
     gcs, dashboard = free_port(), free_port()
     ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are capped at 107 bytes
     # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM a node would try for 30 s to drain itself;
-    # MLflow's job runner is off (tests/mlflowserver.py): TauGate submits no MLflow jobs
+    # MLflow's job runner is off (tests/support/mlflowserver.py): TauGate submits no MLflow jobs
     env = os.environ | MLFLOW_ENV | {"RAY_AUTH_MODE": "token", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     nodes: list[Node] = []
     # compose's order (MLflow, then the head, then its worker), each started as soon as the one it

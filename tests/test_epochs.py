@@ -1,4 +1,4 @@
-"""Per-epoch progress of a trial (trainables.epochs): records each epoch, resumes exactly from a
+"""Per-epoch progress of a trial (trainables.engine.resume): records each epoch, resumes exactly from a
 saved training state, alone and fused."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 
 from tests.conftest import FAST
 from trainables.config import parse_config
-from trainables.epochs import EpochRecord, TrainState
-from trainables.fused import run_fused
-from trainables.trial import run_trial, shared
+from trainables.engine.fused import run_fused
+from trainables.engine.resume import EpochRecord, TrainState
+from trainables.engine.trial import run_trial, shared
 
 EPOCHS = 4
 

@@ -24,19 +24,12 @@ from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import FAST
-from trainables.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, CheckpointError, load_adapter, save_adapter
 from trainables.config import parse_config
-from trainables.export import (
-    PEFT_CONFIG,
-    PEFT_TENSORS,
-    ExportError,
-    export_gain_only,
-    export_lora,
-    export_peft,
-)
+from trainables.engine.trial import run_trial, shared
+from trainables.formats.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, CheckpointError, load_adapter, save_adapter
+from trainables.formats.peft import PEFT_CONFIG, PEFT_TENSORS, ExportError, export_gain_only, export_lora, export_peft
 from trainables.methods import adapt
 from trainables.model import MLP
-from trainables.trial import run_trial, shared
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -154,7 +147,7 @@ def test_exporting_leaves_the_callers_random_state_alone(tmp_path):
 
 
 def test_the_module_does_not_import_peft():
-    code = "import sys, trainables.export; assert 'peft' not in sys.modules, 'peft imported'"
+    code = "import sys, trainables.formats.peft; assert 'peft' not in sys.modules, 'peft imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
 

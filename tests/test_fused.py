@@ -1,4 +1,4 @@
-"""Fused trials (trainables.fused): K trials in one vectorised step give each member the metrics
+"""Fused trials (trainables.engine.fused): K trials in one vectorised step give each member the metrics
 it gets alone; the frozen-prefix cache changes nothing but the speed; a diverging member is
 isolated. Every comparison is against the unfused `run_trial` on the same foundation."""
 
@@ -12,10 +12,10 @@ import torch
 
 from tests.conftest import FAST
 from trainables.config import ConfigError, parse_config
-from trainables.fused import FusedMLP, check_fusable, fit_fused, fuse_key, run_fused
+from trainables.engine.fit import train_foundation
+from trainables.engine.fused import FusedMLP, check_fusable, fit_fused, fuse_key, run_fused
+from trainables.engine.trial import GATE_STATS_FILE, run_trial
 from trainables.methods import adapt
-from trainables.train import train_foundation
-from trainables.trial import GATE_STATS_FILE, run_trial
 
 TOLERANCE = 1e-5  # accuracies move in steps of 1e-3 (1,000 test digits), so they must be equal
 

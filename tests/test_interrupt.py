@@ -26,7 +26,7 @@ import pytest
 from analysis.load import load_tune
 from study.cluster import start_time
 from study.lock import LOCK_FILE
-from tests.cli import BIN, taugate
+from tests.support.cli import BIN, taugate
 
 pytestmark = pytest.mark.slow
 

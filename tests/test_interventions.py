@@ -24,14 +24,15 @@ from analysis.interventions import (
 )
 from analysis.mode_plots import plot_core_by_gap, plot_intervention, plot_jaccard
 from analysis.mode_units import common_core
-from tests.ledger import record_trial
-from trainables.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
+from tests.support.ledger import record_trial
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
+from trainables.engine.evaluation import gate_statistics
+from trainables.engine.fit import train_foundation
+from trainables.engine.trial import run_trial
+from trainables.formats.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
 from trainables.methods import taugate
 from trainables.model import MLP
-from trainables.train import gate_statistics, train_foundation
-from trainables.trial import run_trial
 
 # --- a toy where the answer is known ----------------------------------------------------------
 # Ten hidden units, identity first layer. Mode A (0 deg) puts its class evidence on units 0/1,

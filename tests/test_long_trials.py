@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from analysis.load import load_tune
-from tests.cli import assert_spec_refused, taugate
+from tests.support.cli import assert_spec_refused, taugate
 
 pytestmark = pytest.mark.slow
 

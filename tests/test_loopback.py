@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import BIN
+from tests.support.cli import BIN
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,11 @@ import torch
 
 from tests.conftest import FAST
 from trainables.config import parse_config
+from trainables.engine.evaluation import evaluate, gate_statistics
+from trainables.engine.fit import specialise
 from trainables.methods import adapt, count_trainable
-from trainables.methods.taugate import GatedReLU, gates, set_hard
+from trainables.methods.taugate.gate import GatedReLU, gates, set_hard
 from trainables.model import MLP
-from trainables.train import evaluate, gate_statistics, specialise
 
 PAPER_COUNTS = {"frozen": 0, "bitfit": 266, "taugate": 512, "lora": 10448, "full": 118282,
                 "gain_only": 256, "threshold_only": 256}  # fmt: skip

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainables.engine.optim import Adam
 from trainables.model import MLP
-from trainables.optim import Adam
 
 
 @pytest.mark.parametrize("lr", [1e-3, 1e-2, 3e-4])
@@ -71,7 +71,7 @@ def test_training_a_trial_does_not_import_torch_dynamo():
     # torch.optim imports torch._dynamo on first use: 1.6 s for every fresh Ray worker
     code = (
         "import sys\n"
-        "from trainables.trial import run_trial\n"
+        "from trainables.engine.trial import run_trial\n"
         "run_trial({'method': 'taugate', 'epochs': 1, 'foundation_epochs': 1})\n"
         "print('torch._dynamo' in sys.modules)"
     )

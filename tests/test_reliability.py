@@ -27,13 +27,13 @@ from study.mlflow_store import seed_sqlite_store
 from study.plan import trial_key
 from study.storage import TUNE_DIR, FoundationStore
 from study.tracking import Tracker
-from tests.cli import BIN, taugate
-from tests.mlflowserver import ENV as MLFLOW_ENV
-from tests.mlflowserver import MlflowServer, healthy
-from tests.raycluster import LocalCluster, free_port
+from tests.support.cli import BIN, taugate
+from tests.support.mlflowserver import ENV as MLFLOW_ENV
+from tests.support.mlflowserver import MlflowServer, healthy
+from tests.support.raycluster import LocalCluster, free_port
 from trainables.config import parse_config
-from trainables.epochs import read_history
-from trainables.trial import run_trial
+from trainables.engine.resume import read_history
+from trainables.engine.trial import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -44,8 +44,8 @@ def test_ablation_specs_have_the_sizes_they_claim(tmp_path):
 
 def test_the_bare_loop_trains_each_foundation_once_and_every_trial(tmp_path, monkeypatch):
     """`python -m benchmarks.loop TRIALS.json`, run in this process on four tiny trials over two foundations."""
-    import trainables.train
-    import trainables.trial
+    import trainables.engine.fit
+    import trainables.engine.trial
 
     base = {"hidden": [8], "foundation_epochs": 1, "epochs": 1, "device": "cpu", "seed": 0}
     configs = [base | {"method": m} for m in ("frozen", "bitfit", "taugate")] + [base | {"seed": 1, "method": "frozen"}]
@@ -60,8 +60,10 @@ def test_the_bare_loop_trains_each_foundation_once_and_every_trial(tmp_path, mon
 
         return call
 
-    monkeypatch.setattr(trainables.train, "train_foundation", counted("foundations", trainables.train.train_foundation))
-    monkeypatch.setattr(trainables.trial, "run_trial", counted("trials", trainables.trial.run_trial))
+    monkeypatch.setattr(
+        trainables.engine.fit, "train_foundation", counted("foundations", trainables.engine.fit.train_foundation)
+    )
+    monkeypatch.setattr(trainables.engine.trial, "run_trial", counted("trials", trainables.engine.trial.run_trial))
     monkeypatch.setattr(sys, "argv", ["loop", str(path)])
     runpy.run_path(str(ROOT / "benchmarks" / "loop.py"), run_name="__main__")
     assert calls == {"foundations": 2, "trials": 4}

@@ -14,7 +14,7 @@ from analysis.load import load_tune
 from study.callbacks import ProgressCallback
 from study.plan import PLAN_FILE, planned_trials, run_name, trial_config, trial_key, variants
 from study.spec import parse_spec
-from tests.cli import assert_spec_refused, taugate
+from tests.support.cli import assert_spec_refused, taugate
 
 TINY = {"foundation": {"epochs": 1}, "epochs": 1}
 

@@ -41,7 +41,7 @@ from study.serving import (
 from study.spec import parse_spec
 from study.tracking import KIND_TAG, STUDY_TAG, Tracker
 from tests.test_bank import TINY, make_study
-from trainables.bank import load_bank
+from trainables.bank.store import load_bank
 from trainables.config import parse_config
 from trainables.data import load_modes
 

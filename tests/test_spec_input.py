@@ -35,7 +35,7 @@ from study.spec import (
     load_spec,
     parse_spec,
 )
-from tests.cli import assert_spec_refused
+from tests.support.cli import assert_spec_refused
 from trainables.config import METHODS, angle_key
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import taugate
-from tests.raycluster import LocalCluster
+from tests.support.cli import taugate
+from tests.support.raycluster import LocalCluster
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 pytestmark = pytest.mark.slow

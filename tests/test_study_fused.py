@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.load import load_tune
-from tests.cli import taugate
+from tests.support.cli import taugate
 
 pytestmark = pytest.mark.slow
 

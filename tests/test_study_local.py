@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.cli import taugate
+from tests.support.cli import taugate
 
 pytestmark = pytest.mark.slow
 

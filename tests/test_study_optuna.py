@@ -7,7 +7,7 @@ import json
 import optuna
 import pytest
 
-from tests.cli import taugate
+from tests.support.cli import taugate
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from analysis.load import comparable, load_mlflow, load_tune
-from tests.cli import BIN, taugate
-from tests.raycluster import free_port
+from tests.support.cli import BIN, taugate
+from tests.support.raycluster import free_port
 
 pytestmark = pytest.mark.slow
 

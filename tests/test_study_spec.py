@@ -9,7 +9,7 @@ import pytest
 
 from study.plan import summary, variants
 from study.spec import parse_spec
-from tests.cli import assert_spec_refused, taugate
+from tests.support.cli import assert_spec_refused, taugate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -16,8 +16,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from study.tracking import BATCH_ENTITIES, BATCH_PARAMS, Tracker, batches, run_metrics, split_sizes
-from tests.ledger import record_trial
-from tests.mlflowserver import MlflowServer
+from tests.support.ledger import record_trial
+from tests.support.mlflowserver import MlflowServer
 from trainables.config import parse_config
 from trainables.data import load_digits
 

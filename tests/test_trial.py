@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from tests.cli import taugate
 from tests.conftest import FAST
-from trainables.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
+from tests.support.cli import taugate
 from trainables.config import ConfigError, parse_config
 from trainables.device import resolve_device
+from trainables.engine.fit import specialise
+from trainables.engine.trial import GATE_STATS_FILE, run_trial, shared
+from trainables.formats.checkpoints import CheckpointError, load_adapter, load_foundation, save_foundation
 from trainables.methods import adapt
-from trainables.train import specialise
-from trainables.trial import GATE_STATS_FILE, run_trial, shared
 
 METRIC_NAMES = {"status", "method", "seed", "trainable_params", "acc_0", "acc_45", "val_acc_0", "val_acc_45",
                 "final_loss", "train_seconds", "active_ratio", "val_active_ratio",

@@ -1,4 +1,4 @@
-"""The session's warm Ray cluster (tests/warm.py) never outlives the test run: a pytest session of
+"""The session's warm Ray cluster (tests/support/warm.py) never outlives the test run: a pytest session of
 its own uses it, then passes, is Ctrl-C'd, or is killed outright; afterwards no process of that
 cluster remains, checked by the PIDs (and start times) the session recorded."""
 
@@ -35,7 +35,17 @@ def wait_for(condition, timeout: float) -> bool:
 def test_no_process_of_the_warm_cluster_outlives_its_session(ending, tmp_path):
     pids = tmp_path / "pids.json"
     env = os.environ | {"TAUGATE_PROBE_PIDS": str(pids)} | ({"TAUGATE_PROBE_WAIT": "1"} if ending != "passes" else {})
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "tests/probe_warm.py"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "tests/support/probe_warm.py",
+    ]
     session = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)  # fmt: skip
     try:

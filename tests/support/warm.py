@@ -2,7 +2,7 @@
 
 Started on first use with the project's own `taugate cluster start` (token auth, 127.0.0.1, a state
 file and Ray temp folder of its own, so it never meets a user's cluster), joined by every study a
-test runs in-process (`tests.cli.taugate`) or as a driver process given `--address`. Tests about
+test runs in-process (`tests.support.cli.taugate`) or as a driver process given `--address`. Tests about
 Ray's own start, node loss or socket binding keep clusters of their own.
 
 It never outlives the test run:
@@ -55,8 +55,8 @@ def cluster() -> WarmCluster:
     global _cluster
     if _cluster is not None:
         return _cluster
-    from tests.cli import taugate
-    from tests.raycluster import gcs_port
+    from tests.support.cli import taugate
+    from tests.support.raycluster import gcs_port
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-warm-", dir="/tmp"))  # short: Ray's socket paths fit 107 bytes
     state_file = ray_tmp / "cluster.json"
@@ -69,7 +69,7 @@ def cluster() -> WarmCluster:
     state = json.loads(state_file.read_text())
     _cluster = WarmCluster(state["address"], int(state["pid"]), state["start_time"], state_file, ray_tmp)
     _cluster.watchdog = subprocess.Popen(
-        [sys.executable, "-m", "tests.warm", str(os.getpid()), str(_cluster.pid), _cluster.start_time],
+        [sys.executable, "-m", "tests.support.warm", str(os.getpid()), str(_cluster.pid), _cluster.start_time],
         cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     return _cluster
@@ -86,7 +86,7 @@ def stop() -> None:
 
     if ray.is_initialized():  # this process's driver connection to it
         ray.shutdown()
-    from tests.cli import taugate
+    from tests.support.cli import taugate
 
     tree = warm.tree()
     taugate("cluster", "stop", env=warm.env)

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from trainables.checkpoints import ADAPTER_CONFIG, CheckpointError, load_adapter
-from trainables.methods.lora import LoRALinear
-from trainables.methods.taugate import GatedReLU
+from trainables.formats.checkpoints import ADAPTER_CONFIG, CheckpointError, load_adapter
+from trainables.methods.lora.lowrank import LoRALinear
+from trainables.methods.taugate.gate import GatedReLU
 from trainables.model import MLP
 
 PEFT_CONFIG, PEFT_TENSORS = "adapter_config.json", "adapter_model.safetensors"

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainables.checkpoints import save_adapter
 from trainables.config import TrialConfig, TrialMetrics, accuracy_name, angle_key, parse_config
 from trainables.data import Mode, load_modes
 from trainables.device import resolve_device
-from trainables.epochs import EpochHook, EpochRecord, Progress, TrainState
+from trainables.engine.evaluation import evaluate, gate_statistics
+from trainables.engine.fit import FitResult, specialise, train_foundation
+from trainables.engine.resume import EpochHook, EpochRecord, Progress, TrainState
+from trainables.formats.checkpoints import save_adapter
 from trainables.methods import count_trainable
 from trainables.model import MLP, first_layer_cache
-from trainables.train import FitResult, evaluate, gate_statistics, specialise, train_foundation
 
 GATE_STATS_FILE = "gate_stats.json"
 FoundationProvider = Callable[[TrialConfig, dict], MLP]
@@ -31,7 +32,7 @@ def run_trial(
 
     `foundation(config, modes)` supplies a shared foundation (the study caches them); by
     default the trial trains its own. With `artifact_dir` the adapter and the per-neuron
-    gate statistics are written there. `progress` (trainables.epochs.Progress) gets an
+    gate statistics are written there. `progress` (trainables.engine.resume.Progress) gets an
     `EpochRecord` after every epoch and may resume training from a saved state. Raises
     `ConfigError` for invalid input; a diverging run is not an error but `status: "diverged"`.
     """

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainables.optim import Adam
+from trainables.engine.optim import Adam
 
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 HISTORY_FILE = "history.json"  # a trial's learning curve in its folder: {"epochs": [EpochRecord.to_dict(), ...]}

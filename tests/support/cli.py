@@ -2,7 +2,7 @@
 
 `taugate(...)` calls the command in this test process (typer's runner): no fresh interpreter and
 its ~3 s of imports per call. A study it runs (`run`, `resume`) joins the session's warm Ray
-cluster (`tests.warm`) unless the test names another `--address` or asks for `local=True`.
+cluster (`tests.support.warm`) unless the test names another `--address` or asks for `local=True`.
 Tests about signals, the real process's exit code, locks between processes or sockets start the
 installed console script (`BIN / "taugate"`) as a real process instead.
 """
@@ -36,7 +36,7 @@ def taugate(
     args = list(args)
     joins = bool(args) and args[0] in STUDY_COMMANDS
     if joins and "--address" not in args and not local:
-        from tests.warm import cluster
+        from tests.support.warm import cluster
 
         args += ["--address", cluster().address]
     if joins and _ray_connected() and (local or _address(args) != _warm_address()):

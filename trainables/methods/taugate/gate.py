@@ -15,10 +15,6 @@ from torch import nn
 from trainables.config import TrialConfig
 from trainables.model import MLP
 
-NAME = "taugate"
-DEFAULT_LR = 1e-2
-DIMENSIONS: tuple[str, ...] = ("gate_sharpness", "sparsity_weight")
-
 
 class GatedReLU(nn.Module):
     """ReLU with a per-neuron gain and (optionally) a thresholded gate."""
@@ -63,10 +59,6 @@ def install_gates(model: MLP, config: TrialConfig, learn_tau: bool, learn_gamma:
         model.activations[index] = GatedReLU(
             width, config.gate_sharpness, config.gate_init_margin, learn_tau=learn_tau, learn_gamma=learn_gamma
         )
-
-
-def install(model: MLP, config: TrialConfig) -> None:
-    install_gates(model, config, learn_tau=True, learn_gamma=True)
 
 
 def gates(model: nn.Module) -> list[GatedReLU]:

@@ -45,14 +45,14 @@ from torch import nn
 from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
-from trainables.epochs import EpochHook, Progress, TrainState
+from trainables.engine.fit import FitResult, fit, train_foundation
+from trainables.engine.optim import Adam
+from trainables.engine.resume import EpochHook, Progress, TrainState
+from trainables.engine.trial import EpochEvaluation, FoundationProvider, trial_metrics
 from trainables.methods import adapt, specialisation_lr
-from trainables.methods.lora import LoRALinear
-from trainables.methods.taugate import GatedReLU
+from trainables.methods.lora.lowrank import LoRALinear
+from trainables.methods.taugate.gate import GatedReLU
 from trainables.model import MLP
-from trainables.optim import Adam
-from trainables.train import FitResult, fit, train_foundation
-from trainables.trial import EpochEvaluation, FoundationProvider, trial_metrics
 
 # Config fields every member of one fused run must share (the shape of the work). Members may
 # differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
@@ -294,7 +294,7 @@ def fit_fused(
     epochs: int, lrs: Sequence[float], batch_size: int, seeds: Sequence[int],
     sparsity_weights: Sequence[float] | None = None, cache_prefix: bool = True, hook: EpochHook | None = None,
 ) -> list[FitResult]:  # fmt: skip
-    """`trainables.train.fit` for K adapted models (one method and shape) at once, in place.
+    """`trainables.engine.fit.fit` for K adapted models (one method and shape) at once, in place.
 
     Member k gets what `fit(models[k], x, y, lr=lrs[k], seed=seeds[k],
     sparsity_weight=sparsity_weights[k], ...)` gives it: its batch order, its loss, its

@@ -11,13 +11,6 @@ import math
 import torch
 from torch import nn
 
-from trainables.config import TrialConfig
-from trainables.model import MLP
-
-NAME = "lora"
-DEFAULT_LR = 1e-3
-DIMENSIONS: tuple[str, ...] = ("lora_rank", "lora_alpha")
-
 
 class LoRALinear(nn.Module):
     """Wraps a frozen Linear layer (kept intact as `base`) with a low-rank update."""
@@ -36,8 +29,3 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling
-
-
-def install(model: MLP, config: TrialConfig) -> None:
-    for index, layer in enumerate(model.layers):
-        model.layers[index] = LoRALinear(layer, config.lora_rank, config.lora_alpha)

@@ -15,10 +15,10 @@ one angle. Every mode is stored as a (tau, gamma) pair: gain_only has no gate an
 tau = -inf (1[z > -inf] = sigmoid(s (z + inf)) = 1: the same function as `GatedReLU` without a gate,
 in hard and soft form); threshold_only learns no gain and is stored with gamma = 1.
 
-`ModeBank.model()` (`trainables.banked.BankedMLP`) holds the foundation's Linear layers once and gates
+`ModeBank.model()` (`trainables.bank.mixed.BankedMLP`) holds the foundation's Linear layers once and gates
 them with `IndexedGate` (`trainables.methods.taugate`): tau and gamma with a leading mode dimension,
 selected per sample, so a mixed batch is one gather and `set_mode` only changes an int. Compact
-per-mode subnetworks are in `trainables.compact`.
+per-mode subnetworks are in `trainables.bank.compact`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from trainables.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, CheckpointError, load_adapter, load_foundation
 from trainables.config import angle_key
-from trainables.methods.taugate import GatedReLU
+from trainables.formats.checkpoints import (
+    ADAPTER_CONFIG,
+    ADAPTER_TENSORS,
+    CheckpointError,
+    load_adapter,
+    load_foundation,
+)
+from trainables.methods.taugate.gate import GatedReLU
 from trainables.model import MLP
 
 if TYPE_CHECKING:
-    from trainables.banked import BankedMLP
-    from trainables.compact import CompactMLP
+    from trainables.bank.compact import CompactMLP
+    from trainables.bank.mixed import BankedMLP
 
 FORMAT, FORMAT_VERSION = "taugate-mode-bank", 1
 INDEX_FILE, TENSORS_FILE, FOUNDATION_FILE = "bank.json", "bank.safetensors", "foundation.safetensors"
@@ -173,7 +179,7 @@ class ModeBank:
         return torch.tensor([self.position(name) for name in names], dtype=torch.int64)
 
     def model(self, mode: str | None = None, hard: bool = True) -> BankedMLP:
-        from trainables.banked import BankedMLP
+        from trainables.bank.mixed import BankedMLP
 
         """An `nn.Module` over the bank's own foundation modules and tensors (nothing is copied), in
         `mode` (default: the first). Its `.to(device)` moves the shared foundation modules too."""
@@ -200,8 +206,8 @@ class ModeBank:
 
     def compact(self, name: str, train_x: torch.Tensor) -> CompactMLP:
         """The mode's compact subnetwork, dropping the units that never open on `train_x`
-        (`trainables.compact.compact`)."""
-        from trainables.compact import compact
+        (`trainables.bank.compact.compact`)."""
+        from trainables.bank.compact import compact
 
         return compact(self.model(name), train_x)
 
@@ -209,7 +215,7 @@ class ModeBank:
         info = self.mode(name)
         if info.compact is None or self.folder is None:
             raise BankError(f"mode {name!r} has no compact subnetwork in the bank ({self.folder})")
-        from trainables.compact import load_compact
+        from trainables.bank.compact import load_compact
 
         return load_compact(self.folder / info.compact)
 
@@ -274,7 +280,7 @@ def save_bank(
 ) -> Path:
     """Write the bank folder (replacing one already there, atomically: it is written beside it and
     renamed). `compacts`: mode name -> (compact subnetwork, its report as a dict) to write with it."""
-    from trainables.compact import save_compact
+    from trainables.bank.compact import save_compact
 
     folder = Path(folder)
     compacts = compacts or {}

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.cli import BIN
+from tests.support.cli import BIN
 
 NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the network address; this stays on loopback
 

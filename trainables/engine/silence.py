@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from trainables.methods.taugate import GatedReLU
+from trainables.methods.taugate.gate import GatedReLU
 
 Units = Mapping[int, Sequence[int]]  # hidden layer index -> unit indices in that layer
 

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from trainables.bank import (
+from trainables.bank.mixed import BankedMLP
+from trainables.bank.store import (
     COMPACT_INDEX,
     COMPACT_TENSORS,
     FORMAT,
@@ -28,7 +29,6 @@ from trainables.bank import (
     read_json,
     read_tensors,
 )
-from trainables.banked import BankedMLP
 
 
 class Threshold(nn.Module):

@@ -6,7 +6,7 @@ study runs on: more than six whole trials, paid again by every new Ray worker. T
 performs the elementwise operations of torch's single-tensor Adam (its CPU path, default betas
 and eps, no weight decay) in the same order, so it follows torch.optim.Adam bit for bit
 (tests/test_optim.py holds it to that). It also takes stacked tensors with a learning rate
-per member, which fused trials (trainables.fused) need.
+per member, which fused trials (trainables.engine.fused) need.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """TauGate ablation without the threshold: a learned gain per hidden neuron (IA3-like)."""
 
 from trainables.config import TrialConfig
-from trainables.methods.taugate import install_gates
+from trainables.methods.taugate.gate import install_gates
 from trainables.model import MLP
 
 NAME = "gain_only"

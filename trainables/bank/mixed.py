@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from trainables.bank import BankError
-from trainables.methods.taugate import IndexedGate
+from trainables.bank.store import BankError
+from trainables.methods.taugate.gate import IndexedGate
 
 if TYPE_CHECKING:
-    from trainables.bank import ModeBank
+    from trainables.bank.store import ModeBank
 
 
 class BankedMLP(nn.Module):

@@ -17,8 +17,8 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from tests.cli import BIN
-from tests.raycluster import free_port
+from tests.support.cli import BIN
+from tests.support.raycluster import free_port
 
 BOOT = 180.0  # seconds: the most a server may take to answer /health on a loaded machine
 ENV = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

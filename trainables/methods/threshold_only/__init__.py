@@ -1,7 +1,7 @@
 """TauGate ablation without the gain: a learned threshold gate per hidden neuron, gain fixed at 1."""
 
 from trainables.config import TrialConfig
-from trainables.methods.taugate import install_gates
+from trainables.methods.taugate.gate import install_gates
 from trainables.model import MLP
 
 NAME = "threshold_only"

@@ -1,0 +1,78 @@
+"""Small file I/O the whole product shares: atomic writes (a reader on another process or node
+never sees half a file), and JSON and safetensors readers whose errors name the file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+def staging_path(path: Path) -> Path:
+    """A hidden sibling of `path`, unique to this process and call, to write before renaming."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a staging path to write; on success it replaces `path` in one rename, on an error it
+    is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = staging_path(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(text)
+
+
+def write_json(path: Path | str, data: Any, indent: int | None = 1, default: Callable[[Any], Any] | None = str) -> None:
+    write_text(path, json.dumps(data, indent=indent, default=default))
+
+
+def write_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file of `tensors` (detached, contiguous, on the CPU), written atomically."""
+    with atomic_path(path) as partial:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial), metadata=metadata)
+
+
+def read_json(path: Path | str, error: type[Exception], want: type = dict) -> Any:
+    """A JSON file's content; a missing file, invalid JSON or content other than `want` (a JSON
+    object by default) raises `error` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise error(f"{path}: unreadable ({err})") from None
+    if not isinstance(data, want):
+        raise error(f"{path}: expected a JSON {'object' if want is dict else want.__name__}")
+    return data
+
+
+def read_tensors(path: Path | str, error: type[Exception]) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a missing or unreadable file raises `error` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise error(f"{path}: not a readable safetensors file ({err})") from None
