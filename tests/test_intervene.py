@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from trainables.config import parse_config
-from trainables.engine.silence import hard_accuracy, hard_gates, silenced, silenced_accuracies
+from trainables.engine.silence import hard_accuracy, silenced, silenced_accuracies
 from trainables.methods import taugate
-from trainables.methods.taugate.gate import GatedReLU
+from trainables.methods.taugate.gate import GatedReLU, hard_gates
 from trainables.model import MLP
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainables.errors import TauGateError
+
 METHODS = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
 GATED_METHODS = ("taugate", "threshold_only")  # methods with a learned threshold tau
 DATASETS = ("mnist5k", "mnist")
@@ -37,7 +39,7 @@ DatasetName = Annotated[str, one_of(DATASETS, "dataset")]
 DeviceName = Annotated[str, one_of(DEVICES, "device")]
 
 
-class ConfigError(ValueError):
+class ConfigError(TauGateError, ValueError):
     """Invalid trial input. The message names the offending field."""
 
 

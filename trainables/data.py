@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables import files
 from trainables.config import ConfigError, TrialConfig
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -84,10 +85,8 @@ def load_mnist5k() -> Digits:
         except (OSError, ValueError, KeyError):
             pass  # a torn cache file is rebuilt below
     digits = _decode_csv(path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, images=digits.images.numpy(), labels=digits.labels.numpy())
-    os.replace(partial, cached)  # atomic: concurrent trials never read half a file
+    with files.atomic_path(cached) as partial, open(partial, "wb") as handle:  # concurrent trials never read half
+        np.savez(handle, images=digits.images.numpy(), labels=digits.labels.numpy())
     return digits
 
 

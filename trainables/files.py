@@ -54,10 +54,10 @@ def read_json(path: Path | str, error: type[Exception], want: type = dict) -> An
     """A JSON file's content; a missing file, invalid JSON or content other than `want` (a JSON
     object by default) raises `error` naming the file."""
     path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found")
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise error(f"{path}: not valid JSON ({err})") from None
     except OSError as err:

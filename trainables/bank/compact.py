@@ -7,18 +7,16 @@ the mode's gamma is folded into the next layer's weights, so the mode becomes a 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from trainables.bank.mixed import BankedMLP
-from trainables.bank.store import (
+from trainables import files
+from trainables.bank.layout import (
     COMPACT_INDEX,
     COMPACT_TENSORS,
     FORMAT,
@@ -29,18 +27,20 @@ from trainables.bank.store import (
     read_json,
     read_tensors,
 )
+from trainables.bank.mixed import BankedMLP
+from trainables.methods.taugate.gate import gated, hard_gates, step_or_sigmoid
 
 
 class Threshold(nn.Module):
-    """A kept unit's hard gate after compaction: a = z * 1[z > threshold] (JumpReLU), threshold = max(tau, 0),
-    which is 1[z > tau] * relu(z); the unit's gamma is folded into the next layer's weights."""
+    """A kept unit's hard gate after compaction: a = 1[z > threshold] * relu(z) (JumpReLU), threshold =
+    max(tau, 0), the gate with gamma folded into the next layer's weights."""
 
     def __init__(self, threshold: torch.Tensor):
         super().__init__()
         self.register_buffer("threshold", threshold)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z * (z > self.threshold).to(z.dtype)
+        return gated(z, None, step_or_sigmoid(z, self.threshold, None, hard=True))
 
 
 class CompactMLP(nn.Module):
@@ -75,15 +75,12 @@ class CompactMLP(nn.Module):
 def open_units(model: BankedMLP, x: torch.Tensor, chunk: int = 8192) -> list[torch.Tensor]:
     """Per hidden layer, a [width] bool: the unit's hard-gated activation gamma * 1[z > tau] * relu(z) is
     non-zero on at least one of the digits `x`, under the model's active mode."""
-    hard, model.hard = model.hard, True
-    try:
+    with hard_gates(model):
         opened = [torch.zeros(len(g.tau[0]), dtype=torch.bool, device=x.device) for g in model.gates]
         for start in range(0, len(x), chunk):
             _, activations = model.trace(x[start : start + chunk])
             opened = [seen | (a != 0).any(0) for seen, a in zip(opened, activations, strict=True)]
         return opened
-    finally:
-        model.hard = hard
 
 
 @torch.no_grad()
@@ -170,11 +167,8 @@ class CompactReport:
 def check_compact(model: BankedMLP, net: CompactMLP, x: torch.Tensor, y: torch.Tensor | None = None) -> CompactReport:
     """Compare the compact subnetwork with the model's active mode (hard gates) on digits `x`: how many
     predictions differ, and whether a dropped unit fired on each digit that differs."""
-    hard, model.hard = model.hard, True
-    try:
+    with hard_gates(model):
         dense_logits, activations = model.trace(x)
-    finally:
-        model.hard = hard
     net = net.to(x.device)
     compact_logits = net(x)
     fired = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -203,13 +197,13 @@ def save_compact(net: CompactMLP, folder: Path, info: dict[str, Any] | None = No
     """`compact.safetensors` (Linear weights, thresholds, kept positions) and `compact.json`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(folder / COMPACT_TENSORS))
+    files.write_tensors(folder / COMPACT_TENSORS, net.state_dict())
     index = {
         "format": FORMAT + "-compact", "format_version": FORMAT_VERSION,
         "in_features": net.layers[0].in_features, "classes": net.layers[-1].out_features,
         "kept": [units.tolist() for units in net.kept], **(info or {}),
     }  # fmt: skip
-    (folder / COMPACT_INDEX).write_text(json.dumps(index, indent=2, default=json_default))
+    files.write_json(folder / COMPACT_INDEX, index, indent=2, default=json_default)
     return folder
 
 

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from trainables.bank.store import BankError
-from trainables.methods.taugate.gate import IndexedGate
-
-if TYPE_CHECKING:
-    from trainables.bank.store import ModeBank
+from trainables.bank.layout import BankError
+from trainables.methods.taugate.gate import HardSwitch, IndexedGate
 
 
-class BankedMLP(nn.Module):
+class GateTable(Protocol):
+    """What a `BankedMLP` reads of its bank (a `trainables.bank.store.ModeBank`)."""
+
+    foundation: nn.Module
+    tau: list[torch.Tensor]
+    gamma: list[torch.Tensor]
+    sharpness: torch.Tensor
+    names: list[str]
+
+    def position(self, name: str) -> int: ...
+
+    def indices(self, names: Sequence[str]) -> torch.Tensor: ...
+
+
+class BankedMLP(nn.Module, HardSwitch):
     """The foundation's Linear layers (shared with the bank, frozen) gated by every mode of the bank.
 
     `set_mode(name)` switches the mode used when `forward` gets no `modes`; `forward(x, modes)` with a
     per-sample list of mode names or a [batch] index tensor runs a mixed batch. Hard gates by default
     (what inference uses); `hard=False` gives the soft gates of training."""
 
-    def __init__(self, bank: ModeBank, mode: str | None = None, hard: bool = True):
+    def __init__(self, bank: GateTable, mode: str | None = None, hard: bool = True):
         super().__init__()
         self.layers = bank.foundation.layers  # the same modules: the base is held once, never copied
         self.gates = nn.ModuleList(

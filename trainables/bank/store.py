@@ -25,18 +25,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from trainables import files
+from trainables.bank.compact import CompactMLP, compact, load_compact, save_compact
+from trainables.bank.layout import (
+    BANK_METHODS,
+    COMPACT_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    FOUNDATION_FILE,
+    INDEX_FILE,
+    NO_GATE,
+    TENSORS_FILE,
+    BankError,
+    field_of,
+    json_default,
+    read_json,
+    read_tensors,
+)
+from trainables.bank.mixed import BankedMLP
 from trainables.config import angle_key
 from trainables.formats.checkpoints import (
     ADAPTER_CONFIG,
@@ -47,20 +62,6 @@ from trainables.formats.checkpoints import (
 )
 from trainables.methods.taugate.gate import GatedReLU
 from trainables.model import MLP
-
-if TYPE_CHECKING:
-    from trainables.bank.compact import CompactMLP
-    from trainables.bank.mixed import BankedMLP
-
-FORMAT, FORMAT_VERSION = "taugate-mode-bank", 1
-INDEX_FILE, TENSORS_FILE, FOUNDATION_FILE = "bank.json", "bank.safetensors", "foundation.safetensors"
-COMPACT_DIR, COMPACT_TENSORS, COMPACT_INDEX = "compact", "compact.safetensors", "compact.json"
-BANK_METHODS = ("taugate", "gain_only", "threshold_only")  # the methods whose adapter is a (tau, gamma) pair
-NO_GATE = -math.inf  # tau of a mode without a threshold (gain_only): the gate is always open
-
-
-class BankError(RuntimeError):
-    """A bank cannot be built or read: the message names the file, field, mode or foundation."""
 
 
 def mode_name(method: str, angle: float) -> str:
@@ -179,8 +180,6 @@ class ModeBank:
         return torch.tensor([self.position(name) for name in names], dtype=torch.int64)
 
     def model(self, mode: str | None = None, hard: bool = True) -> BankedMLP:
-        from trainables.bank.mixed import BankedMLP
-
         """An `nn.Module` over the bank's own foundation modules and tensors (nothing is copied), in
         `mode` (default: the first). Its `.to(device)` moves the shared foundation modules too."""
         return BankedMLP(self, mode, hard)
@@ -200,23 +199,19 @@ class ModeBank:
         """Write the mode as an ordinary adapter folder that `load_adapter` reads onto the foundation."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.mode_tensors(name), str(folder / ADAPTER_TENSORS))
-        (folder / ADAPTER_CONFIG).write_text(json.dumps(self.mode(name).adapter_config, indent=2))
+        files.write_tensors(folder / ADAPTER_TENSORS, self.mode_tensors(name))
+        files.write_json(folder / ADAPTER_CONFIG, self.mode(name).adapter_config, indent=2, default=None)
         return folder
 
     def compact(self, name: str, train_x: torch.Tensor) -> CompactMLP:
         """The mode's compact subnetwork, dropping the units that never open on `train_x`
         (`trainables.bank.compact.compact`)."""
-        from trainables.bank.compact import compact
-
         return compact(self.model(name), train_x)
 
     def load_compact(self, name: str) -> CompactMLP:
         info = self.mode(name)
         if info.compact is None or self.folder is None:
             raise BankError(f"mode {name!r} has no compact subnetwork in the bank ({self.folder})")
-        from trainables.bank.compact import load_compact
-
         return load_compact(self.folder / info.compact)
 
 
@@ -280,8 +275,6 @@ def save_bank(
 ) -> Path:
     """Write the bank folder (replacing one already there, atomically: it is written beside it and
     renamed). `compacts`: mode name -> (compact subnetwork, its report as a dict) to write with it."""
-    from trainables.bank.compact import save_compact
-
     folder = Path(folder)
     compacts = compacts or {}
     if unknown := sorted(set(compacts) - set(bank.names)):
@@ -293,7 +286,7 @@ def save_bank(
     try:
         shutil.copyfile(bank.foundation_file, staging / FOUNDATION_FILE)
         tensors = bank_tensors(bank)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(staging / TENSORS_FILE))
+        files.write_tensors(staging / TENSORS_FILE, tensors)
         modes = []
         for info in bank.modes:
             entry = asdict(info)
@@ -331,42 +324,6 @@ def save_bank(
         shutil.rmtree(staging, ignore_errors=True)
     bank.folder = folder
     return folder
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BankError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BankError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise BankError(f"{path}: expected a JSON object")
-    return data
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise BankError(f"{path}: file not found")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise BankError(f"{path}: not a readable safetensors file ({err})") from None
-
-
-def field_of(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: Path) -> Any:
-    if name not in data:
-        raise BankError(f"{where}: field {name!r} is missing")
-    value = data[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # JSON true is no int
-        raise BankError(f"{where}: field {name!r} has the wrong type ({type(value).__name__})")
-    return value
 
 
 def load_bank(folder: Path) -> ModeBank:

@@ -9,7 +9,7 @@ from torch import nn
 
 from trainables.config import STRONG_ACTIVATION_LEVEL
 from trainables.data import Mode
-from trainables.methods.taugate.gate import GatedReLU, set_hard
+from trainables.methods.taugate.gate import GatedReLU, gated, hard_gates
 from trainables.model import MLP
 
 
@@ -26,11 +26,8 @@ def split_of(mode: Mode, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def evaluate(model: nn.Module, mode: Mode, hard: bool = False, split: str = "test") -> float:
     """Accuracy on one mode's test (or validation) digits; `hard` evaluates with step gates 1[z > tau]."""
     x, y = split_of(mode, split)
-    set_hard(model, hard)
-    try:
+    with hard_gates(model, hard):
         return (model(x).argmax(1) == y).float().mean().item()
-    finally:
-        set_hard(model, False)
 
 
 @dataclass
@@ -55,17 +52,16 @@ def gate_statistics(model: MLP, mode: Mode, split: str = "test") -> GateStats:
     _, pre_activations = model.trace(x)
     fires, strong, gate_on, soft = [], [], [], []
     for z, activation in zip(pre_activations, model.activations, strict=True):
-        on, value = z > 0, torch.relu(z)
+        gamma = hard = None
         if isinstance(activation, GatedReLU):
-            value = value * activation.gamma
-            if activation.has_gate:
-                hard = activation.gate(z, hard=True).bool()
-                gate_on.append(hard)
-                soft.append(activation.gate(z, hard=False))
-                on = on & hard
-                value = value * hard
+            gamma, hard = activation.gamma, activation.gate(z, hard=True)
+        on = z > 0
+        if hard is not None:
+            gate_on.append(hard.bool())
+            soft.append(activation.gate(z, hard=False))
+            on = on & gate_on[-1]
         fires.append(on.float())
-        strong.append(value > STRONG_ACTIVATION_LEVEL)
+        strong.append(gated(z, gamma, hard) > STRONG_ACTIVATION_LEVEL)  # the hard-gated activation
     classes = int(y.max().item()) + 1
     by_class = [
         [layer[y == c].mean(0).tolist() if (y == c).any() else [0.0] * layer.shape[1] for c in range(classes)]

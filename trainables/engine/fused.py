@@ -50,8 +50,8 @@ from trainables.engine.optim import Adam
 from trainables.engine.resume import EpochHook, Progress, TrainState
 from trainables.engine.trial import EpochEvaluation, FoundationProvider, trial_metrics
 from trainables.methods import adapt, specialisation_lr
-from trainables.methods.lora.lowrank import LoRALinear
-from trainables.methods.taugate.gate import GatedReLU
+from trainables.methods.lora.lowrank import LoRALinear, low_rank_update
+from trainables.methods.taugate.gate import GatedReLU, gated, mean_gate, step_or_sigmoid
 from trainables.model import MLP
 
 # Config fields every member of one fused run must share (the shape of the work). Members may
@@ -255,8 +255,8 @@ class FusedMLP:
                     z = z + layer.bias.unsqueeze(1)
             else:
                 z = _linear(inputs, layer.weight, layer.bias)
-            if layer.lora_a is not None:  # as LoRALinear: base + (x @ A.T @ B.T) * scaling
-                z = z + _linear(_linear(inputs, layer.lora_a), layer.lora_b) * layer.scaling
+            if layer.lora_a is not None:  # as LoRALinear, with the batched product
+                z = z + low_rank_update(inputs, layer.lora_a, layer.lora_b, layer.scaling, _linear)
             if position == len(self.gates):
                 return z, soft
             inputs = self._activate(self.gates[position], z, soft)
@@ -264,14 +264,13 @@ class FusedMLP:
 
     @staticmethod
     def _activate(gate: _Gate | None, z: torch.Tensor, soft: list[torch.Tensor]) -> torch.Tensor:
-        # the elementwise operations of GatedReLU.forward, in its order
+        # GatedReLU's gate on the stacked tensors
         if gate is None:
             return torch.relu(z)
-        if gate.tau is None:
-            return gate.gamma * torch.relu(z)  # gamma * ones == gamma exactly
-        g = torch.sigmoid(gate.sharpness * (z - gate.tau))
-        soft.append(g)
-        return gate.gamma * g * torch.relu(z)
+        g = None if gate.tau is None else step_or_sigmoid(z, gate.tau, gate.sharpness, hard=False)
+        if g is not None:
+            soft.append(g)
+        return gated(z, gate.gamma, g)
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -335,7 +334,7 @@ def fit_fused(
             loss = F.cross_entropy(logits.reshape(size * batch, -1), targets, reduction="none")
             loss = loss.view(size, batch).mean(1)
             if sparsity is not None:
-                loss = loss + sparsity * torch.cat([g.reshape(size, -1) for g in soft], dim=1).mean(1)
+                loss = loss + sparsity * mean_gate(soft, size)
             optimizer.zero_grad()
             loss.sum().backward()
             optimizer.step()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from trainables.methods.taugate.gate import GatedReLU
+from trainables.methods.taugate.gate import hard_gates
 
 Units = Mapping[int, Sequence[int]]  # hidden layer index -> unit indices in that layer
 
@@ -61,21 +61,6 @@ def silenced(model: nn.Module, units: Units) -> Iterator[nn.Module]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def hard_gates(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every `GatedReLU` uses its step gate 1[z > tau]; each gate's own setting
-    is restored afterwards (not simply switched back to soft)."""
-    gates = [module for module in model.modules() if isinstance(module, GatedReLU)]
-    before = [gate.hard for gate in gates]
-    try:
-        for gate in gates:
-            gate.hard = True
-        yield model
-    finally:
-        for gate, hard in zip(gates, before, strict=True):
-            gate.hard = hard
 
 
 @torch.no_grad()

@@ -28,14 +28,13 @@ not import peft (a development dependency only); it writes the files PEFT reads.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
+from trainables import files
+from trainables.errors import TauGateError
 from trainables.formats.checkpoints import ADAPTER_CONFIG, CheckpointError, load_adapter
 from trainables.methods.lora.lowrank import LoRALinear
 from trainables.methods.taugate.gate import GatedReLU
@@ -59,7 +58,7 @@ EXPORTED_BY = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(TauGateError, ValueError):
     """The adapter's method has no PEFT counterpart, or the export would overwrite its source."""
 
 
@@ -190,17 +189,10 @@ def _write(out_folder: Path, config: dict[str, Any], tensors: dict[str, torch.Te
         "taugate_hidden": json.dumps(settings["hidden"]),
         "taugate_seed": str(settings["seed"]),
     }
-    _replace(out_folder / PEFT_TENSORS, lambda tmp: save_file(_plain(tensors), str(tmp), metadata=metadata))
-    text = json.dumps(config, indent=2, sort_keys=True)
-    _replace(out_folder / PEFT_CONFIG, lambda tmp: tmp.write_text(text))
+    files.write_tensors(out_folder / PEFT_TENSORS, _plain(tensors), metadata=metadata)
+    files.write_text(out_folder / PEFT_CONFIG, json.dumps(config, indent=2, sort_keys=True))
     return out_folder
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().contiguous().cpu().clone() for name, tensor in tensors.items()}
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(partial)
-    os.replace(partial, path)  # a reader never sees half a file

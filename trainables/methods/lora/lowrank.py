@@ -7,9 +7,21 @@ function), and LoRA adds no bias: r * (in + out) trainable scalars per layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+Linear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def low_rank_update(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: torch.Tensor | float, linear: Linear = F.linear
+) -> torch.Tensor:
+    """LoRA's delta (alpha / r) * B A x, written once: `linear` is the product (`F.linear` for one
+    trial, a batched product for a fused group, whose tensors carry a leading member dimension)."""
+    return linear(linear(x, a), b) * scaling
 
 
 class LoRALinear(nn.Module):
@@ -28,4 +40,4 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        return self.base(x) + low_rank_update(x, self.lora_A, self.lora_B, self.scaling)
