@@ -23,10 +23,11 @@ run: install
 	$(BIN)/taugate run configs/paper.yaml
 
 test: install $(BROWSER)
+	$(BIN)/ruff check . && $(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -3,7 +3,8 @@
 Trials evaluated on modes the foundation never saw (CUDA against CPU), fused against unfused, and
 batched interventions against one silencing at a time. 2026-11-29 on an H200 (torch 2.11): equal
 accuracies on both devices, both gaps 0.0, PASSED. It first found that `adapt` left the methods' new
-tensors on the CPU beside a CUDA foundation (fixed; tests/test_methods.py guards it on the meta device).
+tensors on the CPU beside a CUDA foundation (fixed; tests/trainables/methods/test_methods.py guards it on the
+meta device).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ def trial_configs(spec_path: Path) -> list[dict[str, Any]]:
     """Every trial config dict of a grid spec, in the study's grid order."""
     import yaml
 
-    from study.plan import variants
-    from study.spec import parse_spec
+    from study.spec.loader import parse_spec
+    from study.spec.plan import variants
 
     spec = parse_spec(yaml.safe_load(spec_path.read_text()), source=str(spec_path))
     return [spec.base_config() | {k: v for k, v in variant.items()} for variant in variants(spec)]

@@ -86,7 +86,7 @@ class ModeBankModel(mlflow.pyfunc.PythonModel):
     """The bank's hard-gated `BankedMLP`: every row of a request in one mixed batch, on the CPU."""
 
     def load_context(self, context: Any) -> None:
-        from trainables.bank import load_bank
+        from trainables.bank.store import load_bank
 
         self.bank = load_bank(Path(context.artifacts[BANK_ARTIFACT]))
         self.model = self.bank.model(hard=True).eval()
@@ -135,9 +135,9 @@ def log_bank_model(
     The parent run's status is left as it was. A bank that does not load is a `BankError`."""
     from mlflow.entities import LoggedModelStatus
 
-    from study.runner import load_study
-    from study.tracking import Tracker
-    from trainables.bank import load_bank
+    from study.folder.metadata import load_study
+    from study.tracking.tracker import Tracker
+    from trainables.bank.store import load_bank
 
     bank_dir, study_dir = Path(bank_dir), Path(study_dir)
     bank = load_bank(bank_dir)  # refuse a damaged bank before anything is logged

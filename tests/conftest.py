@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.cluster import ensure_auth_token
+from study.cluster.head import ensure_auth_token
 from trainables.config import parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
@@ -39,7 +39,7 @@ SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     """The session's warm Ray cluster stops with the session: passed, failed or Ctrl-C'd."""
-    from tests import warm
+    from tests.support import warm
 
     warm.stop()
 

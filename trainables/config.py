@@ -15,10 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainables import registry
 from trainables.errors import TauGateError
 
-METHODS = ("frozen", "bitfit", "taugate", "gain_only", "threshold_only", "lora", "full")
-GATED_METHODS = ("taugate", "threshold_only")  # methods with a learned threshold tau
 DATASETS = ("mnist5k", "mnist")
 DEVICES = ("auto", "cpu", "cuda", "mps", "directml")
 
@@ -34,7 +33,14 @@ def one_of(choices: tuple[str, ...], what: str):
     return AfterValidator(check)
 
 
-MethodName = Annotated[str, one_of(METHODS, "method")]
+def _registered(value: str) -> str:
+    if value not in registry.REGISTRY:
+        raise ValueError(f"unknown method {value!r}; choose one of {', '.join(registry.names())}")
+    return value
+
+
+MethodName = Annotated[str, AfterValidator(_registered)]  # a method of the registry (trainables.methods)
+
 DatasetName = Annotated[str, one_of(DATASETS, "dataset")]
 DeviceName = Annotated[str, one_of(DEVICES, "device")]
 
@@ -167,7 +173,7 @@ class TrialConfig(BaseModel):
 
     @property
     def gated(self) -> bool:
-        return self.method in GATED_METHODS
+        return registry.get(self.method).gated
 
     @property
     def evaluated_angles(self) -> list[float]:

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -27,19 +28,30 @@ class FirstLayerCache:
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
-        self.entries: list[tuple[weakref.ref, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.entries: list[tuple[weakref.ref, int, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
 
     def output(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = layer.weight, layer.bias
+        return self.product(x, layer.weight, layer.bias)
+
+    def product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """`F.linear(x, weight, bias)`, from the cache when an entry has this input and equal tensors."""
         for index, (ref, version, w, b, z) in enumerate(self.entries):
             if ref() is x and version == x._version and w.shape == weight.shape and torch.equal(w, weight) \
-                    and torch.equal(b, bias):  # fmt: skip
+                    and _same_bias(b, bias):  # fmt: skip
                 self.entries.append(self.entries.pop(index))
                 return z
-        z = layer(x)
-        self.entries.append((weakref.ref(x), x._version, weight.detach().clone(), bias.detach().clone(), z))
+        z = F.linear(x, weight, bias)
+        self.entries.append((weakref.ref(x), x._version, weight.detach().clone(), _detached(bias), z))
         del self.entries[: -self.size]
         return z
+
+
+def _same_bias(cached: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
+    return cached is None and bias is None or cached is not None and bias is not None and torch.equal(cached, bias)
+
+
+def _detached(bias: torch.Tensor | None) -> torch.Tensor | None:
+    return None if bias is None else bias.detach().clone()
 
 
 _cache = FirstLayerCache()
@@ -56,6 +68,12 @@ def first_layer_cache() -> Iterator[None]:
         yield
     finally:
         _active = before
+
+
+def frozen_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A frozen first layer's product on `x`, through the process's cache: what `F.linear` gives, bit
+    for bit, computed once for an input and equal tensors (fused training's frozen prefix uses it)."""
+    return _cache.product(x, weight, bias)
 
 
 def _first_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

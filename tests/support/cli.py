@@ -30,8 +30,8 @@ def taugate(
     bounds an in-process call."""
     from typer.testing import CliRunner
 
-    from study import interrupt, runner
-    from study.cli import app
+    from study.cli.main import app
+    from study.cluster import connect, interrupt
 
     args = list(args)
     joins = bool(args) and args[0] in STUDY_COMMANDS
@@ -43,7 +43,7 @@ def taugate(
         _ray_shutdown()  # joining another cluster (or starting a local Ray): leave the warm one first
     handlers = {signum: signal.getsignal(signum) for signum in interrupt.SIGNALS}
     interrupt.reset()
-    runner.started_local_ray = False
+    connect.started_local_ray = False
     try:
         result = CliRunner().invoke(app, args, env=env, input=input, catch_exceptions=True)
     finally:
@@ -73,7 +73,7 @@ def _address(args: list[str]) -> str | None:
 
 
 def _warm_address() -> str | None:
-    from tests import warm
+    from tests.support import warm
 
     return warm._cluster.address if warm._cluster is not None else None
 

@@ -1,4 +1,4 @@
-"""Write a study's ledger entries by hand, as `study.storage.TrialLedger.record` does, for tests that
+"""Write a study's ledger entries by hand, as `study.folder.storage.TrialLedger.record` does, for tests that
 build a tiny study folder without Ray."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run by tests/test_warm_cluster.py in a pytest session of its own (not collected by the suite:
+"""Run by tests/study/test_warm_cluster.py in a pytest session of its own (not collected by the suite:
 its name does not start with test_): starts the session's warm cluster, writes the cluster's
 processes to $TAUGATE_PROBE_PIDS, then passes at once or waits to be interrupted."""
 

@@ -19,7 +19,7 @@ NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the network address; this sta
 
 def gcs_port() -> int:
     """A free loopback port outside Ray's worker range (Ray refuses a GCS port there)."""
-    from study.cluster import WORKER_PORTS
+    from study.cluster.head import WORKER_PORTS
 
     while (port := free_port()) in WORKER_PORTS:
         pass

@@ -22,8 +22,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.cluster import STATE_ENV, session_members, start_time
-from study.interrupt import descendants, end_processes
+from study.cluster.head import STATE_ENV
+from study.processes import descendants, end_processes, session_members, start_time
+from tests.support.paths import ROOT
 
 NUM_CPUS = 2
 
@@ -70,7 +71,7 @@ def cluster() -> WarmCluster:
     _cluster = WarmCluster(state["address"], int(state["pid"]), state["start_time"], state_file, ray_tmp)
     _cluster.watchdog = subprocess.Popen(
         [sys.executable, "-m", "tests.support.warm", str(os.getpid()), str(_cluster.pid), _cluster.start_time],
-        cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     return _cluster
 
@@ -98,10 +99,10 @@ def stop() -> None:
 
 
 def watch(parent: int, pid: int, started: str) -> None:
-    """Wait for the pytest process to go, then end the cluster by PID (`study.cluster.end_cluster`)."""
+    """Wait for the pytest process to go, then end the cluster by PID (`study.cluster.head.end_cluster`)."""
     import time
 
-    from study.cluster import end_cluster
+    from study.cluster.head import end_cluster
 
     parent_started = start_time(parent)
     while start_time(parent) == parent_started and parent_started is not None:

@@ -14,7 +14,6 @@ from trainables.errors import TauGateError
 FORMAT, FORMAT_VERSION = "taugate-mode-bank", 1
 INDEX_FILE, TENSORS_FILE, FOUNDATION_FILE = "bank.json", "bank.safetensors", "foundation.safetensors"
 COMPACT_DIR, COMPACT_TENSORS, COMPACT_INDEX = "compact", "compact.safetensors", "compact.json"
-BANK_METHODS = ("taugate", "gain_only", "threshold_only")  # the methods whose adapter is a (tau, gamma) pair
 NO_GATE = -math.inf  # tau of a mode without a threshold (gain_only): the gate is always open
 
 

@@ -11,7 +11,8 @@ A bank folder (format version 1) is self-contained:
 
 Mode names are "<method>@<angle key>": taugate@45, gain_only@90, threshold_only@m30, taugate@22p5 (the
 angle key of the metric names, `trainables.config.angle_key`), so one bank can hold several methods of
-one angle. Every mode is stored as a (tau, gamma) pair: gain_only has no gate and is stored with
+one angle. Every mode is stored as a (tau, gamma) pair (which of them a method learns is its
+`GateBanking` in the method registry): gain_only has no gate and is stored with
 tau = -inf (1[z > -inf] = sigmoid(s (z + inf)) = 1: the same function as `GatedReLU` without a gate,
 in hard and soft form); threshold_only learns no gain and is stored with gamma = 1.
 
@@ -34,10 +35,9 @@ from typing import Any
 
 import torch
 
-from trainables import files
+from trainables import files, registry
 from trainables.bank.compact import CompactMLP, compact, load_compact, save_compact
 from trainables.bank.layout import (
-    BANK_METHODS,
     COMPACT_DIR,
     FORMAT,
     FORMAT_VERSION,
@@ -101,8 +101,10 @@ def read_mode(
         method = settings["method"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise BankError(f"{adapter / ADAPTER_CONFIG}: unreadable adapter config ({err})") from None
-    if method not in BANK_METHODS:
-        raise BankError(f"{adapter}: method {method!r} has no gate to bank (a bank holds {', '.join(BANK_METHODS)})")
+    if method not in registry.bank_methods():
+        raise BankError(
+            f"{adapter}: method {method!r} has no gate to bank (a bank holds {', '.join(registry.bank_methods())})"
+        )
     try:
         model = load_adapter(foundation, adapter)
     except CheckpointError as err:
@@ -189,9 +191,10 @@ class ModeBank:
         info, row = self.mode(name), self.position(name)
         tensors = {}
         for layer in range(len(self.hidden)):
-            if info.method != "gain_only":
+            banking = registry.get(info.method).bank
+            if banking.tau:
                 tensors[f"activations.{layer}.tau"] = self.tau[layer][row].clone()
-            if info.method != "threshold_only":
+            if banking.gamma:
                 tensors[f"activations.{layer}.gamma"] = self.gamma[layer][row].clone()
         return tensors
 
@@ -403,6 +406,6 @@ def _mode_info(entry: Any, where: str) -> ModeInfo:
         raise BankError(f"{where}: field {err.args[0]!r} is missing") from None
     except (TypeError, ValueError) as err:
         raise BankError(f"{where}: invalid entry ({err})") from None
-    if not isinstance(info.name, str) or info.method not in BANK_METHODS:
-        raise BankError(f"{where}: field 'method' is {info.method!r}, not one of {', '.join(BANK_METHODS)}")
+    if not isinstance(info.name, str) or info.method not in registry.bank_methods():
+        raise BankError(f"{where}: field 'method' is {info.method!r}, not one of {', '.join(registry.bank_methods())}")
     return info

@@ -1,11 +1,12 @@
-"""Foundation training, specialisation, evaluation and neuron-level gate statistics."""
+"""Training: the one training loop (a lone trial or a fused group), foundation training and specialisation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -26,51 +27,107 @@ class FitResult:
     diverged_at_step: int | None = None
 
 
+class Trainee(Protocol):
+    """What `train` trains: `members` models (one trial, or a fused group) whose trainable tensors are
+    `params` (stacked with a leading member dimension when fused)."""
+
+    members: int
+    params: list[torch.Tensor]
+
+    def losses(self, index: torch.Tensor) -> torch.Tensor:
+        """Each member's loss on its batch: `index` [members, batch] rows of the training set -> [members]."""
+
+    def pause(self) -> None:
+        """Before the epoch hook: the members' models hold their tensors, ready to evaluate."""
+
+    def resume(self) -> None:
+        """After the epoch hook: back to training."""
+
+
+def train(
+    trainee: Trainee, n: int, device: torch.device, *, epochs: int, lrs: Sequence[float], batch_size: int,
+    seeds: Sequence[int], hook: EpochHook | None = None,
+) -> list[FitResult]:  # fmt: skip
+    """The training loop, written once for a lone trial and a fused group: Adam on the trainable tensors
+    (member k at lrs[k]); member k's batches are slices of its own random order of the `n` training
+    rows (a generator seeded by seeds[k]). Losses are summed on the device and checked once per epoch
+    (no per-step host sync): a member whose epoch loss is not finite is reported diverged and left out
+    (no tensor mixes members in the backward pass, so the others go on), and training stops when every
+    member diverged. `hook` (trainables.engine.resume) is told each epoch's losses (None for a diverged
+    member) and may resume training from a saved state."""
+    members = trainee.members
+    optimizer = Adam(trainee.params, list(lrs))  # torch.optim.Adam's arithmetic, bit for bit (engine/optim.py)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    step, first = 0, 0
+    diverged: list[int | None] = [None] * members
+    final: list[float | None] = [None] * members
+    if hook is not None and (state := hook.resume()) is not None:
+        state.restore(optimizer, generators)
+        first, step, final, diverged = state.epoch, state.step, list(state.final), list(state.diverged)
+    trainee.resume()
+    for epoch in range(first, epochs):
+        orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        total = torch.zeros(members, device=device)
+        for start in range(0, n, batch_size):
+            index = orders[:, start : start + batch_size]
+            losses = trainee.losses(index)
+            optimizer.zero_grad()
+            losses.sum().backward()  # each member's gradient is exactly its own loss's
+            optimizer.step()
+            total += losses.detach() * index.shape[1]
+            step += 1
+        for k, value in enumerate((total / n).tolist()):  # one host sync per epoch
+            if diverged[k] is None:
+                final[k] = value if math.isfinite(value) else None
+                diverged[k] = None if math.isfinite(value) else step
+        if all(d is not None for d in diverged):
+            break
+        if hook is not None:
+            trainee.pause()
+            losses_now = [loss if d is None else None for loss, d in zip(final, diverged, strict=True)]
+            snapshot = partial(TrainState.capture, epoch + 1, step, optimizer, generators, list(final), list(diverged))
+            hook.after_epoch(epoch + 1, losses_now, snapshot)
+            trainee.resume()
+    trainee.pause()
+    return [FitResult(final_loss=loss, diverged_at_step=d) for loss, d in zip(final, diverged, strict=True)]
+
+
+class _Alone:
+    """One model as a trainee: its own forward, its mean batch loss plus lambda * mean(g)."""
+
+    members = 1
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsity_weight: float) -> None:
+        self.model, self.x, self.y, self.sparsity_weight = model, x, y, sparsity_weight
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def losses(self, index: torch.Tensor) -> torch.Tensor:
+        rows = index[0]
+        loss = F.cross_entropy(self.model(self.x[rows]), self.y[rows])
+        if self.sparsity_weight > 0:
+            loss = loss + self.sparsity_weight * mean_soft_gate(self.model)
+        return loss.reshape(1)
+
+    def pause(self) -> None:
+        self.model.eval()
+
+    def resume(self) -> None:
+        self.model.train()
+
+
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     epochs: int, lr: float, batch_size: int, seed: int, sparsity_weight: float = 0.0,
     hook: EpochHook | None = None,
 ) -> FitResult:  # fmt: skip
-    """Adam on the trainable tensors; batches are index slices of tensors already on the device.
-
-    The loss is summed on the device and checked once per epoch (no per-step host sync);
-    a non-finite epoch stops training and is reported as diverged. `hook` (trainables.engine.resume)
-    is told each epoch's loss and may resume training from a saved state.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params or epochs == 0:
+    """Train one model (`train`, batches as index slices of tensors already on the device); a model
+    with nothing to train, or no epochs, gets the loss of the model as it is."""
+    trainee = _Alone(model, x, y, sparsity_weight)
+    if not trainee.params or epochs == 0:
         with torch.no_grad():
             return FitResult(final_loss=F.cross_entropy(model(x), y).item())
-    optimizer = Adam(params, lr)  # torch.optim.Adam's arithmetic, bit for bit (trainables/engine/optim.py)
-    generator = torch.Generator().manual_seed(seed)
-    n, step, first, epoch_loss = len(y), 0, 0, None
-    if hook is not None and (state := hook.resume()) is not None:
-        state.restore(optimizer, [generator])
-        first, step, epoch_loss = state.epoch, state.step, state.final[0]
-    model.train()
-    for epoch in range(first, epochs):
-        order = torch.randperm(n, generator=generator).to(x.device)
-        total = torch.zeros((), device=x.device)
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x[index]), y[index])
-            if sparsity_weight > 0:
-                loss = loss + sparsity_weight * mean_soft_gate(model)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(index)
-            step += 1
-        epoch_loss = (total / n).item()
-        if not math.isfinite(epoch_loss):
-            return FitResult(final_loss=None, diverged_at_step=step)
-        if hook is not None:
-            model.eval()
-            snapshot = partial(TrainState.capture, epoch + 1, step, optimizer, [generator], [epoch_loss], [None])
-            hook.after_epoch(epoch + 1, [epoch_loss], snapshot)
-            model.train()
-    model.eval()
-    return FitResult(final_loss=epoch_loss)
+    return train(trainee, len(y), x.device, epochs=epochs, lrs=[lr], batch_size=batch_size, seeds=[seed],
+                 hook=hook)[0]  # fmt: skip
 
 
 def train_foundation(config: TrialConfig, modes: dict[float, Mode]) -> MLP:

@@ -25,16 +25,14 @@ bias (BitFit) and LoRA's low-rank term on `x` on top. It applies to every method
 Exactness: on CPU every product is formed as `nn.Linear` and its autograd backward form it,
 so the fused trajectory equals the lone one bit for bit in our tests, except BitFit with the
 cache (its bias is added after the product: ~1 ulp per step) and loss *values* (the batch
-mean sums in another order: ~1e-7 on `final_loss`). tests/test_fused.py checks 1e-5.
+mean sums in another order: ~1e-7 on `final_loss`). tests/trainables/engine/test_fused.py checks 1e-5.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +40,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables import registry
 from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
-from trainables.engine.fit import FitResult, fit, train_foundation
-from trainables.engine.optim import Adam
-from trainables.engine.resume import EpochHook, Progress, TrainState
+from trainables.engine.fit import FitResult, fit, train, train_foundation
+from trainables.engine.resume import EpochHook, Progress
 from trainables.engine.trial import EpochEvaluation, FoundationProvider, trial_metrics
 from trainables.methods import adapt, specialisation_lr
 from trainables.methods.lora.lowrank import LoRALinear, low_rank_update
 from trainables.methods.taugate.gate import GatedReLU, gated, mean_gate, step_or_sigmoid
-from trainables.model import MLP
+from trainables.model import MLP, frozen_product
 
-# Config fields every member of one fused run must share (the shape of the work). Members may
-# differ in everything else: seed (hence foundation), lr, gate_sharpness, sparsity_weight,
-# gate_init_margin, lora_alpha and the foundation_* settings.
+# Config fields every member of one fused run must share (the shape of the work), plus the method's
+# own `fuse_fields` (LoRA's rank). Members may differ in everything else: seed (hence foundation), lr,
+# gate_sharpness, sparsity_weight, gate_init_margin, lora_alpha and the foundation_* settings.
 FUSE_FIELDS = (
     "method", "dataset", "data_root", "download", "test_fraction", "val_fraction", "angles", "eval_angles",
     "target_angle", "hidden", "epochs", "batch_size", "device",
 )  # fmt: skip
-LORA_FUSE_FIELDS = ("lora_rank",)
 
 
 def _fuse_fields(config: TrialConfig) -> tuple[str, ...]:
-    return FUSE_FIELDS + (LORA_FUSE_FIELDS if config.method == "lora" else ())
+    return FUSE_FIELDS + registry.get(config.method).fuse_fields
 
 
 def fuse_key(config: TrialConfig) -> tuple:
@@ -228,16 +225,16 @@ class FusedMLP:
             raise ValueError("the first layer's weight is trained, so its output cannot be cached")
         layer = self.layers[0]
         self.prefix_has_bias = not layer.bias.requires_grad
-        blocks: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        blocks: list[torch.Tensor] = []  # one per distinct foundation: the cache hands equal tensors one output
         owner: list[int] = []
         for k in range(self.size):
-            key = (layer.weight[k], layer.bias[k] if self.prefix_has_bias else None)
-            match = next((g for g, block in enumerate(blocks) if _same(block, key)), None)
+            z = frozen_product(x, layer.weight[k], layer.bias[k] if self.prefix_has_bias else None)
+            match = next((g for g, block in enumerate(blocks) if block is z), None)
             if match is None:
-                blocks.append(key)
+                blocks.append(z)
                 match = len(blocks) - 1
             owner.append(match)
-        self.prefix = torch.cat([x @ w.T if b is None else torch.addmm(b, x, w.T) for w, b in blocks])
+        self.prefix = torch.cat(blocks)
         self.prefix_offset = (torch.tensor(owner, device=x.device) * len(x)).view(-1, 1)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -280,10 +277,6 @@ class FusedMLP:
                 param.copy_(stacked[k].view_as(param))
 
 
-def _same(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
-    return all(u is v or (u is not None and v is not None and torch.equal(u, v)) for u, v in zip(a, b, strict=True))
-
-
 # ------------------------------------------------------------------------------------------
 # training
 
@@ -312,49 +305,37 @@ def fit_fused(
     fused = FusedMLP(models)
     if cache_prefix and fused.prefix_cacheable():
         fused.cache_prefix(x)
-    optimizer = Adam(fused.trainable, lrs)
-    sparsity = None
-    if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
-        sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    n, step, first = len(y), 0, 0
-    diverged: list[int | None] = [None] * size
-    final: list[float | None] = [None] * size
-    if hook is not None and (state := hook.resume()) is not None:
-        state.restore(optimizer, generators)
-        first, step, final, diverged = state.epoch, state.step, list(state.final), list(state.diverged)
-    for epoch in range(first, epochs):
-        orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
-        total = torch.zeros(size, dtype=x.dtype, device=x.device)
-        for start in range(0, n, batch_size):
-            index = orders[:, start : start + batch_size]
-            batch = index.shape[1]
-            logits, soft = fused.forward(x, index)
-            targets = y.index_select(0, index.reshape(-1))
-            loss = F.cross_entropy(logits.reshape(size * batch, -1), targets, reduction="none")
-            loss = loss.view(size, batch).mean(1)
-            if sparsity is not None:
-                loss = loss + sparsity * mean_gate(soft, size)
-            optimizer.zero_grad()
-            loss.sum().backward()
-            optimizer.step()
-            total += loss.detach() * batch
-            step += 1
-        for k, value in enumerate((total / n).tolist()):  # one host sync per epoch, as in fit
-            if diverged[k] is None:
-                final[k] = value if math.isfinite(value) else None
-                diverged[k] = None if math.isfinite(value) else step
-        if all(d is not None for d in diverged):
-            break
-        if hook is not None:
-            fused.write_back()
-            losses = [loss if d is None else None for loss, d in zip(final, diverged, strict=True)]
-            hook.after_epoch(epoch + 1, losses, partial(TrainState.capture, epoch + 1, step, optimizer, generators,
-                                                        list(final), list(diverged)))  # fmt: skip
-    fused.write_back()
-    for model in models:
-        model.eval()
-    return [FitResult(final_loss=loss, diverged_at_step=d) for loss, d in zip(final, diverged, strict=True)]
+    trainee = _Group(fused, x, y, weights)
+    return train(trainee, len(y), x.device, epochs=epochs, lrs=lrs, batch_size=batch_size, seeds=seeds, hook=hook)
+
+
+class _Group:
+    """A fused group as a trainee (trainables.engine.fit.train): each member's mean batch loss on its own
+    rows, plus its lambda * mean(g); the members' models get their tensors back when training pauses."""
+
+    def __init__(self, fused: FusedMLP, x: torch.Tensor, y: torch.Tensor, weights: list[float]) -> None:
+        self.fused, self.x, self.y = fused, x, y
+        self.members, self.params = fused.size, fused.trainable
+        self.sparsity = None
+        if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
+            self.sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)
+
+    def losses(self, index: torch.Tensor) -> torch.Tensor:
+        size, batch = index.shape
+        logits, soft = self.fused.forward(self.x, index)
+        targets = self.y.index_select(0, index.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(size * batch, -1), targets, reduction="none").view(size, batch).mean(1)
+        if self.sparsity is not None:
+            loss = loss + self.sparsity * mean_gate(soft, size)
+        return loss
+
+    def pause(self) -> None:
+        self.fused.write_back()
+        for model in self.fused.models:
+            model.eval()
+
+    def resume(self) -> None:
+        """Fused training reads the stacked tensors, never the members' modules: nothing to switch."""
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ wrapped to keep the compiler out), which costs a fresh process 1.6 s on the mach
 study runs on: more than six whole trials, paid again by every new Ray worker. This class
 performs the elementwise operations of torch's single-tensor Adam (its CPU path, default betas
 and eps, no weight decay) in the same order, so it follows torch.optim.Adam bit for bit
-(tests/test_optim.py holds it to that). It also takes stacked tensors with a learning rate
+(tests/trainables/engine/test_optim.py holds it to that). It also takes stacked tensors with a learning rate
 per member, which fused trials (trainables.engine.fused) need.
 """
 

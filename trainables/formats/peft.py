@@ -6,8 +6,9 @@ carrying the foundation's weights:
 
     model = PeftModel.from_pretrained(load_foundation(path, hidden), out_folder)
 
-and computes what `load_adapter(foundation, adapter_folder)` computes (tests/test_export.py checks
-the logits against real PEFT). The conventions the two formats share, or that the export maps:
+and computes what `load_adapter(foundation, adapter_folder)` computes (the tests check
+the logits against real PEFT). Each method exports through the `peft` function of its registry entry
+(`trainables.methods.lora.peft_lora`, `trainables.methods.gain_only.peft_ia3`); the conventions:
 
 - LoRA: PEFT's `lora_A.weight` [r, in] and `lora_B.weight` [out, r] have our layout (no transpose,
   `fan_in_fan_out` false); PEFT scales by `lora_alpha / r` as we do (`use_rslora` false, which would
@@ -33,29 +34,15 @@ from typing import Any
 
 import torch
 
-from trainables import files
+from trainables import files, registry
 from trainables.errors import TauGateError
 from trainables.formats.checkpoints import ADAPTER_CONFIG, CheckpointError, load_adapter
-from trainables.methods.lora.lowrank import LoRALinear
-from trainables.methods.taugate.gate import GatedReLU
 from trainables.model import MLP
 
 PEFT_CONFIG, PEFT_TENSORS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PeftModel -> tuner model (`base_model`) -> our MLP (`model`)
 # PEFT records the class of a custom base model here when it saves one (informational for `PeftModel`).
 AUTO_MAPPING = {"base_model_class": MLP.__name__, "parent_library": MLP.__module__}
-
-NOT_EXPORTABLE = {
-    "taugate": "its threshold gate g = 1[z > tau] has no PEFT equivalent (PEFT's IA3 covers a gain, not a gate)",
-    "threshold_only": "its threshold gate g = 1[z > tau] has no PEFT equivalent",
-    "frozen": "a frozen foundation has no adapter tensors to export",
-    "bitfit": "PEFT has no BitFit adapter type (trained biases are neither LoRA nor IA3 tensors)",
-    "full": "full fine-tuning changes every weight: its result is a model, not an adapter",
-}
-EXPORTED_BY = {
-    "lora": "export_lora exports it (as PEFT LoRA)",
-    "gain_only": "export_gain_only exports it (as PEFT IA3)",
-}
 
 
 class ExportError(TauGateError, ValueError):
@@ -65,65 +52,37 @@ class ExportError(TauGateError, ValueError):
 def export_peft(
     adapter_folder: Path | str, out_folder: Path | str, *, base_model_name_or_path: str | None = None
 ) -> Path:
-    """Export any exportable adapter: LoRA as PEFT LoRA, gain_only as PEFT IA3."""
+    """Export any exportable adapter (a method whose registry entry has a `peft` exporter: LoRA as PEFT
+    LoRA, gain_only as PEFT IA3) as a PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`)."""
     method = _read_settings(Path(adapter_folder)).get("method")
-    exporter = {"lora": export_lora, "gain_only": export_gain_only}.get(method)
-    if exporter is None:
-        raise ExportError(_refusal(Path(adapter_folder), method))
-    return exporter(adapter_folder, out_folder, base_model_name_or_path=base_model_name_or_path)
+    return _export(Path(adapter_folder), Path(out_folder), method, base_model_name_or_path)
 
 
 def export_lora(
     adapter_folder: Path | str, out_folder: Path | str, *, base_model_name_or_path: str | None = None
 ) -> Path:
-    """Write a LoRA adapter folder as a PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`)."""
-    adapter_folder, out_folder = Path(adapter_folder), Path(out_folder)
-    settings, model = _load(adapter_folder, out_folder, "lora")
-    layers = {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
-    rank = next(iter(layers.values())).lora_A.shape[0]
-    tensors = {}
-    for name, layer in layers.items():
-        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A  # [r, in], as PEFT's lora_A Linear
-        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B  # [out, r], as PEFT's lora_B Linear
-    config = {
-        **_common_config(base_model_name_or_path),
-        "peft_type": "LORA",
-        "r": rank,
-        "lora_alpha": _plain_number(float(settings["lora_alpha"])),
-        "use_rslora": False,  # PEFT then scales by lora_alpha / r, as LoRALinear does
-        "target_modules": list(layers),
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "use_dora": False,
-        "init_lora_weights": True,
-        "layers_to_transform": None,
-        "layers_pattern": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-    }
-    return _write(out_folder, config, tensors, settings)
+    """Write a LoRA adapter folder as a PEFT LoRA adapter (any other method is refused)."""
+    return _export(Path(adapter_folder), Path(out_folder), "lora", base_model_name_or_path)
 
 
 def export_gain_only(
     adapter_folder: Path | str, out_folder: Path | str, *, base_model_name_or_path: str | None = None
 ) -> Path:
-    """Write a gain-only adapter folder as a PEFT IA3 adapter: hidden layer i's gains scale `layers.{i+1}`'s input."""
-    adapter_folder, out_folder = Path(adapter_folder), Path(out_folder)
-    settings, model = _load(adapter_folder, out_folder, "gain_only")
-    tensors = {}
-    for index, activation in enumerate(model.activations):
-        assert isinstance(activation, GatedReLU) and not activation.has_gate, "gain_only installs ungated gains"
-        # MLP.trace feeds activation i into layers[i + 1]; PEFT keeps a feed-forward IA3 vector as [1, in]
-        tensors[f"{PEFT_PREFIX}layers.{index + 1}.ia3_l"] = activation.gamma.reshape(1, -1)
-    targets = [key.removeprefix(PEFT_PREFIX).removesuffix(".ia3_l") for key in tensors]
-    config = {
-        **_common_config(base_model_name_or_path),
-        "peft_type": "IA3",
-        "target_modules": targets,
-        "feedforward_modules": targets,  # scale each target's input, not its output
-        "init_ia3_weights": True,
-    }
-    return _write(out_folder, config, tensors, settings)
+    """Write a gain-only adapter folder as a PEFT IA3 adapter (any other method is refused)."""
+    return _export(Path(adapter_folder), Path(out_folder), "gain_only", base_model_name_or_path)
+
+
+_EXPORTERS = {"lora": "export_lora", "gain_only": "export_gain_only"}  # the named exporters below
+
+
+def _export(adapter_folder: Path, out_folder: Path, method: Any, base_model_name_or_path: str | None) -> Path:
+    exporter = registry.REGISTRY[method].peft if method in registry.REGISTRY else None
+    if exporter is None:
+        raise ExportError(_refusal(adapter_folder, method))
+    settings, model = _load(adapter_folder, out_folder, method)
+    config, tensors = exporter(model, settings)
+    config = {**_common_config(base_model_name_or_path), **config}
+    return _write(out_folder, config, {PEFT_PREFIX + name: t for name, t in tensors.items()}, settings)
 
 
 def _common_config(base_model_name_or_path: str | None) -> dict[str, Any]:
@@ -155,7 +114,10 @@ def _read_settings(adapter_folder: Path) -> dict[str, Any]:
 
 
 def _refusal(adapter_folder: Path, method: Any) -> str:
-    reason = NOT_EXPORTABLE.get(method) or EXPORTED_BY.get(method) or "not a known method"
+    known = registry.REGISTRY.get(method) if isinstance(method, str) else None
+    reason = known.peft_note if known is not None else "not a known method"
+    if known is not None and known.peft is not None:  # exportable, by its own exporter
+        reason = f"{_EXPORTERS.get(method, 'export_peft')} exports it ({reason})"
     return f"{adapter_folder}: cannot export method {method!r} to PEFT: {reason}"
 
 
@@ -174,10 +136,6 @@ def _load(adapter_folder: Path, out_folder: Path, method: str) -> tuple[dict[str
     with torch.random.fork_rng(devices=[]):
         model = load_adapter(MLP(hidden=hidden), adapter_folder)
     return settings, model
-
-
-def _plain_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value  # PEFT writes lora_alpha as an int
 
 
 def _write(out_folder: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], settings: dict) -> Path:

@@ -1,13 +1,18 @@
 """BitFit (Ben Zaken et al. 2021): train every bias, freeze every weight."""
 
+from __future__ import annotations
+
 from trainables.config import TrialConfig
 from trainables.model import MLP
-
-NAME = "bitfit"
-DEFAULT_LR = 1e-2
-DIMENSIONS: tuple[str, ...] = ()
+from trainables.registry import Method, register
 
 
 def install(model: MLP, config: TrialConfig) -> None:
     for layer in model.layers:
         layer.bias.requires_grad_(True)
+
+
+METHOD = register(Method(
+    "bitfit", install, default_lr=1e-2,
+    peft_note="PEFT has no BitFit adapter type (trained biases are neither LoRA nor IA3 tensors)",
+))  # fmt: skip

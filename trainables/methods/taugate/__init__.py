@@ -1,14 +1,27 @@
 """TauGate: a learned threshold `tau` and gain `gamma` per hidden neuron gate its activation
-(the gate itself is in `trainables.methods.taugate.gate`)."""
+(the gate itself, written once, is `trainables.methods.taugate.gate`)."""
+
+from __future__ import annotations
 
 from trainables.config import TrialConfig
 from trainables.methods.taugate.gate import install_gates
 from trainables.model import MLP
+from trainables.registry import GateBanking, Method, SearchRange, register
 
-NAME = "taugate"
-DEFAULT_LR = 1e-2
-DIMENSIONS: tuple[str, ...] = ("gate_sharpness", "sparsity_weight")
+# the gate's own dimensions and their default Optuna ranges (its two ablations share them)
+GATE_DIMENSIONS = ("gate_sharpness", "sparsity_weight")
+GATE_SEARCH = {
+    "gate_sharpness": SearchRange("float", 1, 100, log=True),
+    "sparsity_weight": SearchRange("float", 1e-5, 1e-1, log=True),
+}
+NO_PEFT_GATE = "its threshold gate g = 1[z > tau] has no PEFT equivalent"
 
 
 def install(model: MLP, config: TrialConfig) -> None:
     install_gates(model, config, learn_tau=True, learn_gamma=True)
+
+
+METHOD = register(Method(
+    "taugate", install, default_lr=1e-2, dimensions=GATE_DIMENSIONS, gated=True, search=GATE_SEARCH,
+    bank=GateBanking(tau=True, gamma=True), peft_note=NO_PEFT_GATE + " (PEFT's IA3 covers a gain, not a gate)",
+))  # fmt: skip

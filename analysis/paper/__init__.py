@@ -1,0 +1,1 @@
+"""Reference tables (the paper's, or a user's) and the paper's table beside our results."""

@@ -1,0 +1,1 @@
+"""The study report (HTML and Markdown) and its sections."""

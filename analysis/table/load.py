@@ -1,0 +1,238 @@
+"""Load a study into the results table: from its Ray Tune experiment folder (the source of truth)
+or from its MLflow experiment. Both give the same columns and the same rows.
+
+One row per distinct trial (`trial_id` = the trial's config key): a trial that ran in several Tune
+runs (a resume, a retry) is one row; a trial that errored and later succeeded counts as a success.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.table.results import BOOKKEEPING_COLUMNS, OUTCOME_COLUMNS, is_metric
+from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
+from trainables.engine.resume import read_history
+from trainables.files import read_json
+
+TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
+METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/folder/storage.py)
+PLAN_FILE = "plan.json"  # every planned trial's key, name and columns (study/spec/plan.py)
+ORDER = ("trial_id", "run_name", "status", "error", *OUTCOME_COLUMNS, "method", "seed")
+
+
+def _variant(params: dict[str, Any]) -> dict[str, Any]:
+    """The varying part of a Tune trial's config: grid trials carry `variant`, Optuna ones are flat."""
+    return params.get("variant") or {k: v for k, v in params.items() if k != "base"}
+
+
+def _row(trial_id: str, run_name: str, status: str, columns: dict, metrics: dict, error: str | None) -> dict:
+    row = {"trial_id": trial_id, "run_name": run_name, "status": status, "error": error} | columns
+    for name, value in metrics.items():
+        if is_metric(name) or name in OUTCOME_COLUMNS:
+            row[name] = value
+    return row
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(ORDER))
+    first = [c for c in ORDER if c in df.columns]
+    config = sorted(c for c in df.columns if c not in first and not is_metric(c) and c not in BOOKKEEPING_COLUMNS)
+    metrics = sorted(c for c in df.columns if is_metric(c))
+    return (
+        df[first + config + metrics].sort_values(["method", "seed", "trial_id"], kind="stable").reset_index(drop=True)
+    )
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per trial id; successes win over errors of the same configuration."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_id.setdefault(row["trial_id"], row)
+    succeeded = {json.dumps(_identity(r), sort_keys=True) for r in by_id.values() if r["status"] != "error"}
+    return [
+        r for r in by_id.values()
+        if r["status"] != "error" or json.dumps(_identity(r), sort_keys=True) not in succeeded
+    ]  # fmt: skip
+
+
+def _identity(row: dict[str, Any]) -> dict[str, Any]:
+    skip = {"trial_id", "run_name", "status", "error", *OUTCOME_COLUMNS}
+    return {k: v for k, v in row.items() if k not in skip and not is_metric(k)}
+
+
+def _ledger(study_dir: Path) -> tuple[list[dict[str, Any]], set[str]]:
+    """Rows of every trial the study folder's ledger holds (`<study>/trials/<key>/`: its config
+    record and metrics, metrics written last), and the variants they ran (as canonical JSON)."""
+    rows, ran = [], set()
+    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        config_file = metrics_file.parent / CONFIG_FILE
+        try:
+            metrics, record = read_json(metrics_file, ValueError), read_json(config_file, ValueError)
+        except (OSError, ValueError):
+            continue  # a torn entry is not a result: the trial shows as not run
+        key = metrics_file.parent.name
+        rows.append(_row(key, record.get("run_name", key), metrics.get("status", "ok"), record.get("columns", {}),
+                         metrics, None))  # fmt: skip
+        ran.add(_canonical(record.get("variant", {})))
+    return rows, ran
+
+
+def _canonical(variant: dict[str, Any]) -> str:
+    return json.dumps(variant, sort_keys=True, default=str)
+
+
+def load_tune(study_dir: Path) -> pd.DataFrame:
+    """The results table of a study folder: every trial its ledger holds (the source of truth,
+    whatever Tune's own files say of an interrupted or retried trial), plus one `error` row per
+    planned trial whose Tune trial failed and that never reached the ledger (from
+    `<study>/tune/run-*/<trial>/params.json` and its `error.txt`)."""
+    rows, ran = _ledger(Path(study_dir))
+    plan = _plan(Path(study_dir))
+    for trial_dir in sorted(Path(study_dir, TUNE_DIR).glob("run-*/*/")):
+        params_file = trial_dir / "params.json"
+        if not params_file.is_file():
+            continue
+        params = read_json(params_file, ValueError)
+        variant = _variant(params)
+        members = variant.get("members") or (
+            [variant | {"seed": seed} for seed in params["seeds"]] if "seeds" in params else [variant]
+        )
+        missing = [m for m in members if _canonical(m) not in ran]
+        if not missing:
+            continue
+        error_file = trial_dir / "error.txt"
+        if not error_file.is_file():  # stopped before it reported (an interrupted or killed driver): still to run
+            continue
+        error = error_file.read_text().strip().splitlines()[-1]
+        name = trial_dir.name.rsplit("_", 2)[0]
+        for member in missing:
+            label = name if len(members) == 1 else f"{name}#{members.index(member)}"
+            key, record = plan.get(_canonical(member), (label, {}))
+            # the plan names and groups a failed trial as its finished siblings are (defaults included)
+            rows.append(_row(f"error:{key}", record.get("run_name", label), "error", record.get("columns", member), {},
+                             error))  # fmt: skip
+            ran.add(_canonical(member))  # a retried trial is one error row, not one per attempt
+    return _frame(_dedupe(rows))
+
+
+def _plan(study_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """`<study>/plan.json` (grid studies) by canonical variant: (trial key, its record)."""
+    path = Path(study_dir, PLAN_FILE)
+    if not path.is_file():
+        return {}
+    return {_canonical(record["variant"]): (key, record) for key, record in read_json(path, ValueError).items()}
+
+
+def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
+    """The same table from the study's MLflow child runs (tags carry identity and columns)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise LookupError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}")
+    runs = client.search_runs([experiment.experiment_id], "tags.`taugate.kind` = 'trial'", max_results=50000)
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        columns = json.loads(tags.get("taugate.columns", "{}"))
+        metrics = {
+            k: (int(v) if k in ("trainable_params", *OUTCOME_COLUMNS) else v) for k, v in run.data.metrics.items()
+        }
+        rows.append(_row(tags["taugate.trial_key"], tags.get("mlflow.runName", ""), tags.get("taugate.status", "ok"),
+                         columns, metrics, tags.get("taugate.error")))  # fmt: skip
+    return _frame(_dedupe(rows))
+
+
+def load_gate_stats(study_dir: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-neuron firing statistics of each trial that wrote them."""
+    stats = {}
+    for trial_id in trial_ids:
+        path = Path(study_dir, TRIALS_DIR, trial_id, GATE_STATS)
+        if path.is_file():
+            stats[trial_id] = read_json(path, ValueError)
+    return stats
+
+
+def load_histories(study_dir: Path, trial_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each trial's per-epoch reports (`history.json`'s "epochs"), for the trials that wrote them: an old
+    study, a trial with no epochs and a torn or foreign file have none."""
+    histories = {str(t): read_history(Path(study_dir, TRIALS_DIR, str(t))) for t in trial_ids}
+    return {trial_id: epochs for trial_id, epochs in histories.items() if epochs}
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with float noise of storage (MLflow keeps doubles) rounded away, for equality checks."""
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype.kind == "f":
+            out[column] = out[column].map(lambda v: v if v is None or math.isnan(v) else round(v, 9))
+    return out
+
+
+@dataclass
+class LedgerTrial:
+    """A finished trial of a study's ledger (`trials/<key>/`): its folder, parsed config and metrics."""
+
+    key: str
+    folder: Path
+    config: TrialConfig
+    metrics: dict[str, Any]
+
+
+def ledger_trials(study_dir: Path) -> tuple[list[LedgerTrial], list[str]]:
+    """Every finished trial of the ledger (whatever its status), in key order, and a note per entry that
+    cannot be read (a torn or foreign file), which is skipped."""
+    trials, unreadable = [], []
+    for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        folder = metrics_file.parent
+        try:
+            metrics = read_json(metrics_file, ValueError)
+            config = parse_config(read_json(folder / CONFIG_FILE, ValueError)["config"])
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+            unreadable.append(f"trial {folder.name}: skipped, unreadable record ({err})")
+            continue
+        trials.append(LedgerTrial(folder.name, folder, config, metrics))
+    return trials, unreadable
+
+
+@dataclass
+class ModeChoice:
+    """The trial that stands for one (method, target angle): the best seed-free validation accuracy on
+    its target, hard-gated for a gated method (the network inference runs), ties to the first key.
+    Never a test metric. `trial` is None when no candidate has the metric."""
+
+    method: str
+    angle: float
+    metric: str
+    trial: LedgerTrial | None
+    value: float | None
+    candidates: dict[str, float]  # trial key -> its value, for every candidate that has one
+    skipped: list[str]  # trial keys without a finite value of the metric
+
+
+def choose_per_mode(trials: list[LedgerTrial]) -> list[ModeChoice]:
+    """One `ModeChoice` per (method, target angle) among `trials` (typically one foundation's), in the
+    order the pairs first appear."""
+    groups: dict[tuple[str, float], list[LedgerTrial]] = {}
+    for trial in trials:
+        groups.setdefault((trial.config.method, trial.config.target_angle), []).append(trial)
+    choices = []
+    for (method, angle), group in groups.items():
+        metric = accuracy_name(angle, hard=group[0].config.gated, validation=True)
+        values = {t.key: t.metrics.get(metric) for t in group}
+        usable = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+        best = min(usable, key=lambda k: (-usable[k], k)) if usable else None
+        choices.append(ModeChoice(
+            method, angle, metric, next((t for t in group if t.key == best), None), usable.get(best),
+            dict(sorted(usable.items())), sorted(set(values) - set(usable)),
+        ))  # fmt: skip
+    return choices

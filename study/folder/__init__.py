@@ -1,0 +1,1 @@
+"""The study folder on disk: file names, metadata, the ledger and shared foundations, the driver lock, progress."""

@@ -1,0 +1,1 @@
+"""What follows a study's trials: calibration, mode banks, MLflow logging and the report."""

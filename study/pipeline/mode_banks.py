@@ -1,0 +1,239 @@
+"""Mode banks from a finished study folder: per foundation, its gated adapters in one bank.
+
+A study with several seeds has several foundations, and a bank holds the modes of one foundation
+(its tensors are only meaningful on that base). So `build_banks` writes one bank per foundation, each
+in `<out>/<foundation id>/`, and `build_bank` writes a single bank into `<out>` itself, which needs a
+study with one foundation or the `foundation` chosen (its id).
+
+Per foundation, method and target angle the bank holds one trial: the finished one (`status: ok`) with
+the best hard-gated validation accuracy on its target, `val_<acc>_hard` (`val_acc_<angle>` for gain_only,
+which has no gate, so its hard network is its soft one): validation only, never test. Ties go to the
+first trial key. The choice (metric, value, every candidate's value) is recorded in the mode's
+`selection` and in the bank's notes.
+
+With `compact=True` each mode also gets its compact subnetwork (`trainables.bank.compact.compact`): units are
+dropped on the mode's training digits and the compact net is checked on its test digits.
+Everything is read and computed before anything is written: a refused study leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analysis.table.load import LedgerTrial, choose_per_mode, ledger_trials
+from trainables import registry
+from trainables.bank.compact import CompactMLP, check_compact
+from trainables.bank.layout import COMPACT_INDEX, BankError
+from trainables.bank.store import BankMode, assemble, mode_name, read_foundation, read_mode, save_bank
+from trainables.config import parse_config
+from trainables.data import load_modes
+
+TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR, ADAPTER_DIR = (
+    "trials", "config.json", "metrics.json", "foundations", "adapter",
+)  # fmt: skip
+BANK_DIR = "bank"  # `taugate bank STUDY` writes STUDY/bank/<foundation id>/
+
+
+@dataclass
+class BuiltBank:
+    """What `build_banks` wrote for one foundation."""
+
+    folder: Path
+    foundation_id: str
+    seed: int
+    modes: list[str]
+    trials: dict[str, str]  # mode name -> trial key
+    selections: dict[str, dict[str, Any]]  # mode name -> {metric, value, candidates}: how its trial was chosen
+    compact: dict[str, dict[str, Any]] = field(default_factory=dict)  # mode name -> CompactReport.to_dict()
+    notes: list[str] = field(default_factory=list)
+
+
+def _finished_trials(study_dir: Path, methods: tuple[str, ...], notes: list[str]) -> list[LedgerTrial]:
+    trials_dir = study_dir / TRIALS_DIR
+    if not study_dir.is_dir():
+        raise BankError(f"{study_dir}: no such study folder")
+    if not trials_dir.is_dir():
+        raise BankError(f"{study_dir}: not a study folder (no {TRIALS_DIR}/ folder)")
+    found, unreadable = ledger_trials(study_dir)
+    notes.extend(unreadable)
+    kept = []
+    for trial in found:
+        if trial.config.method not in methods:
+            continue
+        if trial.metrics.get("status") != "ok":
+            where = f"foundation {trial.config.foundation_id()} (seed {trial.config.seed})"
+            notes.append(f"{where}: trial {trial.key} skipped, status {trial.metrics.get('status')!r}")
+            continue
+        kept.append(trial)
+    return kept
+
+
+def _choose(trials: list[LedgerTrial], where: str, notes: list[str]) -> list[tuple[LedgerTrial, dict[str, Any]]]:
+    """Per (method, target angle), the trial chosen on validation (`analysis.table.load.choose_per_mode`) and
+    the record of the choice."""
+    chosen = []
+    for choice in choose_per_mode(trials):
+        name = mode_name(choice.method, choice.angle)
+        for key in choice.skipped:
+            notes.append(f"{where}: trial {key} skipped for {name}, no {choice.metric}")
+        if choice.trial is None:
+            continue
+        selection = {"metric": choice.metric, "value": choice.value, "candidates": choice.candidates}
+        notes.append(f"{where}: {name} is trial {choice.trial.key} ({choice.metric} = {choice.value:.4f}, "
+                     f"best of {len(choice.candidates)})")  # fmt: skip
+        chosen.append((choice.trial, selection))
+    return chosen
+
+
+def _plan(study_dir: Path, methods: tuple[str, ...], foundation: str | None, notes: list[str]) -> dict[str, list]:
+    """foundation id -> [(trial, selection)] in bank order (the methods as given, then angle)."""
+    if not methods:
+        raise BankError("methods: name at least one of " + ", ".join(registry.bank_methods()))
+    if bad := [m for m in methods if m not in registry.bank_methods()]:
+        raise BankError(f"method {bad[0]!r} has no gate to bank; a bank holds {', '.join(registry.bank_methods())}")
+    trials = _finished_trials(study_dir, methods, notes)
+    if not trials:
+        raise BankError(
+            f"{study_dir}: no finished trials of {', '.join(methods)} (a bank gathers gated adapters: "
+            f"{', '.join(registry.bank_methods())})"
+        )
+    by_foundation: dict[str, list[LedgerTrial]] = {}
+    for trial in trials:
+        by_foundation.setdefault(trial.config.foundation_id(), []).append(trial)
+    if foundation is not None and foundation not in by_foundation:
+        raise BankError(f"foundation {foundation!r} has no finished trials of {', '.join(methods)}; foundations: "
+                        + _describe(by_foundation))  # fmt: skip
+    plans = {}
+    for foundation_id, group in sorted(by_foundation.items(), key=lambda item: (item[1][0].config.seed, item[0])):
+        if foundation is not None and foundation_id != foundation:
+            continue
+        where = f"foundation {foundation_id} (seed {group[0].config.seed})"
+        chosen = _choose(group, where, notes)
+        chosen.sort(key=lambda c: (methods.index(c[0].config.method), c[0].config.target_angle))
+        if chosen:
+            plans[foundation_id] = chosen
+    if not plans:
+        raise BankError(f"{study_dir}: no trial of {', '.join(methods)} has its selection metric; nothing to bank")
+    return plans
+
+
+def _describe(groups: dict[str, list]) -> str:
+    """ "id (seed n), ..." for foundation id -> trials, or -> (trial, selection) pairs."""
+
+    def seed(item: LedgerTrial | tuple) -> int:
+        return (item[0] if isinstance(item, tuple) else item).config.seed
+
+    return ", ".join(f"{fid} (seed {seed(items[0])})" for fid, items in sorted(groups.items()))
+
+
+def _prepare(study_dir: Path, foundation_id: str, chosen: list, compact: bool, notes: list[str]):
+    """Read the adapters and compute the compact nets in memory: (bank, compacts, info)."""
+    base = chosen[0][0].config
+    foundation_file = study_dir / FOUNDATIONS_DIR / f"{foundation_id}.safetensors"
+    if not foundation_file.is_file():
+        raise BankError(f"{foundation_file}: file not found (the foundation of {len(chosen)} banked trials)")
+    foundation = read_foundation(foundation_file, base.hidden)
+    modes: list[BankMode] = []
+    for trial, selection in chosen:
+        adapter = trial.folder / ADAPTER_DIR
+        if not adapter.is_dir():
+            raise BankError(f"{adapter}: adapter folder not found (trial {trial.key})")
+        modes.append(
+            read_mode(
+                foundation,
+                adapter,
+                angle=trial.config.target_angle,
+                foundation_id=trial.config.foundation_id(),
+                trial=trial.key,
+                metrics=trial.metrics,
+                selection=selection,
+            )  # fmt: skip
+        )
+    source = {"study": str(study_dir.resolve()), "seed": base.seed, "dataset": base.dataset,
+              "notes": [n for n in notes if foundation_id in n or not n.startswith("foundation ")]}  # fmt: skip
+    bank = assemble(foundation_file, foundation_id, base.hidden, modes, source=source)
+    compacts: dict[str, tuple[CompactMLP, dict[str, Any]]] = {}
+    if compact:
+        angles = sorted({m.angle for m in modes})
+        data_config = parse_config(
+            base.model_dump() | {"eval_angles": angles, "target_angle": angles[0], "device": "cpu", "download": False}
+        )
+        data = load_modes(data_config, torch.device("cpu"))
+        for mode in modes:
+            digits = data[mode.angle]
+            model = bank.model(mode.name)
+            net = bank.compact(mode.name, digits.train_x)
+            compacts[mode.name] = (net, check_compact(model, net, digits.test_x, digits.test_y).to_dict())
+    return bank, compacts, base.seed
+
+
+def build_banks(
+    study_dir: Path, out_dir: Path | None = None, methods: tuple[str, ...] = ("taugate",),
+    foundation: str | None = None, compact: bool = True,
+) -> list[BuiltBank]:  # fmt: skip
+    """One bank per foundation of the study's gated trials, each in `<out_dir>/<foundation id>/`
+    (default `out_dir`: `<study>/bank`); `foundation` (an id) builds only that one. `BankError` for a
+    missing or bad folder, no finished trials of `methods`, a non-gate method, an unknown foundation,
+    a missing foundation file or a damaged adapter; nothing is written then."""
+    study_dir = Path(study_dir)
+    out_dir = Path(out_dir) if out_dir is not None else study_dir / BANK_DIR
+    notes: list[str] = []
+    plans = _plan(study_dir, tuple(methods), foundation, notes)
+    prepared = {fid: _prepare(study_dir, fid, chosen, compact, notes) for fid, chosen in plans.items()}
+    built = []
+    for foundation_id, (bank, compacts, seed) in prepared.items():
+        folder = save_bank(bank, out_dir / foundation_id, compacts)
+        selections = {m.name: m.selection for m in bank.modes}
+        reports = {name: report for name, (_, report) in compacts.items()}
+        trials = {m.name: m.trial for m in bank.modes}
+        notes_here = bank.source["notes"]
+        built.append(BuiltBank(folder, foundation_id, seed, bank.names, trials, selections, reports, notes_here))
+    return built
+
+
+def build_bank(
+    study_dir: Path, out_dir: Path, methods: tuple[str, ...] = ("taugate",), foundation: str | None = None,
+    compact: bool = True,
+) -> Path:  # fmt: skip
+    """A single bank written into `out_dir` itself: the study's one foundation, or the `foundation`
+    chosen (its id). A study with gated trials on several foundations and no choice is a `BankError`
+    listing them (`build_banks` builds one bank per foundation)."""
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
+    notes: list[str] = []
+    plans = _plan(study_dir, tuple(methods), foundation, notes)
+    if len(plans) > 1:
+        raise BankError(
+            f"{study_dir}: trials of {', '.join(methods)} on {len(plans)} foundations ({_describe(plans)}); a bank "
+            "holds one foundation's modes: choose one (foundation=ID, `taugate bank --foundation ID`) or build one "
+            "bank per foundation (build_banks)"
+        )
+    ((foundation_id, chosen),) = plans.items()
+    bank, compacts, _ = _prepare(study_dir, foundation_id, chosen, compact, notes)
+    return save_bank(bank, out_dir, compacts)
+
+
+def bank_summaries(study_dir: Path) -> list[dict[str, Any]]:
+    """What the study report shows of the banks under `<study>/bank/`: per bank its foundation, seed,
+    folder and modes, each with its compact subnetwork's report (None when it was not compacted).
+    Read from the bank's own JSON files only; a bank that cannot be read is left out with a note."""
+    banks = []
+    for index in sorted(Path(study_dir, BANK_DIR).glob("*/bank.json")):
+        try:
+            bank = json.loads(index.read_text())
+            modes = []
+            for mode in bank["modes"]:
+                report = None
+                if mode.get("compact"):
+                    report = json.loads((index.parent / mode["compact"] / COMPACT_INDEX).read_text())["report"]
+                modes.append({"name": mode["name"], "angle": mode["angle"], "method": mode["method"],
+                              "compact": report})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # the report describes what it can read; `taugate bank` rebuilds a damaged bank
+        banks.append({"folder": str(index.parent), "foundation_id": bank["foundation"]["id"],
+                      "seed": bank.get("source", {}).get("seed"), "modes": modes})  # fmt: skip
+    return banks

@@ -1,0 +1,1 @@
+"""The YAML study spec: its loader, its models (one per block), and the grid it plans."""

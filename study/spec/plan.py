@@ -1,0 +1,168 @@
+"""Grid expansion: the trial configs a spec asks for, conditional per method.
+
+LoRA ranks multiply only LoRA trials, `s` and `lambda` only gated trials; baselines are not
+multiplied by axes they ignore. Each variant is the part of a trial config that varies.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+from typing import Any
+
+from study.spec.study_spec import StudySpec
+from trainables import registry
+from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
+
+
+def protocols(spec: StudySpec) -> list[dict[str, Any]]:
+    """The protocol grid: one dict of the swept protocol fields per protocol ([{}] when none is swept)."""
+    axes = spec.protocol.axes()
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def variants(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every grid trial's varying fields (the swept protocol fields, the target angle when it is an
+    axis, method, seed, the method's own axes, overrides): the protocol grid and the target angles
+    multiply every method's grid. Trials of one seed share one foundation whatever their target."""
+    out = []
+    targets = [{"target_angle": t} for t in spec.target_angles] if isinstance(spec.target_angle, list) else [{}]
+    for protocol, target in itertools.product(protocols(spec), targets):
+        for name, method in spec.methods.items():
+            axes = {"seed": method.seeds or spec.seeds}
+            for axis in registry.get(name).dimensions:
+                values = getattr(method, axis)
+                if values is not None:
+                    axes[axis] = values
+            overrides = {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
+            fixed = protocol | target | {"method": name} | overrides
+            for combo in itertools.product(*axes.values()):
+                out.append(fixed | dict(zip(axes, combo, strict=True)))
+    return out
+
+
+def fused_groups(spec: StudySpec, grid: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The grid cut into Tune trials: same-shape variants (`trainables.engine.fused.fuse_key`) in groups of
+    at most `spec.fuse`, in grid order; with `fuse: 1` every variant is its own trial."""
+    from trainables.engine.fused import fuse_key
+
+    by_shape: dict[tuple, list[dict[str, Any]]] = {}
+    for variant in grid:
+        by_shape.setdefault(fuse_key(trial_config(spec, variant)), []).append(variant)
+    return [members[i : i + spec.fuse] for members in by_shape.values() for i in range(0, len(members), spec.fuse)]
+
+
+def longest_first(spec: StudySpec, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tune trials (variants, or `{"members": [...]}` groups) ordered by expected cost, largest
+    first, so that a study does not end on one worker training a slow trial while the others
+    idle (longest-processing-time-first scheduling). The estimate is members x epochs x the
+    method's trainable parameters (log-scaled): full fine-tuning before LoRA before gates and
+    biases. The order changes when trials run, never what they compute."""
+
+    def cost(unit: dict[str, Any]) -> float:
+        members = unit.get("members", [unit])
+        config = trial_config(spec, members[0])
+        return len(members) * config.epochs * (1.0 + math.log1p(trainable_count(config)))
+
+    return sorted(units, key=cost, reverse=True)  # stable: equal costs keep grid order
+
+
+@functools.lru_cache(maxsize=64)
+def _trainable_count(shape: tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]) -> int:
+    import torch
+
+    from trainables.methods import adapt, count_trainable
+    from trainables.model import MLP
+
+    method, hidden, fields = shape
+    config = parse_config({"method": method, "hidden": list(hidden), **dict(fields)})
+    with torch.random.fork_rng():  # building a model must not move the driver's random state
+        return count_trainable(adapt(MLP(hidden=list(hidden)), config))
+
+
+def trainable_count(config: TrialConfig) -> int:
+    """A trial's trainable parameters, from its method and shape (its hidden widths and the method's
+    fuse fields, such as LoRA's rank), as its metrics count them."""
+    fields = tuple((name, getattr(config, name)) for name in registry.get(config.method).fuse_fields)
+    return _trainable_count((config.method, tuple(config.hidden), fields))
+
+
+def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
+    return parse_config(spec.base_config() | variant)
+
+
+def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a trial in the results table: method, seed, the target mode, the protocol, the
+    values of the method's own axes (defaults included) and a per-method lr override. Axes a method
+    ignores stay out."""
+    own = {axis: getattr(config, axis) for axis in registry.get(config.method).dimensions}
+    protocol = {field: getattr(config, field) for field in PROTOCOL_FIELDS}
+    overrides = {"lr": variant["lr"]} if "lr" in variant else {}
+    return (
+        {"method": config.method, "seed": config.seed, "target_angle": config.target_angle} | protocol | own | overrides
+    )
+
+
+def trial_key(config: TrialConfig) -> str:
+    """A stable id for a trial's whole config: the same trial always gets the same key."""
+    fields = config.model_dump()
+    if fields["eval_angles"] is None:  # a field added later: keys of studies without it stay as they were
+        del fields["eval_angles"]
+    canonical = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def foundation_key(config: TrialConfig) -> str:
+    return config.foundation_id()
+
+
+def run_name(variant: dict[str, Any]) -> str:
+    """Readable names such as `taugate-s10-l0.001-seed2` or `lora-r8-seed0` (a fused group: its first
+    member's name and `+N`)."""
+    if "members" in variant:
+        return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
+    parts = [variant["method"]]
+    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a",
+             "lr": "lr", "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
+    for field, prefix in short.items():
+        if field in variant:
+            parts.append(f"{prefix}{variant[field]:g}")
+    parts.append(f"seed{variant['seed']}")
+    return "-".join(parts)
+
+
+def summary(spec: StudySpec) -> dict[str, Any]:
+    """The totals `taugate plan --json` prints."""
+    grid = variants(spec)
+    configs = [trial_config(spec, v) for v in grid]
+    per_method: dict[str, int] = {}
+    for v in grid:
+        per_method[v["method"]] = per_method.get(v["method"], 0) + 1
+    optuna = spec.search.kind == "optuna"
+    return {
+        "name": spec.name,
+        "search": spec.search.kind,
+        # an Optuna trial is one configuration evaluated on every seed: one study trial per seed
+        "trials": spec.search.num_samples * len(spec.seeds) if optuna else len(grid),
+        "foundations": len({foundation_key(c) for c in configs}),
+        "per_method": {} if optuna else per_method,  # Optuna draws the methods: no fixed count each
+        "target_angles": spec.target_angles,
+        "evaluated_angles": spec.evaluated_angles,
+        "protocol": spec.protocol_values(),
+        "protocols": len(protocols(spec)),
+    }
+
+
+def planned_trials(spec: StudySpec, grid: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What `<study>/plan.json` holds for a grid study: per trial key its run name, variant and
+    results-table columns, so a trial that never reached the ledger (it failed, or has not run) is
+    still named and grouped as the trials that did (`analysis.table.load.load_tune`)."""
+    out = {}
+    for variant in grid:
+        config = trial_config(spec, variant)
+        out[trial_key(config)] = {"run_name": run_name(variant), "variant": variant,
+                                  "columns": table_columns(config, variant)}  # fmt: skip
+    return out

@@ -1,0 +1,1 @@
+"""MLflow tracking: the study's store and its runs."""

@@ -1,0 +1,244 @@
+"""MLflow tracking: one parent run per study, one child run per trial, logged idempotently.
+
+The study folder is the source of truth. Logging happens on the driver as trials finish; when
+the tracking store is unreachable the study goes on and `taugate track DIR` backfills later.
+Every run carries a tag with its identity (study id, trial key), so logging twice finds the
+existing run instead of creating a duplicate.
+
+A trial's child run carries what its ledger entry holds: the config as params, the final
+metrics, each epoch's `loss` / `val_acc` as metric histories (step = epoch, from `history.json`),
+the trial's own start and end on its worker, and its training data as an MLflow dataset input
+(split sizes computed from the dataset's per-class counts, no data loaded on the driver).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from study.folder.filenames import CONFIG_FILE
+from study.folder.storage import TrialLedger
+from study.tracking.datasets import training_dataset
+from study.tracking.mlflow_store import client_for, resolve_uri
+from trainables.engine.resume import read_history
+
+log = logging.getLogger("taugate.tracking")
+
+STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
+PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
+# A trial's ledger status -> its MLflow run status: a scheduler's stop is neither success nor failure.
+RUN_STATUS = {"ok": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}
+# MLflow's batch limits (mlflow.utils.validation): entities per call, params per call.
+BATCH_ENTITIES, BATCH_PARAMS = 1000, 100
+
+
+def flat_params(config: dict[str, Any]) -> dict[str, str]:
+    """The trial config as MLflow params: every field, lists as text, unset fields left out."""
+    return {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in config.items() if v is not None}
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if _finite(value)}
+
+
+def _ms(seconds: Any) -> int | None:
+    """Unix seconds (the ledger's times) as MLflow's milliseconds; None when absent."""
+    return int(seconds * 1000) if _finite(seconds) else None
+
+
+def run_metrics(metrics: dict[str, Any], history: list[dict[str, Any]], start_ms: int, end_ms: int) -> list:
+    """Every metric of a child run: each epoch's numbers (`loss`, `val_acc`, ...) at step = epoch and
+    the trial's time of that epoch, then the final metrics at the trial's end. A final metric named
+    like an epoch series joins that series at its last epoch, so it never adds a stray step 0 to
+    the chart the UI draws."""
+    from mlflow.entities import Metric
+
+    out, series, last_epoch = [], set(), 0
+    for entry in history:
+        seconds = entry.get("seconds")
+        timestamp = start_ms + (int(seconds * 1000) if _finite(seconds) else 0)
+        last_epoch = max(last_epoch, entry["epoch"])
+        for name, value in entry.items():
+            if name not in ("epoch", "seconds") and _finite(value):
+                out.append(Metric(name, float(value), timestamp, entry["epoch"]))
+                series.add(name)
+    for name, value in numeric_metrics(metrics).items():
+        out.append(Metric(name, value, end_ms, last_epoch if name in series else 0))
+    return out
+
+
+def batches(params: Sequence, metrics: Sequence) -> Iterator[tuple[list, list]]:
+    """(params, metrics) chunks within MLflow's limits per `log_batch`: one call for a usual trial."""
+    params, metrics = list(params), list(metrics)
+    while params or metrics:
+        head = params[:BATCH_PARAMS]
+        params = params[BATCH_PARAMS:]
+        room = BATCH_ENTITIES - len(head)
+        yield head, metrics[:room]
+        metrics = metrics[room:]
+
+
+class Tracker:
+    """Writes a study's runs to one MLflow tracking store."""
+
+    def __init__(self, study_dir: Path, tracking_uri: str | None, experiment_name: str):
+        self.study_dir = Path(study_dir).resolve()
+        self.uri = resolve_uri(self.study_dir, tracking_uri)
+        self.client = client_for(self.uri)
+        self.experiment_name = experiment_name
+        self._experiment_id: str | None = None
+        self._parent: str | None = None
+        self._logged: set[str] | None = None
+        self._datasets: dict[str, Any] = {}  # one dataset entity per distinct training data
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            else:
+                # a local SQLite store keeps its artifacts inside the study folder, never in ./mlruns
+                local = self.uri.startswith("sqlite:")
+                location = (self.study_dir / "mlartifacts").as_uri() if local else None
+                self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+        return self._experiment_id
+
+    def parent(self, study: dict[str, Any]) -> str:
+        """The study's parent run, created once (tags: git commit, versions; the spec as artifact)."""
+        if self._parent is not None:
+            return self._parent
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{study['study_id']}' and tags.`{KIND_TAG}` = 'study'",
+            max_results=1,
+        )
+        if found:
+            self._parent = found[0].info.run_id
+            return self._parent
+        tags = {STUDY_TAG: study["study_id"], KIND_TAG: "study"}
+        tags |= {f"taugate.{k}": str(v) for k, v in study.get("environment", {}).items()}
+        run = self.client.create_run(self.experiment_id, run_name=study["name"], tags=tags)
+        self._parent = run.info.run_id
+        spec_file = self.study_dir / "spec.yaml"
+        if spec_file.is_file():
+            self.client.log_artifact(self._parent, str(spec_file))
+        self.client.log_param(self._parent, "trials_planned", study.get("trials_planned", ""))
+        return self._parent
+
+    def logged_trials(self, parent: str) -> set[str]:
+        if self._logged is None:
+            query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{KIND_TAG}` = 'trial'"
+            runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+            self._logged = {r.data.tags.get(TRIAL_TAG) for r in runs}
+        return self._logged
+
+    def log_trial(
+        self, study: dict[str, Any], key: str, record: dict[str, Any], metrics: dict[str, Any],
+        history: list[dict[str, Any]] | None = None,
+    ) -> bool:  # fmt: skip
+        """One child run for a finished trial; False when it was already logged. `history` defaults to
+        the ledger entry's `history.json`."""
+        from mlflow.entities import Param
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        parent = self.parent(study)
+        if key in self.logged_trials(parent):
+            return False
+        self._drop_failure(parent, key)  # a trial that failed before and finished since is one run
+        trial_dir = self.study_dir / "trials" / key
+        history = read_history(trial_dir) if history is None else history
+        status = metrics["status"]
+        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
+                "taugate.status": status}  # fmt: skip
+        if "columns" in record:
+            tags["taugate.columns"] = json.dumps(record["columns"])
+        for name, source in (("node_id", metrics), ("stopped_at_epoch", metrics), ("worker_pid", record)):
+            if source.get(name) is not None:
+                tags[f"taugate.{name}"] = str(source[name])
+        run = self.client.create_run(self.experiment_id, start_time=_ms(record.get("started_at")), tags=tags,
+                                     run_name=record["run_name"])  # fmt: skip
+        run_id, start_ms = run.info.run_id, run.info.start_time
+        end_ms = _ms(record.get("ended_at")) or int(time.time() * 1000)
+        params = [Param(k, v) for k, v in flat_params(record["config"]).items()]
+        for chunk_params, chunk_metrics in batches(params, run_metrics(metrics, history, start_ms, end_ms)):
+            self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params)
+        self._log_dataset(run_id, record["config"])
+        # the run's artifact store straight from the new run's URI: the client's log_artifact(s) would
+        # read the whole run back (tags, params, metrics) for each call just to find that URI
+        artifacts = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+        for artifact in ("gate_stats.json", "adapter"):
+            path = trial_dir / artifact
+            if path.is_dir():
+                artifacts.log_artifacts(str(path), artifact_path=artifact)
+            elif path.is_file():
+                artifacts.log_artifact(str(path))
+        self.client.set_terminated(
+            run_id, status=RUN_STATUS.get(status, "FAILED"), end_time=_ms(record.get("ended_at"))
+        )
+        self._logged.add(key)
+        return True
+
+    def _log_dataset(self, run_id: str, config: dict[str, Any]) -> None:
+        """The trial's training data as the run's dataset input (context "training")."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        fields = ("dataset", "data_root", "target_angle", "test_fraction", "val_fraction")
+        identity = json.dumps([config.get(name) for name in fields])
+        if identity not in self._datasets:
+            self._datasets[identity] = training_dataset(config)
+        dataset = DatasetInput(self._datasets[identity], tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+        self.client.log_inputs(run_id, datasets=[dataset])
+
+    def _drop_failure(self, parent: str, key: str) -> None:
+        failure = f"error:{key}"
+        if failure in self.logged_trials(parent):
+            query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{failure}'"
+            for run in self.client.search_runs([self.experiment_id], filter_string=query, max_results=10):
+                self.client.delete_run(run.info.run_id)
+            self._logged.discard(failure)
+
+    def log_failure(
+        self, study: dict[str, Any], trial: str, name: str, config: dict[str, Any], columns: dict[str, Any],
+        error: str,
+    ) -> None:  # fmt: skip
+        """A trial that errored (no metrics): a FAILED child run carrying the error, tagged with the
+        trial's key (`error:<key>`), replaced by the trial's own run if it finishes later."""
+        parent = self.parent(study)
+        key = trial if trial.startswith("error:") else f"error:{trial}"
+        if key in self.logged_trials(parent):
+            return
+        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
+                "taugate.status": "error",
+                "taugate.error": error[:4900], "taugate.columns": json.dumps(columns)}  # fmt: skip
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        for k, v in flat_params(config).items():
+            self.client.log_param(run.info.run_id, k, v)
+        self.client.set_terminated(run.info.run_id, status="FAILED")
+        self._logged.add(key)
+
+    def finish(self, study: dict[str, Any], status: str = "FINISHED", summary: dict[str, Any] | None = None) -> None:
+        parent = self.parent(study)
+        if summary:
+            for name, value in numeric_metrics(summary).items():
+                self.client.log_metric(parent, name, value)
+        self.client.set_terminated(parent, status=status)
+
+    def sync(self, study: dict[str, Any]) -> int:
+        """Log every finished trial of the study folder that the store lacks; returns how many."""
+        ledger = TrialLedger(self.study_dir)
+        added = 0
+        for key, metrics in ledger.all_finished().items():
+            record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+            added += self.log_trial(study, key, record, metrics)
+        return added

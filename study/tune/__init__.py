@@ -1,0 +1,1 @@
+"""A study on Ray Tune: the run itself, the trainable, its callbacks, schedulers and the Optuna search."""

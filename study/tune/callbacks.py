@@ -1,0 +1,196 @@
+"""Ray Tune callbacks on the driver: MLflow logging and live progress.
+
+Tune pickles its run config (callbacks included) into the experiment folder, so each callback
+keeps only plain settings and builds its clients and console on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from rich.console import Console
+
+from study.folder.filenames import CONFIG_FILE
+from study.folder.storage import TrialLedger
+from study.spec.plan import run_name, table_columns, trial_key
+from study.tracking.tracker import Tracker
+from study.tune.trainable import split_config
+from trainables.config import ConfigError, parse_config
+
+
+class _Lazy(tune.Callback):
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracker", "worker")}
+
+    @cached_property
+    def console(self) -> Console:
+        return Console(stderr=True, soft_wrap=True)
+
+
+def finished_keys(result: dict[str, Any]) -> list[str]:
+    """The study trials a Tune trial's last result accounts for: its final result's keys, or a
+    stopped trial's (the members of its last epoch result)."""
+    if result.get("member_keys") or result.get("trial_key"):
+        return list(result.get("member_keys") or [result["trial_key"]])
+    return [entry["trial_key"] for entry in result.get("members_epoch", [])]
+
+
+def stopped_early(result: dict[str, Any]) -> bool:
+    """A Tune trial that ended on an epoch result, not its final one, and not because the study was
+    interrupted: the scheduler stopped it."""
+    from study.cluster.interrupt import received
+
+    return not result.get("member_keys") and not result.get("trial_key") and bool(result.get("members_epoch")) \
+        and received() is None  # fmt: skip
+
+
+class SchedulerStops(tune.Callback):
+    """Writes the ledger entries (status `stopped`) of the trials an early-stopping scheduler
+    stopped, before the tracking and progress callbacks read the ledger. Stateless."""
+
+    def __init__(self, study_dir: Path):
+        self.study_dir = Path(study_dir)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        from study.tune.epoch_reports import record_stopped
+
+        result = trial.last_result or {}
+        if stopped_early(result):
+            base, variant = split_config(trial.config)
+            members = [(member, parse_config(base | member)) for member in variant.get("members", [variant])]
+            record_stopped(self.study_dir, members, result)
+
+
+class TrackingCallback(_Lazy):
+    """Logs each finished trial as an MLflow child run, on a background thread so that Tune's
+    event loop never waits for the tracking store. A tracking outage is one warning, never a failed
+    study: after the first failure logging stops, the ledger keeps every result, and the end of the
+    run (or `taugate track`) backfills."""
+
+    def __init__(self, study_dir: Path, tracking_uri: str | None, study: dict[str, Any]):
+        self.study_dir, self.tracking_uri, self.study = Path(study_dir), tracking_uri, study
+        self.down = False
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(self.study_dir, self.tracking_uri, self.study["experiment_name"])
+
+    @cached_property
+    def worker(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="taugate-tracking")
+
+    def _guard(self, action: str, *args) -> None:
+        """Run `self.tracker.<action>(*args)` on the tracking thread; building the client (a URI
+        whose driver is missing, an unreachable server) fails inside the guard too."""
+
+        def attempt() -> None:
+            if self.down:
+                return
+            try:
+                getattr(self.tracker, action)(*args)
+            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
+                self.down = True
+                self.console.print(
+                    f"[yellow]warning:[/] MLflow tracking at {self.tracker.uri} failed ({type(err).__name__}: "
+                    f"{str(err)[:200]}); the study goes on, results stay in the study folder, and "
+                    "`taugate track` backfills the runs",
+                    highlight=False,
+                )
+
+        self.worker.submit(attempt)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.worker.shutdown(wait=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        keys, ledger = finished_keys(trial.last_result or {}), TrialLedger(self.study_dir)
+        for key in keys:  # a fused trial: one MLflow run per member
+            metrics = ledger.finished(key)
+            if metrics is not None:
+                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+                self._guard("log_trial", self.study, key, record, metrics)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        """A FAILED run for each member that never reached the ledger, keyed by its trial key (so a
+        later success replaces it); members that did run (an Optuna objective failed after them)
+        are logged with their own results."""
+        base, variant = split_config(trial.config)
+        error = str(getattr(trial, "error_msg", None) or "trial failed")
+        ledger = TrialLedger(self.study_dir)
+        for member in variant.get("members", [variant]):
+            try:  # named and grouped as its finished siblings (defaults included), as the plan names it
+                config = parse_config(base | member)
+                key, columns = trial_key(config), table_columns(config, member)
+            except ConfigError:
+                key, columns = f"error:{run_name(member)}", member
+            metrics = ledger.finished(key)
+            if metrics is not None:
+                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+                self._guard("log_trial", self.study, key, record, metrics)
+            else:
+                self._guard("log_failure", self.study, key, run_name(member), base | member, columns, error)
+
+
+class ProgressCallback(_Lazy):
+    """A status line whenever a trial starts, finishes or fails: done, running, failed, time left.
+    Counts are study trials: a fused Tune trial counts as its members."""
+
+    def __init__(self, total: int, already_done: int = 0):
+        self.total, self.done, self.running, self.failed = total, already_done, 0, 0
+        self.started, self.done_this_run = time.monotonic(), 0
+
+    @staticmethod
+    def _members(trial) -> int:
+        return len(split_config(trial.config)[1].get("members", [None]))
+
+    def _print(self) -> None:
+        elapsed = time.monotonic() - self.started
+        remaining = self.total - self.done - self.failed
+        left = f"~{elapsed / self.done_this_run * remaining:.0f}s left" if self.done_this_run else "estimating"
+        self.console.print(
+            f"[{elapsed:6.1f}s] {self.done}/{self.total} done, {self.running} running, {self.failed} failed, {left}",
+            highlight=False,
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running += self._members(trial)
+        if self.done_this_run == 0 and self.failed == 0:
+            self._print()  # the first wave; afterwards one line per finished or failed trial
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        members = self._members(trial)
+        self.running = max(0, self.running - members)
+        result = trial.last_result or {}
+        if not result.get("trial_key") and not result.get("member_keys") and not stopped_early(result):
+            return  # stopped by an interrupt (or before it reported): still to run, not done
+        self.done, self.done_this_run = self.done + members, self.done_this_run + members
+        self._print()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        members = self._members(trial)
+        self.running, self.failed = max(0, self.running - members), self.failed + members
+        self._print()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        # a failed attempt Tune retries: it stops running now and counts again when it restarts
+        self.running = max(0, self.running - self._members(trial))
+
+
+class StopOnSignal(tune.Stopper):
+    """Stops every trial once the driver got SIGINT or SIGTERM (`study.cluster.interrupt`): Tune checks
+    `stop_all` on each step of its loop, stops running trials and starts no new ones. Stateless,
+    so Tune can pickle it into the experiment folder."""
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        from study.cluster.interrupt import received
+
+        return received() is not None

@@ -1,0 +1,1 @@
+"""Tests of the analysis package, one folder per subpackage."""

@@ -1,0 +1,308 @@
+"""A mode bank as a servable MLflow model (issue 13, item 4): logged to the study's parent run in a real
+SQLite tracking store, loaded with `mlflow.pyfunc.load_model`, and served by a real
+`mlflow models serve --env-manager local` process on 127.0.0.1 answering real HTTP requests.
+
+One tiny study folder and bank (built without Ray, as tests/trainables/bank/test_bank.py builds them), logged once;
+one served model answers every HTTP assertion and is stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.tracking._tracking_service import utils as tracking_utils
+
+from study.folder.metadata import load_study, prepare
+from study.pipeline.mode_banks import build_bank
+from study.serving import (
+    CLASS_COLUMN,
+    PIXEL_COLUMNS,
+    PROB_COLUMNS,
+    log_bank_model,
+    request_frame,
+    use_tracking_uri,
+)
+from study.spec.loader import parse_spec
+from study.tracking.tracker import KIND_TAG, STUDY_TAG, Tracker
+from tests.support.bank_study import TINY, make_study
+from tests.support.raycluster import free_port
+from trainables.bank.store import load_bank
+from trainables.config import parse_config
+from trainables.data import load_modes
+
+TRIALS = (("t0", "taugate", 0, 0.0), ("t45", "taugate", 45, 0.0), ("g45", "gain_only", 45, 0.0))
+MODES = ["taugate@0", "taugate@45", "gain_only@45"]
+UNKNOWN = "taugate@30"
+START_WAIT, REQUEST_WAIT, STOP_WAIT = 90.0, 60.0, 20.0  # seconds
+
+
+@dataclass
+class Logged:
+    study: Path
+    bank: Path
+    tracking_uri: str
+    experiment_id: str
+    parent: str
+    uri: str  # what log_bank_model returned
+    global_uri_before: str | None
+    global_uri_after: str | None
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Logged:
+    """A study folder (spec.yaml, study.json as `taugate run` writes them; foundations and trials as a
+    finished study leaves them), its parent run created and finished, its bank logged once."""
+    study = tmp_path_factory.mktemp("serving") / "study"
+    spec = parse_spec({"name": "serving", "dataset": "mnist5k", "methods": {"taugate": {}}})
+    record = prepare(spec, study)
+    make_study(study, TRIALS, second_seed=False)
+    bank = build_bank(study, study / "bank" / "only", ("taugate", "gain_only"), compact=False)
+    tracking_uri = f"sqlite:///{study / 'mlflow.db'}"  # explicit: never MLFLOW_TRACKING_URI
+    tracker = Tracker(study, tracking_uri, record["experiment_name"])
+    parent = tracker.parent(record)
+    tracker.finish(record)  # the study finished before its bank was built
+    before = tracking_utils._tracking_uri
+    uri = log_bank_model(bank, study, tracking_uri)
+    return Logged(study, bank, tracking_uri, tracker.experiment_id, parent, uri, before, tracking_utils._tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_modes(parse_config(TINY), torch.device("cpu"))
+
+
+def mixed(data, per_mode: int | None, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Test digits of each mode's own angle (all of them when per_mode is None), shuffled together."""
+    parts = [(data[float(name.split("@")[1])].test_x[:per_mode], name) for name in MODES]
+    x = torch.cat([digits for digits, _ in parts])
+    names = [name for digits, name in parts for _ in range(len(digits))]
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))
+    return x[order], [names[i] for i in order]
+
+
+def in_process(bank_dir: Path, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """The bank's hard-gated BankedMLP on the whole mixed batch: softmax probabilities."""
+    bank = load_bank(bank_dir)
+    with torch.no_grad():
+        return torch.softmax(bank.model(hard=True)(x, bank.indices(names)), dim=1)
+
+
+def load(logged: Logged, uri: str | None = None):
+    with use_tracking_uri(logged.tracking_uri):
+        return mlflow.pyfunc.load_model(uri or logged.uri)
+
+
+# --- the logged model, in process -----------------------------------------------------------------
+
+
+def test_the_logged_model_predicts_as_the_bank_in_one_mixed_batch(logged: Logged, data):
+    model = load(logged)
+    x, names = mixed(data, None, seed=1)
+    assert len(names) == sum(len(data[a].test_x) for a in (0.0, 45.0, 45.0)) and len(set(names)) == 3
+    calls = []
+    first = model.unwrap_python_model().model.layers[0]
+    hook = first.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    try:
+        out = model.predict(request_frame(x, names))
+    finally:
+        hook.remove()
+    assert calls == [len(names)]  # every row at once: one forward, one gather, no loop over modes
+    assert list(out.columns) == [CLASS_COLUMN, *PROB_COLUMNS] and len(out) == len(names)
+    assert out[CLASS_COLUMN].dtype == np.int64 and all(out[c].dtype == np.float64 for c in PROB_COLUMNS)
+
+    expected = in_process(logged.bank, x, names)
+    assert np.array_equal(out[CLASS_COLUMN].to_numpy(), expected.argmax(1).numpy())  # every digit
+    np.testing.assert_allclose(out[PROB_COLUMNS].to_numpy(), expected.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[PROB_COLUMNS].sum(axis=1).to_numpy(), 1.0, atol=1e-5)
+
+    with pytest.raises(MlflowException, match=f"mode '{UNKNOWN}' is not in the bank; modes: {', '.join(MODES)}"):
+        model.predict(request_frame(x[:3], [MODES[0], UNKNOWN, MODES[1]]))
+
+
+def test_the_model_carries_its_signature_and_an_input_example(logged: Logged):
+    model = load(logged)
+    signature = model.metadata.signature
+    assert signature is not None
+    inputs = {spec.name: spec.type.name for spec in signature.inputs.inputs}
+    assert list(inputs) == [*PIXEL_COLUMNS, "mode"] and len(PIXEL_COLUMNS) == 784
+    assert inputs["mode"] == "string" and {inputs[c] for c in PIXEL_COLUMNS} == {"double"}
+    outputs = {spec.name: spec.type.name for spec in signature.outputs.inputs}
+    assert outputs == {"class": "long"} | {f"prob_{c}": "double" for c in range(10)}
+    assert list(outputs) == [CLASS_COLUMN, *PROB_COLUMNS]
+
+    example = model.input_example
+    assert list(example.columns) == [*PIXEL_COLUMNS, "mode"] and list(example["mode"]) == [MODES[0], MODES[-1]]
+    predicted = model.predict(example)
+    assert list(predicted.columns) == [CLASS_COLUMN, *PROB_COLUMNS] and len(predicted) == 2
+
+
+def test_the_model_belongs_to_the_study_parent_run(logged: Logged):
+    client = mlflow.MlflowClient(logged.tracking_uri)
+    _, study = load_study(logged.study)
+    runs = client.search_runs([logged.experiment_id], f"tags.`{KIND_TAG}` = 'study'")
+    assert [r.info.run_id for r in runs] == [logged.parent]  # logging found the study's parent, made none
+    parent = client.get_run(logged.parent)
+    assert parent.data.tags[STUDY_TAG] == study["study_id"]
+    assert parent.info.status == "FINISHED"  # left as the study left it
+
+    models = client.search_logged_models([logged.experiment_id], filter_string=f"source_run_id = '{logged.parent}'")
+    assert len(models) == 1
+    (model,) = models
+    assert logged.uri == f"models:/{model.model_id}"
+    assert (model.name, model.source_run_id, str(model.status)) == ("mode_bank", logged.parent, "READY")
+    assert model.tags["taugate.modes"] == ", ".join(MODES) and model.tags[STUDY_TAG] == study["study_id"]
+    assert [o.model_id for o in parent.outputs.model_outputs] == [model.model_id]  # an output of the parent run
+    # the files live in the study folder's own artifact store, the bank folder among them
+    location = Path(model.artifact_location.removeprefix("file://"))
+    assert location.is_relative_to(logged.study / "mlartifacts")
+    bank = location / Model.load(location / "MLmodel").flavors["python_function"]["artifacts"]["bank"]["path"]
+    for name in ("bank.json", "bank.safetensors", "foundation.safetensors"):
+        assert (bank / name).read_bytes() == (logged.bank / name).read_bytes()
+    assert "MLmodel" in [a.path for a in client.list_logged_model_artifacts(model.model_id)]
+    # the run's own URI names the same model
+    assert load(logged, f"runs:/{logged.parent}/mode_bank").metadata.model_id == model.model_id
+    # logging set MLflow's process-wide tracking URI only for its own block
+    assert logged.global_uri_after == logged.global_uri_before
+
+
+# --- the served model -----------------------------------------------------------------------------
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = REQUEST_WAIT) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def group_members(group: int) -> list[int]:
+    """PIDs of the live processes in a process group (from /proc/<pid>/stat: field 5 is the group)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM to the process group the server leads (its PID: start_new_session), then SIGKILL."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=STOP_WAIT)
+        if group_members(self.process.pid):  # a uvicorn worker outliving the server that started it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(logged: Logged, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", logged.uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `exec uvicorn` from PATH: this venv's
+    env = os.environ | {"MLFLOW_TRACKING_URI": logged.tracking_uri,  # the child's own environment only
+                        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    served = Server(process, port, log)
+    try:
+        deadline = time.monotonic() + START_WAIT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{served.output()}")
+            try:
+                if http("GET", f"{served.url}/ping", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not answer /ping within {START_WAIT:.0f} s:\n{served.output()}")
+            time.sleep(0.5)
+        yield served
+    finally:
+        served.stop()
+
+
+def test_the_served_model_answers_a_mixed_batch_and_names_an_unknown_mode(server: Server, logged: Logged, data):
+    x, names = mixed(data, 4, seed=2)
+    frame = request_frame(x, names)
+    body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}
+    status, text = http("POST", f"{server.url}/invocations", body)
+    assert status == 200, text[:2000]
+    rows = json.loads(text)["predictions"]
+    assert len(rows) == len(names) and list(rows[0]) == [CLASS_COLUMN, *PROB_COLUMNS]
+    expected = in_process(logged.bank, x, names)
+    assert [row[CLASS_COLUMN] for row in rows] == expected.argmax(1).tolist()
+    served = np.array([[row[c] for c in PROB_COLUMNS] for row in rows])
+    np.testing.assert_allclose(served, expected.numpy(), rtol=0, atol=1e-6)
+
+    bad = frame.iloc[:3].copy()
+    bad["mode"] = [MODES[0], UNKNOWN, MODES[2]]
+    body = {"dataframe_split": {"columns": list(bad.columns), "data": bad.to_numpy().tolist()}}
+    status, text = http("POST", f"{server.url}/invocations", body)
+    assert status == 400, (status, text[:2000])
+    answer = json.loads(text)
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    message = answer["message"]
+    assert f"mode '{UNKNOWN}' is not in the bank; modes: {', '.join(MODES)}" in message
+    assert http("GET", f"{server.url}/ping")[0] == 200  # a refused request leaves the server serving
+
+
+def test_the_server_stops_by_its_pid_and_frees_its_port(server: Server):
+    assert listening(server.port)
+    server.stop()
+    assert server.process.returncode is not None
+    deadline = time.monotonic() + STOP_WAIT
+    while listening(server.port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not listening(server.port)
+    while group_members(server.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_members(server.process.pid) == []  # nothing it started lives on (the uvicorn worker)
