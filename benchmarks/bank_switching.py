@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from study.pipeline.mode_banks import build_bank  # noqa: E402
 from trainables.bank.compact import check_compact  # noqa: E402
-from trainables.bank.store import ModeBank, load_bank  # noqa: E402
+from trainables.bank.disk import load_bank  # noqa: E402
+from trainables.bank.store import ModeBank  # noqa: E402
 from trainables.config import parse_config  # noqa: E402
 from trainables.data import load_modes  # noqa: E402
 from trainables.engine.fit import train_foundation  # noqa: E402

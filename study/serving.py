@@ -86,7 +86,7 @@ class ModeBankModel(mlflow.pyfunc.PythonModel):
     """The bank's hard-gated `BankedMLP`: every row of a request in one mixed batch, on the CPU."""
 
     def load_context(self, context: Any) -> None:
-        from trainables.bank.store import load_bank
+        from trainables.bank.disk import load_bank
 
         self.bank = load_bank(Path(context.artifacts[BANK_ARTIFACT]))
         self.model = self.bank.model(hard=True).eval()
@@ -137,7 +137,7 @@ def log_bank_model(
 
     from study.folder.metadata import load_study
     from study.tracking.tracker import Tracker
-    from trainables.bank.store import load_bank
+    from trainables.bank.disk import load_bank
 
     bank_dir, study_dir = Path(bank_dir), Path(study_dir)
     bank = load_bank(bank_dir)  # refuse a damaged bank before anything is logged

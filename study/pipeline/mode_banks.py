@@ -28,8 +28,9 @@ import torch
 from analysis.table.load import LedgerTrial, choose_per_mode, ledger_trials
 from trainables import registry
 from trainables.bank.compact import CompactMLP, check_compact
+from trainables.bank.disk import save_bank
 from trainables.bank.layout import COMPACT_INDEX, BankError
-from trainables.bank.store import BankMode, assemble, mode_name, read_foundation, read_mode, save_bank
+from trainables.bank.store import BankMode, assemble, mode_name, read_foundation, read_mode
 from trainables.config import parse_config
 from trainables.data import load_modes
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.bank_study import SEED0, TINY, make_study, record_trial
 from tests.support.cli import taugate
-from trainables.bank.store import load_bank
+from trainables.bank.disk import load_bank
 
 TARGETS = (("t0", "taugate", 0, 0.0), ("t45", "taugate", 45, 0.0), ("t90", "taugate", 90, 0.0))
 NAMES = ["taugate@0", "taugate@45", "taugate@90"]

@@ -165,7 +165,7 @@ def test_the_report_has_the_limits_map_the_overlap_matrix_and_the_intervention_t
 
 
 def test_a_modes_study_ends_with_a_mode_bank_per_foundation_described_in_its_report(modes_study: dict) -> None:
-    from trainables.bank.store import load_bank
+    from trainables.bank.disk import load_bank
 
     banks = sorted((modes_study["dir"] / "bank").glob("*/bank.json"))
     assert len(banks) == 2 and "bank: " in modes_study["run"].stdout + modes_study["run"].stderr
@@ -188,7 +188,7 @@ def test_each_bank_is_logged_as_a_pyfunc_model_that_predicts_like_the_mixed_batc
     import numpy as np
 
     from study.serving import request_frame, use_tracking_uri
-    from trainables.bank.store import load_bank
+    from trainables.bank.disk import load_bank
 
     output = modes_study["run"].stdout + modes_study["run"].stderr
     uris = re.findall(r"logged to MLflow as (models:/\S+)", output)

@@ -42,7 +42,7 @@ from study.spec.loader import parse_spec
 from study.tracking.tracker import KIND_TAG, STUDY_TAG, Tracker
 from tests.support.bank_study import TINY, make_study
 from tests.support.raycluster import free_port
-from trainables.bank.store import load_bank
+from trainables.bank.disk import load_bank
 from trainables.config import parse_config
 from trainables.data import load_modes
 

@@ -19,8 +19,9 @@ from study.pipeline.mode_banks import build_bank, build_banks
 from tests.support.bank_study import ALL_METHODS, SEED0, SEED1, TINY, make_study
 from tests.support.ledger import record_trial
 from trainables.bank.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
+from trainables.bank.disk import load_bank
 from trainables.bank.layout import BankError
-from trainables.bank.store import assemble, load_bank, mode_name, read_foundation, read_mode
+from trainables.bank.store import assemble, mode_name, read_foundation, read_mode
 from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
 from trainables.formats.checkpoints import load_adapter

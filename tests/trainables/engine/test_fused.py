@@ -13,7 +13,8 @@ import torch
 from tests.conftest import FAST
 from trainables.config import ConfigError, parse_config
 from trainables.engine.fit import train_foundation
-from trainables.engine.fused import FusedMLP, check_fusable, fit_fused, fuse_key, run_fused
+from trainables.engine.fused import check_fusable, fit_fused, fuse_key, run_fused
+from trainables.engine.stacked import FusedMLP
 from trainables.engine.trial import GATE_STATS_FILE, run_trial
 from trainables.methods import adapt
 
