@@ -8,8 +8,6 @@ the study time the CLI reports (Ray's start to final results) and the rest (star
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import subprocess
 import sys
@@ -17,6 +15,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.entry import study_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 TAUGATE = Path(sys.executable).parent / "taugate"
@@ -55,14 +55,7 @@ def run_modes(spec: Path = SPEC, keep: Path | None = None) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=SPEC)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--keep", type=Path, default=None, help="run the study in this (new) folder and keep it")
-    args = parser.parse_args()
-    results = run_modes(args.spec.resolve(), args.keep.resolve() if args.keep else None)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    study_benchmark(__doc__, SPEC, RESULTS, run_modes, keep_help="run the study in this (new) folder and keep it")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loop import trial_configs  # noqa: E402
+from benchmarks.studies import sweep_spec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "scale_results.json"
 TAUGATE = Path(sys.executable).parent / "taugate"
@@ -54,17 +55,7 @@ def taugate_env() -> dict[str, str]:
 def ablation_spec(folder: Path, trials: int, seeds: int = 5) -> Path:
     """`trials` TauGate trials (the paper's protocol, fuse 5 as shipped): `seeds` seeds x
     trials/seeds sparsity weights, log-spaced over 1e-4..1."""
-    count = max(1, trials // seeds)
-    weights = [float(f"{10 ** (-4 + 4 * i / max(1, count - 1)):.6g}") for i in range(count)]
-    if len(set(weights)) != count:
-        raise ValueError(f"{trials} trials: sparsity weights collide at 6 digits")
-    spec = yaml.safe_load(PAPER.read_text()) | {
-        "name": f"ablation-{trials}", "seeds": list(range(seeds)), "fuse": 5,
-        "methods": {"taugate": {"gate_sharpness": [10], "sparsity_weight": weights}},
-    }  # fmt: skip
-    path = folder / f"ablation-{trials}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return sweep_spec(folder, f"ablation-{trials}", trials, seeds, fuse=5, digits=6)
 
 
 def is_worker(name: str) -> bool:

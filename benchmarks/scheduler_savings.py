@@ -16,7 +16,6 @@ Ranking, on the target's validation accuracy (`val_acc_45`, what the scheduler r
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import yaml
 from scipy import stats
+
+from benchmarks.entry import study_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 TAUGATE = Path(sys.executable).parent / "taugate"
@@ -143,14 +144,7 @@ def run(spec: Path = SPEC, keep: Path | None = None) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=SPEC)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--keep", type=Path, default=None, help="run both studies under this folder and keep them")
-    args = parser.parse_args()
-    results = run(args.spec.resolve(), args.keep.resolve() if args.keep else None)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    study_benchmark(__doc__, SPEC, RESULTS, run, keep_help="run both studies under this folder and keep them")
 
 
 if __name__ == "__main__":

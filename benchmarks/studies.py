@@ -45,17 +45,26 @@ def paper_spec(folder: Path, seeds: int, fuse: int) -> Path:
     return path
 
 
-def scale_spec(folder: Path, trials: int, seeds: int = 5) -> Path:
-    """`trials` TauGate trials on 5 foundations: 5 seeds x trials/5 sparsity weights."""
+def sweep_spec(folder: Path, name: str, trials: int, seeds: int = 5, fuse: int = 1, digits: int = 4) -> Path:
+    """The paper spec as `trials` TauGate trials on `seeds` foundations: seeds x trials/seeds sparsity
+    weights log-spaced over 1e-4..1 (rounded to `digits` significant digits; weights that collide
+    there are a `ValueError`), fused `fuse` at a time; written to `folder/<name>.yaml`."""
     count = max(1, trials // seeds)
-    weights = sorted({float(f"{10 ** (-4 + 4 * i / max(1, count - 1)):.4g}") for i in range(count)})
+    weights = [float(f"{10 ** (-4 + 4 * i / max(1, count - 1)):.{digits}g}") for i in range(count)]
+    if len(set(weights)) != count:
+        raise ValueError(f"{trials} trials: sparsity weights collide at {digits} digits")
     spec = yaml.safe_load(PAPER.read_text()) | {
-        "name": f"scale-{trials}", "seeds": list(range(seeds)), "fuse": 1,
+        "name": name, "seeds": list(range(seeds)), "fuse": fuse,
         "methods": {"taugate": {"gate_sharpness": [10], "sparsity_weight": weights}},
     }  # fmt: skip
-    path = folder / f"scale-{trials}.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def scale_spec(folder: Path, trials: int, seeds: int = 5) -> Path:
+    """`trials` TauGate trials on 5 foundations, each its own Tune trial (fuse 1)."""
+    return sweep_spec(folder, f"scale-{trials}", trials, seeds)
 
 
 def floor_seconds(spec: Path) -> float:

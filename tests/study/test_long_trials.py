@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 
 from analysis.table.load import load_tune
-from tests.support.cli import assert_spec_refused, taugate
-from tests.support.study_folder import tune_results
+from tests.support.cli import assert_spec_refused, run_spec, taugate
+from tests.support.study_folder import optuna_study, tune_results
 
 pytestmark = pytest.mark.slow
 
@@ -132,13 +131,8 @@ def test_reused_actors_share_workers(smoke_study):
 
 
 def test_median_stopping_under_optuna_reads_the_seed_mean_every_epoch(tmp_path):
-    spec = tmp_path / "median.yaml"
-    spec.write_text(OPTUNA_MEDIAN)
-    study_dir = tmp_path / "study"
-    result = taugate("run", str(spec), "--output", str(study_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    name = json.loads((study_dir / "study.json").read_text())["optuna_study_name"]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    study_dir = run_spec(tmp_path, OPTUNA_MEDIAN)
+    study = optuna_study(study_dir)
     assert len(study.trials) == 5
     ledger = entries(study_dir)
     assert len(ledger) == 10  # every configuration on both seeds

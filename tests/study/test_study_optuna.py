@@ -7,7 +7,8 @@ import json
 import optuna
 import pytest
 
-from tests.support.cli import taugate
+from tests.support.cli import run_spec
+from tests.support.study_folder import optuna_study
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +33,9 @@ search:
 
 
 def test_multi_objective_optuna_study_runs_and_persists(tmp_path):
-    spec = tmp_path / "search.yaml"
-    spec.write_text(SPEC)
-    study_dir = tmp_path / "study"
-    result = taugate("run", str(spec), "--output", str(study_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
+    study_dir = run_spec(tmp_path, SPEC)
 
-    name = json.loads((study_dir / "study.json").read_text())["optuna_study_name"]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    study = optuna_study(study_dir)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MAXIMIZE"]

@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -19,6 +18,7 @@ from study.tracking.datasets import split_sizes
 from study.tracking.tracker import BATCH_ENTITIES, BATCH_PARAMS, Tracker, batches, run_metrics
 from tests.support.ledger import record_trial
 from tests.support.mlflowserver import MlflowServer
+from tests.support.mnist_files import mnist_root
 from trainables.config import parse_config
 from trainables.data import load_digits
 
@@ -185,18 +185,8 @@ def test_split_sizes_are_the_splits_trials_train_on(test_fraction, val_fraction)
     assert split_sizes("mnist5k", test_fraction, val_fraction) == expected
 
 
-def _write_idx(folder: Path, name: str, array: np.ndarray, magic: int) -> None:
-    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
-    (folder / name).write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_split_sizes_of_torchvision_mnist_read_its_label_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 203), ("t10k", 61)):
-        _write_idx(raw, f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)), 2051)
-        _write_idx(raw, f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n), 2049)
+    mnist_root(tmp_path, train=203, test=61, random_labels=True)
     config = parse_config({"dataset": "mnist", "data_root": str(tmp_path), "val_fraction": 0.3})
     train, val, test = load_digits(config)
     expected = {"train": len(train.labels), "val": len(val.labels), "test": len(test.labels)}

@@ -90,3 +90,12 @@ def assert_spec_refused(text: str, field: str, folder: Path) -> None:
         assert "error:" in result.stderr and field in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def run_spec(folder: Path, text: str) -> Path:
+    """`taugate run` on a spec written from `text` into `folder`; asserts it finished, returns the study folder."""
+    spec, study_dir = folder / "spec.yaml", folder / "study"
+    spec.write_text(text)
+    result = taugate("run", str(spec), "--output", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return study_dir

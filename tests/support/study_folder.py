@@ -29,3 +29,11 @@ def tune_results(study_dir: Path) -> dict[str, list[dict]]:
         for folder in sorted((Path(study_dir) / "tune").glob("run-*/*/"))
         if (folder / "result.json").is_file()
     }
+
+
+def optuna_study(study_dir: Path):
+    """The Optuna study an Optuna search persisted in its study folder (`optuna.db`)."""
+    import optuna
+
+    name = json.loads((Path(study_dir) / "study.json").read_text())["optuna_study_name"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{Path(study_dir) / 'optuna.db'}")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
+from tests.support.mnist_files import mnist_root
 from trainables.config import ConfigError, parse_config
 from trainables.data import cache_dir, load_digits, load_mnist5k, load_modes, mixture, rotate_images, stratified_split
 
@@ -133,20 +131,8 @@ def test_mixture_draws_each_digit_once_in_a_weighted_mode():
     assert torch.equal(mixture(modes, None, seed=3)[0], x)
 
 
-def _write_idx(folder, name, array: np.ndarray, magic: int):
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
-    (folder / name).write_bytes(header + array.astype(np.uint8).tobytes())
-    with gzip.open(folder / f"{name}.gz", "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_torchvision_mnist_reads_idx_files_from_a_local_root(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 20)):
-        _write_idx(raw, f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)), 2051)
-        _write_idx(raw, f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+    mnist_root(tmp_path, train=60, test=20)
     train, val, test = load_digits(parse_config({"dataset": "mnist", "data_root": str(tmp_path)}))
     assert train.images.shape == (50, 28, 28) and val.images.shape == (10, 28, 28)  # one of each 6 per class
     assert test.images.shape == (20, 28, 28)
