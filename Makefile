@@ -23,11 +23,11 @@ run: install
 	$(BIN)/taugate run configs/paper.yaml
 
 test: install $(BROWSER)
-	$(BIN)/ruff check . && $(BIN)/lint-imports
+	$(BIN)/ruff check . && $(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python -m benchmarks.run
