@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from study.processes import start_time
@@ -34,18 +35,25 @@ def test_no_process_of_the_warm_cluster_outlives_its_session(ending, tmp_path):
         "addopts=",
         "tests/support/probe_warm.py",
     ]
-    session = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+    # the session's output goes to a file, not a pipe: a process it started (the watchdog, Ray's daemons)
+    # inherits the descriptor, and a pipe would then wait for the last of them, not for the session
+    log = tmp_path / "session.log"
+    with open(log, "w") as sink:
+        session = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)  # fmt: skip
     try:
         if ending != "passes":
             assert wait_for(lambda: (tmp_path / "ready").exists() or session.poll() is not None, 120)
-            assert session.poll() is None, session.communicate()[0][-3000:]
+            assert session.poll() is None, log.read_text()[-3000:]
             # Ctrl-C reaches pytest as SIGINT; `killed` gives it no chance to clean up (the watchdog must)
             session.send_signal(signal.SIGINT if ending == "ctrl-c" else signal.SIGKILL)
-        output = session.communicate(timeout=120)[0]
+        session.wait(timeout=120)
     finally:
         if session.poll() is None:
+            tree = {process.pid: process.cmdline() for process in psutil.Process(session.pid).children(recursive=True)}
             os.killpg(session.pid, signal.SIGKILL)
+            pytest.fail(f"the session did not end; its processes: {tree}\n{log.read_text()[-3000:]}")
+    output = log.read_text()
     expected = {"passes": 0, "ctrl-c": 2, "killed": -signal.SIGKILL}[ending]  # pytest exits 2 when interrupted
     assert session.returncode == expected, output[-3000:]
     recorded = json.loads(pids.read_text())
