@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
+
+# Ctrl-C as a terminal delivers it: a process started by one that ignores SIGINT inherits the ignore,
+# and Python then installs no KeyboardInterrupt handler (in the full suite some earlier in-process
+# command leaves the test process ignoring SIGINT), so the probe takes Python's own handler back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_start_the_warm_cluster_and_record_its_processes(warm_cluster):
