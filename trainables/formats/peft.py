@@ -8,15 +8,9 @@ carrying the foundation's weights:
 
 and computes what `load_adapter(foundation, adapter_folder)` computes (the tests check
 the logits against real PEFT). Each method exports through the `peft` function of its registry entry
-(`trainables.methods.lora.peft_lora`, `trainables.methods.gain_only.peft_ia3`); the conventions:
+(`trainables.methods.lora.peft_lora`, `trainables.methods.gain_only.peft_ia3`, which state their layout
+mappings); what this module adds is common to both:
 
-- LoRA: PEFT's `lora_A.weight` [r, in] and `lora_B.weight` [out, r] have our layout (no transpose,
-  `fan_in_fan_out` false); PEFT scales by `lora_alpha / r` as we do (`use_rslora` false, which would
-  be `lora_alpha / sqrt(r)`); no dropout, no LoRA bias (`bias: "none"`); every Linear layer is a target.
-- IA3: our gain multiplies a hidden unit after its ReLU, `a = gamma * relu(z)`, which is the input of
-  the next Linear layer: so `gamma` of hidden layer i is the IA3 vector of `layers.{i+1}` as a
-  feed-forward module (IA3 scales that layer's input). IA3 on `layers.i` itself would scale `z`
-  before the ReLU, which differs for negative gains. PEFT stores the vector as [1, width].
 - Key names: PEFT saves an adapter's tensors under the `PeftModel` prefix `base_model.model.` with
   the adapter name ("default") removed, e.g. `base_model.model.layers.0.lora_A.weight`,
   `base_model.model.layers.1.ia3_l`.
