@@ -105,6 +105,21 @@ class TrialConfig(BaseModel):
     gate_init_margin: float = Field(
         4.0, gt=0, description="tau starts at -margin/s, so gates start open (g >= sigmoid(margin))"
     )
+    # TauGate's own budget beyond the protocol's lr and epochs (trainables.methods.taugate.control)
+    tau_lr_multiplier: float = Field(
+        1.0, gt=0, description="tau's learning rate is the specialisation lr times this (gamma keeps the lr)"
+    )
+    sparsity_target: float | None = Field(
+        None, gt=0, lt=1,
+        description="a requested high-activation ratio: lambda is adapted by damped dual ascent (starting at "
+        "sparsity_weight) so the ratio of gates on (z > tau) settles at this; None: lambda stays fixed",
+    )  # fmt: skip
+    sparsity_dual_step: float = Field(
+        0.01, gt=0, description="dual ascent's integral gain: its sum += step * (batch ratio - sparsity_target)"
+    )
+    sparsity_dual_damping: float = Field(
+        100.0, ge=0, description="dual ascent's damping: lambda = sum + damping * (batch ratio - sparsity_target)"
+    )
     # LoRA knobs
     lora_rank: int = Field(8, gt=0)
     lora_alpha: float = Field(8.0, gt=0)
@@ -233,6 +248,9 @@ class TrialMetrics(BaseModel):
     val_active_ratio: float | None = None  # the same on the target mode's validation digits
     strong_activation_ratio: float | None = None  # hard-gated activation > STRONG_ACTIVATION_LEVEL
     mean_gate: float | None = None  # mean soft gate
+    tau_displacement: float | None = None  # mean over gated units of tau - its initial value (> 0: closing)
+    tau_step_budget: float | None = None  # tau's learning rate x optimiser steps: how far Adam can move tau
+    sparsity_weight_final: float | None = None  # lambda at the end (sparsity_weight unless a target adapts it)
     diverged_at_step: int | None = None
     stopped_at_epoch: int | None = None  # the last epoch a stopped trial trained
 

@@ -17,7 +17,8 @@ from trainables.data import Mode, mixture
 from trainables.engine.optim import Adam
 from trainables.engine.resume import EpochHook, TrainState
 from trainables.methods import adapt, specialisation_lr
-from trainables.methods.taugate.gate import mean_soft_gate
+from trainables.methods.taugate.control import SparsityControl
+from trainables.methods.taugate.gate import gates, mean_soft_gate
 from trainables.model import MLP
 
 
@@ -25,6 +26,8 @@ from trainables.model import MLP
 class FitResult:
     final_loss: float | None  # mean training loss of the last epoch (None when diverged)
     diverged_at_step: int | None = None
+    steps: int = 0  # optimiser steps taken
+    sparsity_weight: float | None = None  # lambda at the end, when a sparsity target adapted it
 
 
 class Trainee(Protocol):
@@ -33,6 +36,8 @@ class Trainee(Protocol):
 
     members: int
     params: list[torch.Tensor]
+    multipliers: list[list[float]] | None  # per tensor of `params`, each member's lr factor (None: all 1)
+    control: SparsityControl | None  # lambda adapted toward a sparsity target (None: lambda fixed or absent)
 
     def losses(self, index: torch.Tensor) -> torch.Tensor:
         """Each member's loss on its batch: `index` [members, batch] rows of the training set -> [members]."""
@@ -56,13 +61,15 @@ def train(
     member diverged. `hook` (trainables.engine.resume) is told each epoch's losses (None for a diverged
     member) and may resume training from a saved state."""
     members = trainee.members
-    optimizer = Adam(trainee.params, list(lrs))  # torch.optim.Adam's arithmetic, bit for bit (engine/optim.py)
+    # torch.optim.Adam's arithmetic, bit for bit (engine/optim.py)
+    optimizer = Adam(trainee.params, list(lrs), trainee.multipliers)
+    control = trainee.control
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     step, first = 0, 0
     diverged: list[int | None] = [None] * members
     final: list[float | None] = [None] * members
     if hook is not None and (state := hook.resume()) is not None:
-        state.restore(optimizer, generators)
+        state.restore(optimizer, generators, control)
         first, step, final, diverged = state.epoch, state.step, list(state.final), list(state.diverged)
     trainee.resume()
     for epoch in range(first, epochs):
@@ -85,26 +92,49 @@ def train(
         if hook is not None:
             trainee.pause()
             losses_now = [loss if d is None else None for loss, d in zip(final, diverged, strict=True)]
-            snapshot = partial(TrainState.capture, epoch + 1, step, optimizer, generators, list(final), list(diverged))
+            snapshot = partial(TrainState.capture, epoch + 1, step, optimizer, generators, list(final), list(diverged),
+                               control)  # fmt: skip
             hook.after_epoch(epoch + 1, losses_now, snapshot)
             trainee.resume()
     trainee.pause()
-    return [FitResult(final_loss=loss, diverged_at_step=d) for loss, d in zip(final, diverged, strict=True)]
+    weights = control.weights() if control is not None else [None] * members
+    return [
+        FitResult(final_loss=loss, diverged_at_step=d, steps=step, sparsity_weight=w)
+        for loss, d, w in zip(final, diverged, weights, strict=True)
+    ]
+
+
+def tau_multipliers(params: Sequence[torch.Tensor], taus: Sequence[torch.Tensor], factors: Sequence[float]):
+    """Adam's per-tensor factors: `factors` (one per member) for the tensors among `taus`, 1 for the rest;
+    None when every factor is 1."""
+    if all(f == 1.0 for f in factors):
+        return None
+    ones = [1.0] * len(factors)
+    return [list(factors) if any(p is t for t in taus) else ones for p in params]
 
 
 class _Alone:
-    """One model as a trainee: its own forward, its mean batch loss plus lambda * mean(g)."""
+    """One model as a trainee: its own forward, its mean batch loss plus lambda * mean(g) (lambda fixed,
+    or adapted by `control` toward a sparsity target)."""
 
     members = 1
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsity_weight: float) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsity_weight: float,
+                 tau_lr_multiplier: float = 1.0, control: SparsityControl | None = None) -> None:  # fmt: skip
         self.model, self.x, self.y, self.sparsity_weight = model, x, y, sparsity_weight
         self.params = [p for p in model.parameters() if p.requires_grad]
+        taus = [g.tau for g in gates(model) if g.tau.requires_grad]
+        self.multipliers = tau_multipliers(self.params, taus, [tau_lr_multiplier])
+        self.control = control
 
     def losses(self, index: torch.Tensor) -> torch.Tensor:
         rows = index[0]
         loss = F.cross_entropy(self.model(self.x[rows]), self.y[rows])
-        if self.sparsity_weight > 0:
+        if self.control is not None:
+            soft = [g.last_gate for g in gates(self.model)]
+            loss = loss + self.control.term(soft)[0]
+            self.control.update(soft)
+        elif self.sparsity_weight > 0:
             loss = loss + self.sparsity_weight * mean_soft_gate(self.model)
         return loss.reshape(1)
 
@@ -118,11 +148,13 @@ class _Alone:
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     epochs: int, lr: float, batch_size: int, seed: int, sparsity_weight: float = 0.0,
-    hook: EpochHook | None = None,
+    tau_lr_multiplier: float = 1.0, control: SparsityControl | None = None, hook: EpochHook | None = None,
 ) -> FitResult:  # fmt: skip
     """Train one model (`train`, batches as index slices of tensors already on the device); a model
-    with nothing to train, or no epochs, gets the loss of the model as it is."""
-    trainee = _Alone(model, x, y, sparsity_weight)
+    with nothing to train, or no epochs, gets the loss of the model as it is. `tau_lr_multiplier`
+    scales tau's learning rate; `control` adapts lambda toward a sparsity target (it then replaces
+    `sparsity_weight`)."""
+    trainee = _Alone(model, x, y, sparsity_weight, tau_lr_multiplier, control)
     if not trainee.params or epochs == 0:
         with torch.no_grad():
             return FitResult(final_loss=F.cross_entropy(model(x), y).item())
@@ -150,7 +182,9 @@ def specialise(
     result = fit(
         model, target.train_x, target.train_y, epochs=config.epochs, lr=specialisation_lr(config),
         batch_size=config.batch_size, seed=config.seed,
-        sparsity_weight=config.sparsity_weight if config.gated else 0.0, hook=hook(model) if hook else None,
+        sparsity_weight=config.sparsity_weight if config.gated else 0.0, tau_lr_multiplier=config.tau_lr_multiplier,
+        control=SparsityControl.of([config], target.train_x.device, target.train_x.dtype),
+        hook=hook(model) if hook else None,
     )  # fmt: skip
     model.eval()
     return model, result

@@ -42,11 +42,12 @@ from trainables import registry
 from trainables.config import ConfigError, TrialConfig, parse_config
 from trainables.data import load_modes
 from trainables.device import resolve_device
-from trainables.engine.fit import FitResult, fit, train, train_foundation
+from trainables.engine.fit import FitResult, fit, tau_multipliers, train, train_foundation
 from trainables.engine.resume import EpochHook, Progress
 from trainables.engine.stacked import FusedMLP
 from trainables.engine.trial import EpochEvaluation, FoundationProvider, trial_metrics
 from trainables.methods import adapt, specialisation_lr
+from trainables.methods.taugate.control import SparsityControl
 from trainables.methods.taugate.gate import mean_gate
 from trainables.model import MLP
 
@@ -93,12 +94,14 @@ def check_fusable(configs: Sequence[TrialConfig]) -> None:
 def fit_fused(
     models: Sequence[MLP], x: torch.Tensor, y: torch.Tensor, *,
     epochs: int, lrs: Sequence[float], batch_size: int, seeds: Sequence[int],
-    sparsity_weights: Sequence[float] | None = None, cache_prefix: bool = True, hook: EpochHook | None = None,
+    sparsity_weights: Sequence[float] | None = None, tau_lr_multipliers: Sequence[float] | None = None,
+    control: SparsityControl | None = None, cache_prefix: bool = True, hook: EpochHook | None = None,
 ) -> list[FitResult]:  # fmt: skip
     """`trainables.engine.fit.fit` for K adapted models (one method and shape) at once, in place.
 
     Member k gets what `fit(models[k], x, y, lr=lrs[k], seed=seeds[k],
-    sparsity_weight=sparsity_weights[k], ...)` gives it: its batch order, its loss, its
+    sparsity_weight=sparsity_weights[k], tau_lr_multiplier=tau_lr_multipliers[k], ...)` gives it (lambda
+    adapted per member by `control` when a member has a sparsity target): its batch order, its loss, its
     per-epoch divergence check (a diverged member is reported and left out; the others go on).
     `hook` is told every epoch's member losses (None for a diverged member) after the members'
     models got their tensors back, and may resume training from a saved state.
@@ -114,7 +117,8 @@ def fit_fused(
     fused = FusedMLP(models)
     if cache_prefix and fused.prefix_cacheable():
         fused.cache_prefix(x)
-    trainee = _Group(fused, x, y, weights)
+    multipliers = list(tau_lr_multipliers) if tau_lr_multipliers is not None else [1.0] * size
+    trainee = _Group(fused, x, y, weights, multipliers, control)
     return train(trainee, len(y), x.device, epochs=epochs, lrs=lrs, batch_size=batch_size, seeds=seeds, hook=hook)
 
 
@@ -122,9 +126,12 @@ class _Group:
     """A fused group as a trainee (trainables.engine.fit.train): each member's mean batch loss on its own
     rows, plus its lambda * mean(g); the members' models get their tensors back when training pauses."""
 
-    def __init__(self, fused: FusedMLP, x: torch.Tensor, y: torch.Tensor, weights: list[float]) -> None:
+    def __init__(self, fused: FusedMLP, x: torch.Tensor, y: torch.Tensor, weights: list[float],
+                 tau_lr_multipliers: list[float], control: SparsityControl | None = None) -> None:  # fmt: skip
         self.fused, self.x, self.y = fused, x, y
         self.members, self.params = fused.size, fused.trainable
+        self.multipliers = tau_multipliers(self.params, fused.taus, tau_lr_multipliers)
+        self.control = control if fused.gated else None
         self.sparsity = None
         if fused.gated and any(w > 0 for w in weights):  # a member with weight 0 adds exactly 0, as fit adds nothing
             self.sparsity = torch.tensor(weights, dtype=x.dtype, device=x.device)
@@ -134,7 +141,10 @@ class _Group:
         logits, soft = self.fused.forward(self.x, index)
         targets = self.y.index_select(0, index.reshape(-1))
         loss = F.cross_entropy(logits.reshape(size * batch, -1), targets, reduction="none").view(size, batch).mean(1)
-        if self.sparsity is not None:
+        if self.control is not None:
+            loss = loss + self.control.term(soft)
+            self.control.update(soft)
+        elif self.sparsity is not None:
             loss = loss + self.sparsity * mean_gate(soft, size)
         return loss
 
@@ -185,7 +195,9 @@ def run_fused(
     fits = fit_fused(
         models, target.train_x, target.train_y, epochs=first.epochs,
         lrs=[specialisation_lr(c) for c in configs], batch_size=first.batch_size, seeds=[c.seed for c in configs],
-        sparsity_weights=[c.sparsity_weight if c.gated else 0.0 for c in configs], cache_prefix=cache_prefix,
+        sparsity_weights=[c.sparsity_weight if c.gated else 0.0 for c in configs],
+        tau_lr_multipliers=[c.tau_lr_multiplier for c in configs],
+        control=SparsityControl.of(configs, target.train_x.device, target.train_x.dtype), cache_prefix=cache_prefix,
         hook=EpochEvaluation(progress, models, configs, target, started) if progress else None,
     )  # fmt: skip
     share = (time.perf_counter() - started) / len(configs)

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainables.engine.optim import Adam
+from trainables.methods.taugate.control import SparsityControl
 
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 HISTORY_FILE = "history.json"  # a trial's learning curve in its folder: {"epochs": [EpochRecord.to_dict(), ...]}
@@ -57,19 +58,24 @@ class TrainState:
     generators: list[torch.Tensor]  # torch.Generator.get_state() per model
     final: list[float | None] = field(default_factory=list)  # per model: last finite epoch loss
     diverged: list[int | None] = field(default_factory=list)  # per model: the step it diverged at
+    sparsity_weights: list[float] | None = None  # per model: lambda's dual integral, when a target adapts it
 
     @classmethod
     def capture(cls, epoch: int, step: int, optimizer: Adam, generators: Sequence[torch.Generator],
-                final: Sequence[float | None], diverged: Sequence[int | None]) -> TrainState:  # fmt: skip
+                final: Sequence[float | None], diverged: Sequence[int | None],
+                control: SparsityControl | None = None) -> TrainState:  # fmt: skip
         return cls(
             epoch=epoch, step=step,
             params=[p.detach().clone() for p in optimizer.params],
             exp_avg=[t.clone() for t in optimizer.exp_avg], exp_avg_sq=[t.clone() for t in optimizer.exp_avg_sq],
             adam_steps=optimizer.steps, generators=[g.get_state() for g in generators],
             final=list(final), diverged=list(diverged),
+            sparsity_weights=control.state() if control is not None else None,
         )  # fmt: skip
 
-    def restore(self, optimizer: Adam, generators: Sequence[torch.Generator]) -> None:
+    def restore(
+        self, optimizer: Adam, generators: Sequence[torch.Generator], control: SparsityControl | None = None
+    ) -> None:
         """Put the saved tensors into the live optimiser's tensors (in place: models share them)."""
         if len(self.params) != len(optimizer.params) or len(self.generators) != len(generators):
             raise ValueError(
@@ -87,6 +93,10 @@ class TrainState:
             for live, saved in zip(optimizer.exp_avg_sq, self.exp_avg_sq, strict=True):
                 live.copy_(saved)
         optimizer.steps = self.adam_steps
+        if (control is None) != (self.sparsity_weights is None):
+            raise ValueError("checkpoint: saved with and resumed without a sparsity target (or the reverse)")
+        if control is not None:
+            control.load_state(self.sparsity_weights)
         for generator, state in zip(generators, self.generators, strict=True):
             generator.set_state(state)
 
@@ -99,7 +109,8 @@ class TrainState:
             tensors |= {f"{name}.{i}": t.detach().cpu().contiguous() for i, t in enumerate(values)}
         save_file(tensors, str(folder / STATE_TENSORS))
         meta = {"epoch": self.epoch, "step": self.step, "adam_steps": self.adam_steps, "final": self.final,
-                "diverged": self.diverged, "tensors": len(self.params), "generators": len(self.generators)}  # fmt: skip
+                "diverged": self.diverged, "tensors": len(self.params), "generators": len(self.generators),
+                "sparsity_weights": self.sparsity_weights}  # fmt: skip
         (folder / STATE_JSON).write_text(json.dumps(meta))
         return folder
 
@@ -117,7 +128,7 @@ class TrainState:
             epoch=meta["epoch"], step=meta["step"], adam_steps=meta["adam_steps"],
             params=series("param", n, device), exp_avg=series("exp_avg", n, device),
             exp_avg_sq=series("exp_avg_sq", n, device), generators=series("generator", meta["generators"], "cpu"),
-            final=meta["final"], diverged=meta["diverged"],
+            final=meta["final"], diverged=meta["diverged"], sparsity_weights=meta.get("sparsity_weights"),
         )  # fmt: skip
 
 

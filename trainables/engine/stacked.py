@@ -135,6 +135,11 @@ class FusedMLP:
         return gate
 
     @property
+    def taus(self) -> list[torch.Tensor]:
+        """The stacked thresholds the optimiser trains (their rate may differ: `tau_lr_multiplier`)."""
+        return [g.tau for g in self.gates if g is not None and g.tau is not None and g.tau.requires_grad]
+
+    @property
     def gated(self) -> bool:
         return any(g is not None and g.tau is not None for g in self.gates)
 

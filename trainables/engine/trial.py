@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trainables.config import TrialConfig, TrialMetrics, accuracy_name, angle_key, parse_config
 from trainables.data import Mode, load_modes
 from trainables.device import resolve_device
@@ -15,7 +17,8 @@ from trainables.engine.evaluation import evaluate, gate_statistics
 from trainables.engine.fit import FitResult, specialise, train_foundation
 from trainables.engine.resume import EpochHook, EpochRecord, Progress, TrainState
 from trainables.formats.checkpoints import save_adapter
-from trainables.methods import count_trainable
+from trainables.methods import count_trainable, specialisation_lr
+from trainables.methods.taugate.gate import gates
 from trainables.model import MLP, first_layer_cache
 
 GATE_STATS_FILE = "gate_stats.json"
@@ -118,9 +121,26 @@ def trial_metrics(
         "val_high_activation_ratio": validation.high_activation_ratio,
         "val_active_ratio": validation.active_ratio,
     }
+    metrics |= tau_budget(model, config, result)
     if artifact_dir is not None:
         write_artifacts(model, config, stats, Path(artifact_dir))
     return TrialMetrics(status="ok", **metrics).to_dict()
+
+
+def tau_budget(model: MLP, config: TrialConfig, result: FitResult) -> dict[str, float]:
+    """How far a gated trial's thresholds moved (mean tau - tau_0, tau_0 = -margin/s: > 0 closes gates),
+    how far Adam could move them (tau's lr x steps: Adam's step is about the lr, whatever lambda is),
+    and lambda at the end. Empty for a method without thresholds."""
+    taus = [g.tau.detach().flatten() for g in gates(model)]
+    if not taus:
+        return {}
+    start = -config.gate_init_margin / config.gate_sharpness
+    final = result.sparsity_weight if result.sparsity_weight is not None else config.sparsity_weight
+    return {
+        "tau_displacement": (torch.cat(taus) - start).mean().item(),
+        "tau_step_budget": specialisation_lr(config) * config.tau_lr_multiplier * result.steps,
+        "sparsity_weight_final": float(final),
+    }
 
 
 def shared(model: MLP) -> FoundationProvider:

@@ -21,7 +21,8 @@ METRIC_NAMES = {"status", "method", "seed", "trainable_params", "acc_0", "acc_45
                 "final_loss", "train_seconds", "active_ratio", "val_active_ratio",
                 "strong_activation_ratio"}  # fmt: skip
 GATED_NAMES = {"acc_0_hard", "acc_45_hard", "val_acc_0_hard", "val_acc_45_hard", "high_activation_ratio",
-               "val_high_activation_ratio", "mean_gate"}  # fmt: skip
+               "val_high_activation_ratio", "mean_gate", "tau_displacement", "tau_step_budget",
+               "sparsity_weight_final"}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["frozen", "bitfit", "taugate", "threshold_only", "gain_only", "lora", "full"])
@@ -37,6 +38,9 @@ def test_metrics_dict_follows_the_contract(method, foundation):
     if gated:
         assert 0 <= metrics["high_activation_ratio"] <= 1 and 0 < metrics["mean_gate"] <= 1
         assert 0 <= metrics["val_high_activation_ratio"] <= 1
+        # FAST trains 1 epoch of ceil(n / 64) steps at the method's lr x lr_scale; lambda stays 0
+        assert metrics["tau_step_budget"] > 0 and metrics["sparsity_weight_final"] == 0.0
+        assert math.isfinite(metrics["tau_displacement"])
     json.dumps(metrics)  # plain, serialisable values only
 
 
