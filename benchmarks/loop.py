@@ -17,10 +17,10 @@ def trial_configs(spec_path: Path) -> list[dict[str, Any]]:
     import yaml
 
     from study.spec.loader import parse_spec
-    from study.spec.plan import variants
+    from study.spec.plan import config_fields, variants
 
     spec = parse_spec(yaml.safe_load(spec_path.read_text()), source=str(spec_path))
-    return [spec.base_config() | {k: v for k, v in variant.items()} for variant in variants(spec)]
+    return [spec.base_config() | config_fields(variant) for variant in variants(spec)]
 
 
 def main(path: Path) -> None:

@@ -29,6 +29,11 @@ class SearchRange:
     low: float
     high: float
     log: bool = False
+    optional: bool = False  # searched only when a spec's `search.ranges` names it (else the config's value)
+
+
+# Protocol fields a method may also search as its own budget (an optional range of its `search`).
+BUDGET_SEARCH = ("lr_scale", "epochs")
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,10 @@ def register(method: Method) -> Method:
     """Add a method; a second method under a registered name is a `MethodError`."""
     if method.name in REGISTRY:
         raise MethodError(f"method {method.name!r} is already registered")
-    for name in method.search:
-        if name not in method.dimensions:
-            raise MethodError(f"method {method.name!r}: search range for {name!r}, which is not one of its dimensions")
+    for name, searched in method.search.items():
+        if name not in method.dimensions and not (name in BUDGET_SEARCH and searched.optional):
+            raise MethodError(f"method {method.name!r}: search range for {name!r}, which is not one of its dimensions"
+                              f" (or an optional range of its budget: {', '.join(BUDGET_SEARCH)})")  # fmt: skip
     REGISTRY[method.name] = method
     return method
 

@@ -79,10 +79,13 @@ class FoundationStore:
         return model
 
 
-def record_of(variant: dict[str, Any], config: TrialConfig, **extra: Any) -> dict[str, Any]:
-    """The ledger's config.json of a trial: what ran, its name and results-table columns."""
+def record_of(
+    variant: dict[str, Any], config: TrialConfig, *, base: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The ledger's config.json of a trial: what ran, its name and results-table columns (`base`: the
+    study's shared fields, whose protocol a method's own budget overrides)."""
     return {"variant": variant, "run_name": run_name(variant), "config": config.model_dump(),
-            "columns": table_columns(config, variant)} | extra  # fmt: skip
+            "columns": table_columns(config, variant, base)} | extra  # fmt: skip
 
 
 class TrialLedger:

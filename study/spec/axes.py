@@ -7,6 +7,14 @@ from pydantic import Field, field_validator
 from study.spec.fields import Strict, _each
 from trainables.config import PROTOCOL_FIELDS
 
+# A method's own grid axes (the ones its registry entry names as dimensions), and the protocol fields a
+# method may set for itself (its own budget): the study's values stay the baselines' protocol.
+METHOD_AXES = ("seeds", "gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target", "lora_rank",
+               "lora_alpha", "lr_scale", "epochs")  # fmt: skip
+DIMENSION_AXES = ("gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target", "lora_rank",
+                  "lora_alpha")  # fmt: skip
+BUDGET_FIELDS = ("lr_scale", "epochs")
+
 
 class FoundationSpec(Strict):
     hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1)
@@ -17,42 +25,90 @@ class FoundationSpec(Strict):
 
 
 class MethodSpec(Strict):
-    """One method's own dimensions. Lists are grid axes; a method only takes the axes it uses."""
+    """One method's own dimensions. Lists are grid axes; a method only takes the axes it uses.
+
+    `lr_scale` and `epochs` are the method's own budget: given here, they replace the study's protocol
+    for this method only (TauGate's thresholds move as far as its lr x steps allow, so its budget is
+    studied on its own while the baselines keep the calibrated protocol); a list makes each an axis."""
 
     seeds: list[int] | None = Field(None, min_length=1, description="overrides the study's seeds")
     gate_sharpness: list[float] | None = Field(None, min_length=1)
     sparsity_weight: list[float] | None = Field(None, min_length=1)
+    tau_lr_multiplier: list[float] | None = Field(None, min_length=1, description="tau's lr x this (gamma keeps it)")
+    sparsity_target: list[float] | None = Field(
+        None, min_length=1, description="requested high-activation ratios, each met by dual ascent on lambda"
+    )
     lora_rank: list[int] | None = Field(None, min_length=1)
     lora_alpha: list[float] | None = Field(None, min_length=1)
     lr: float | None = Field(None, gt=0)
-    epochs: int | None = Field(None, ge=0)
+    lr_scale: float | list[float] | None = Field(None, description="the method's own lr multiplier (an axis if a list)")
+    epochs: int | list[int] | None = Field(None, description="the method's own epochs (an axis if a list)")
+    also: list[MethodSpec] = Field(
+        default_factory=list,
+        description="further grids of the same method, each with its own axes (e.g. TauGate's lambda sweep under "
+        "one budget and its sparsity targets under another); a field a grid leaves out is the method's default",
+    )
+
+    @field_validator("lr_scale", "epochs")
+    @classmethod
+    def _budget_axis(cls, value: float | list[float] | None, info) -> list | None:
+        if value is None:
+            return None
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("an empty list; give at least one value")
+        if info.field_name == "epochs":
+            _each(values, lambda v: v >= 0, "epochs must be >= 0")
+        else:
+            _each(values, lambda v: v > 0, "every lr_scale must be > 0")
+        return values
 
     @field_validator("seeds")
     @classmethod
     def _non_negative_seeds(cls, values: list[int] | None) -> list[int] | None:
         return _each(values, lambda v: v >= 0, "seeds must be >= 0")
 
-    @field_validator("gate_sharpness")
+    @field_validator("gate_sharpness", "tau_lr_multiplier")
     @classmethod
-    def _positive_sharpness(cls, values: list[float] | None) -> list[float] | None:
-        return _each(values, lambda v: v > 0, "every gate sharpness s must be > 0")
+    def _positive_gate_axis(cls, values: list[float] | None) -> list[float] | None:
+        return _each(values, lambda v: v > 0, "every value must be > 0")
 
     @field_validator("sparsity_weight")
     @classmethod
     def _non_negative_lambda(cls, values: list[float] | None) -> list[float] | None:
         return _each(values, lambda v: v >= 0, "every sparsity weight lambda must be >= 0")
 
+    @field_validator("sparsity_target")
+    @classmethod
+    def _ratios(cls, values: list[float] | None) -> list[float] | None:
+        return _each(values, lambda v: 0 < v < 1, "every sparsity target is a ratio in (0, 1)")
+
     @field_validator("lora_rank", "lora_alpha")
     @classmethod
     def _positive(cls, values: list[float] | None) -> list[float] | None:
         return _each(values, lambda v: v > 0, "every value must be > 0")
 
-    @field_validator("seeds", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha")
+    @field_validator(*METHOD_AXES)
     @classmethod
     def _no_duplicates(cls, values: list | None) -> list | None:
         if values and len(set(values)) != len(values):
             raise ValueError("duplicate values")
         return values
+
+    @field_validator("also")
+    @classmethod
+    def _flat(cls, grids: list[MethodSpec]) -> list[MethodSpec]:
+        if any(grid.also for grid in grids):
+            raise ValueError("a grid under `also` cannot have its own `also`: list every grid once")
+        return grids
+
+    def grids(self) -> list[MethodSpec]:
+        """The method's grids: its own axes, then each of `also`."""
+        return [self, *self.also]
+
+    def budget(self) -> dict[str, list]:
+        """The method's own budget axes (`BUDGET_FIELDS` it sets), each as a list of values."""
+        return {name: getattr(self, name) for name in BUDGET_FIELDS if getattr(self, name) is not None}
 
 
 class ProtocolSpec(Strict):

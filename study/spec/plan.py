@@ -13,9 +13,25 @@ import json
 import math
 from typing import Any
 
+from study.spec.axes import MethodSpec
 from study.spec.study_spec import StudySpec
 from trainables import registry
 from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
+
+# A variant's fields its method sets for itself beyond the study's protocol (`MethodSpec.budget`: TauGate's
+# own lr_scale and epochs), listed under this key so the results table keeps the study's protocol in
+# its protocol columns and the method's own values in `method_<field>` columns.
+OWN = "own"
+
+
+def config_fields(variant: dict[str, Any]) -> dict[str, Any]:
+    """A variant's trial-config fields (without its `OWN` list)."""
+    return {k: v for k, v in variant.items() if k != OWN}
+
+
+def member_config(base: dict[str, Any], variant: dict[str, Any]) -> TrialConfig:
+    """The trial config of a variant (or a fused group's member) on the study's shared fields `base`."""
+    return parse_config(base | config_fields(variant))
 
 
 def protocols(spec: StudySpec) -> list[dict[str, Any]]:
@@ -32,15 +48,33 @@ def variants(spec: StudySpec) -> list[dict[str, Any]]:
     targets = [{"target_angle": t} for t in spec.target_angles] if isinstance(spec.target_angle, list) else [{}]
     for protocol, target in itertools.product(protocols(spec), targets):
         for name, method in spec.methods.items():
-            axes = {"seed": method.seeds or spec.seeds}
-            for axis in registry.get(name).dimensions:
-                values = getattr(method, axis)
-                if values is not None:
-                    axes[axis] = values
-            overrides = {k: v for k, v in (("lr", method.lr), ("epochs", method.epochs)) if v is not None}
-            fixed = protocol | target | {"method": name} | overrides
-            for combo in itertools.product(*axes.values()):
-                out.append(fixed | dict(zip(axes, combo, strict=True)))
+            for grid in method.grids():
+                out.extend(_method_grid(spec, name, grid, protocol | target))
+    return _unique(out)
+
+
+def _method_grid(spec: StudySpec, name: str, grid: MethodSpec, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """One grid of a method: its seeds times its own axes and budget, on the protocol and target `fixed`."""
+    axes = {"seed": grid.seeds or spec.seeds}
+    for axis in registry.get(name).dimensions:
+        values = getattr(grid, axis)
+        if values is not None:
+            axes[axis] = values
+    budget = grid.budget()
+    axes |= budget
+    overrides = {"lr": grid.lr} if grid.lr is not None else {}
+    fixed = fixed | {"method": name} | overrides | ({OWN: list(budget)} if budget else {})
+    return [fixed | dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _unique(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid without repeats (two of a method's grids may share a point, e.g. lambda 0): first kept."""
+    seen, out = set(), []
+    for variant in grid:
+        key = json.dumps(variant, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(variant)
     return out
 
 
@@ -91,19 +125,26 @@ def trainable_count(config: TrialConfig) -> int:
 
 
 def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
-    return parse_config(spec.base_config() | variant)
+    return member_config(spec.base_config(), variant)
 
 
-def table_columns(config: TrialConfig, variant: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a trial in the results table: method, seed, the target mode, the protocol, the
-    values of the method's own axes (defaults included) and a per-method lr override. Axes a method
-    ignores stay out."""
+def table_columns(config: TrialConfig, variant: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies a trial in the results table: method, seed, the target mode, the study's protocol, the
+    values of the method's own axes (defaults included), a per-method lr override and the method's own
+    budget (`method_lr_scale`, `method_epochs`: the protocol columns keep the study's values, from `base`,
+    so the baselines and TauGate share one protocol). Axes a method ignores stay out."""
     own = {axis: getattr(config, axis) for axis in registry.get(config.method).dimensions}
     protocol = {field: getattr(config, field) for field in PROTOCOL_FIELDS}
+    budget = {}
+    for field in variant.get(OWN, ()):
+        budget[f"method_{field}"] = getattr(config, field)
+        if base is not None:
+            protocol[field] = base[field]
     overrides = {"lr": variant["lr"]} if "lr" in variant else {}
     return (
-        {"method": config.method, "seed": config.seed, "target_angle": config.target_angle} | protocol | own | overrides
-    )
+        {"method": config.method, "seed": config.seed, "target_angle": config.target_angle}
+        | protocol | own | overrides | budget
+    )  # fmt: skip
 
 
 def trial_key(config: TrialConfig) -> str:
@@ -125,8 +166,9 @@ def run_name(variant: dict[str, Any]) -> str:
     if "members" in variant:
         return f"{run_name(variant['members'][0])}+{len(variant['members']) - 1}"
     parts = [variant["method"]]
-    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "lora_rank": "r", "lora_alpha": "a",
-             "lr": "lr", "foundation_epochs": "fe", "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
+    short = {"target_angle": "t", "gate_sharpness": "s", "sparsity_weight": "l", "tau_lr_multiplier": "xt",
+             "sparsity_target": "rt", "lora_rank": "r", "lora_alpha": "a", "lr": "lr", "foundation_epochs": "fe",
+             "epochs": "ep", "lr_scale": "x", "batch_size": "b"}  # fmt: skip
     for field, prefix in short.items():
         if field in variant:
             parts.append(f"{prefix}{variant[field]:g}")
@@ -164,5 +206,5 @@ def planned_trials(spec: StudySpec, grid: list[dict[str, Any]]) -> dict[str, dic
     for variant in grid:
         config = trial_config(spec, variant)
         out[trial_key(config)] = {"run_name": run_name(variant), "variant": variant,
-                                  "columns": table_columns(config, variant)}  # fmt: skip
+                                  "columns": table_columns(config, variant, spec.base_config())}  # fmt: skip
     return out

@@ -33,13 +33,15 @@ class Range(Strict):
         return self
 
 
-def default_ranges() -> dict[str, Range]:
+def default_ranges(optional: bool = False) -> dict[str, Range]:
     """Every registered method's searched dimensions with the method's default range (the first method
-    naming a dimension gives its range)."""
+    naming a dimension gives its range); `optional` adds the ranges searched only when a spec names
+    them (TauGate's budget)."""
     ranges: dict[str, Range] = {}
     for name in registry.names():
         for axis, r in registry.get(name).search.items():
-            ranges.setdefault(axis, Range(low=r.low, high=r.high, log=r.log))
+            if optional or not r.optional:
+                ranges.setdefault(axis, Range(low=r.low, high=r.high, log=r.log))
     return ranges
 
 
@@ -61,12 +63,18 @@ class SearchSpec(Strict):
         # each suggested value must pass the trial contract: s > 0, lambda >= 0, an integer rank >= 1
         lowest = {"gate_sharpness": (lambda low: low > 0, "low must be > 0 (gate sharpness s > 0)"),
                   "sparsity_weight": (lambda low: low >= 0, "low must be >= 0 (sparsity weight lambda >= 0)"),
-                  "lora_rank": (lambda low: low >= 1, "low must be >= 1 (a LoRA rank is an integer >= 1)")}  # fmt: skip
-        searchable = default_ranges()
+                  "lora_rank": (lambda low: low >= 1, "low must be >= 1 (a LoRA rank is an integer >= 1)"),
+                  "tau_lr_multiplier": (lambda low: low > 0, "low must be > 0 (a learning-rate multiplier)"),
+                  "lr_scale": (lambda low: low > 0, "low must be > 0 (a learning-rate multiplier)"),
+                  "epochs": (lambda low: low >= 0, "low must be >= 0 (epochs)")}  # fmt: skip
+        for axis, r in ranges.items():
+            if axis == "sparsity_target" and not (r.low > 0 and r.high < 1):
+                raise ValueError(f"{axis}: a requested ratio lies in (0, 1): low > 0 and high < 1")
+        searchable = default_ranges(optional=True)
         for axis, r in ranges.items():
             if axis not in searchable:
                 raise ValueError(f"{axis}: not a searched dimension (searched: {', '.join(searchable)})")
             ok, message = lowest.get(axis, (lambda low: True, ""))
             if not ok(r.low):
                 raise ValueError(f"{axis}: {message}")
-        return {**searchable, **ranges}
+        return {**default_ranges(), **ranges}

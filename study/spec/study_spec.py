@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from study.spec.axes import FoundationSpec, MethodSpec, ProtocolSpec, Resources
+from study.spec.axes import BUDGET_FIELDS, DIMENSION_AXES, FoundationSpec, MethodSpec, ProtocolSpec, Resources
 from study.spec.calibration_spec import CalibrateSpec
 from study.spec.fields import Strict, _each
 from study.spec.scheduler_spec import SchedulerSpec, check_scheduler
@@ -80,9 +80,11 @@ class StudySpec(Strict):
             if name not in registry.REGISTRY:
                 raise ValueError(f"unknown method {name!r}; choose from {', '.join(registry.names())}")
             used = set(registry.get(name).dimensions)
-            for axis in ("gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"):
-                if getattr(method, axis) is not None and axis not in used:
-                    raise ValueError(f"{name}.{axis}: method {name!r} does not use {axis}")
+            for index, grid in enumerate(method.grids()):
+                where = name if index == 0 else f"{name}.also.{index - 1}"
+                for axis in DIMENSION_AXES:
+                    if getattr(grid, axis) is not None and axis not in used:
+                        raise ValueError(f"{where}.{axis}: method {name!r} does not use {axis}")
         return methods
 
     @field_validator("target_angle")
@@ -141,10 +143,13 @@ class StudySpec(Strict):
             where, _, given = single[axis]
             if given:
                 raise ValueError(f"protocol.{axis}: also given as `{where}`; give it once")
-        if "epochs" in swept:
+        for axis in BUDGET_FIELDS:
+            if axis not in swept:
+                continue
             for name, method in self.methods.items():
-                if method.epochs is not None:
-                    raise ValueError(f"methods.{name}.epochs: the protocol sweeps epochs for every method")
+                if any(getattr(grid, axis) is not None for grid in method.grids()):
+                    raise ValueError(f"methods.{name}.{axis}: the protocol sweeps {axis} for every method; give "
+                                     "it once")  # fmt: skip
         if swept and self.search.kind != "grid":
             raise ValueError("protocol: protocol axes need search kind grid")
 
@@ -156,7 +161,16 @@ class StudySpec(Strict):
             return
         instead = {"seeds": "the study's seeds", "lora_alpha": "the default lora_alpha (not searched)"}
         for name, method in self.methods.items():
-            for field in ("seeds", "gate_sharpness", "sparsity_weight", "lora_rank", "lora_alpha"):
+            if method.also:
+                raise ValueError(f"methods.{name}.also: further grids are grid axes (search kind grid); an Optuna "
+                                 "search draws one configuration at a time from search.ranges")  # fmt: skip
+            for field in BUDGET_FIELDS:
+                if len(getattr(method, field) or ()) > 1:
+                    raise ValueError(
+                        f"methods.{name}.{field}: an Optuna search takes one fixed value, or a range "
+                        f"in search.ranges.{field}; a list of values is a grid axis (search kind grid)"
+                    )
+            for field in ("seeds", *DIMENSION_AXES):
                 if getattr(method, field) is not None:
                     uses = instead.get(field, f"search.ranges ({field} is searched)")
                     raise ValueError(f"methods.{name}.{field}: an Optuna search uses {uses}; per-method lists are "

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from study.folder.filenames import CONFIG_FILE
 from study.folder.storage import TrialLedger
-from study.spec.plan import run_name, table_columns, trial_key
+from study.spec.plan import member_config, run_name, table_columns, trial_key
 from study.tracking.tracker import Tracker
 from study.tune.trainable import split_config
-from trainables.config import ConfigError, parse_config
+from trainables.config import ConfigError
 
 
 class _Lazy(tune.Callback):
@@ -63,8 +63,8 @@ class SchedulerStops(tune.Callback):
         result = trial.last_result or {}
         if stopped_early(result):
             base, variant = split_config(trial.config)
-            members = [(member, parse_config(base | member)) for member in variant.get("members", [variant])]
-            record_stopped(self.study_dir, members, result)
+            members = [(member, member_config(base, member)) for member in variant.get("members", [variant])]
+            record_stopped(self.study_dir, members, result, base)
 
 
 class TrackingCallback(_Lazy):
@@ -125,8 +125,8 @@ class TrackingCallback(_Lazy):
         ledger = TrialLedger(self.study_dir)
         for member in variant.get("members", [variant]):
             try:  # named and grouped as its finished siblings (defaults included), as the plan names it
-                config = parse_config(base | member)
-                key, columns = trial_key(config), table_columns(config, member)
+                config = member_config(base, member)
+                key, columns = trial_key(config), table_columns(config, member, base)
             except ConfigError:
                 key, columns = f"error:{run_name(member)}", member
             metrics = ledger.finished(key)

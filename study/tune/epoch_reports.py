@@ -101,7 +101,10 @@ class TuneProgress:
         return {"started_at": self.started_at, "ended_at": time.time(), "worker_pid": os.getpid()}
 
 
-def record_stopped(study_dir: Path, members: list[tuple[dict[str, Any], TrialConfig]], last: dict[str, Any]) -> int:
+def record_stopped(
+    study_dir: Path, members: list[tuple[dict[str, Any], TrialConfig]], last: dict[str, Any],
+    base: dict[str, Any] | None = None,
+) -> int:  # fmt: skip
     """Write a `stopped` ledger entry for each member of a Tune trial a scheduler stopped (its last
     result's epoch record), unless the ledger holds it already. Returns how many it wrote."""
     from study.spec.plan import trainable_count, trial_key
@@ -125,6 +128,7 @@ def record_stopped(study_dir: Path, members: list[tuple[dict[str, Any], TrialCon
             if entry.get("val_acc_hard") is not None:
                 metrics[accuracy_name(config.target_angle, hard=True, validation=True)] = entry["val_acc_hard"]
         extras = {"started_at": entry.get("started_at"), "ended_at": entry.get("at"), "worker_pid": entry.get("pid")}
-        ledger.record(key, record_of(variant, config, **extras), {k: v for k, v in metrics.items() if v is not None})
+        kept = {k: v for k, v in metrics.items() if v is not None}
+        ledger.record(key, record_of(variant, config, base=base, **extras), kept)
         written += 1
     return written

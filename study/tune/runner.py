@@ -72,7 +72,9 @@ def execute(
         total = spec.search.num_samples * len(spec.seeds)
         todo = [seed for _ in range(max(0, spec.search.num_samples - completed)) for seed in spec.seeds]
         num_samples = len(todo) // len(spec.seeds)
-        longest = max((method.epochs or spec.epochs for method in spec.methods.values()), default=1)
+        longest = max((max(method.epochs or [spec.epochs]) for method in spec.methods.values()), default=1)
+        if "epochs" in spec.search.ranges:  # a method's own epochs, searched
+            longest = max(longest, int(spec.search.ranges["epochs"].high))
     console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
 
     from study.cluster.interrupt import received

@@ -17,8 +17,11 @@ from typing import Any
 import optuna
 
 from study.folder.optuna_db import completed_trials, count_trials, storage_url
+from study.spec.axes import BUDGET_FIELDS
+from study.spec.plan import OWN
 from study.spec.study_spec import StudySpec
 from trainables import registry
+from trainables.registry import BUDGET_SEARCH
 
 
 class ConditionalSpace:
@@ -31,17 +34,24 @@ class ConditionalSpace:
         spec, ranges = self.spec, self.spec.search.ranges
         method = trial.suggest_categorical("method", list(spec.methods))
         # no seed here: seeds are repeats, not a hyperparameter (a search would favour lucky seeds)
+        own = []
         for axis, default in registry.get(method).search.items():  # the method's searched dimensions
+            if axis not in ranges:  # an optional range the spec does not name: the config's value
+                continue
             r = ranges[axis]
             if default.kind == "int":
                 trial.suggest_int(axis, int(r.low), int(r.high), log=r.log)
             else:
                 trial.suggest_float(axis, r.low, r.high, log=r.log)
+            if axis in BUDGET_SEARCH:
+                own.append(axis)
         # constants: the fields every trial shares, the seeds each configuration is evaluated on, and
         # the method's own fixed overrides (its lr, its epochs)
         chosen = spec.methods[method]
-        overrides = {k: v for k, v in (("lr", chosen.lr), ("epochs", chosen.epochs)) if v is not None}
-        return {"base": spec.base_config(), "seeds": list(spec.seeds)} | overrides
+        fixed = {"lr": chosen.lr} | {name: values[0] for name, values in chosen.budget().items() if name not in own}
+        overrides = {k: v for k, v in fixed.items() if v is not None}
+        own += [name for name in BUDGET_FIELDS if name in overrides]
+        return {"base": spec.base_config(), "seeds": list(spec.seeds)} | overrides | ({OWN: own} if own else {})
 
 
 def optuna_searcher(spec: StudySpec, study: dict[str, Any], db_path: Path):

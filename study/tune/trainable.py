@@ -13,9 +13,9 @@ import ray
 from ray import tune
 
 from study.folder.storage import FoundationStore, TrialLedger, record_of
-from study.spec.plan import run_name, table_columns, trial_key
+from study.spec.plan import member_config, run_name, table_columns, trial_key
 from study.tune.epoch_reports import TuneProgress
-from trainables.config import TrialConfig, accuracy_name, parse_config
+from trainables.config import TrialConfig, accuracy_name
 from trainables.engine.trial import run_trial
 
 # what a fused group's Tune result says of each member (the ledger holds the rest)
@@ -45,9 +45,11 @@ def _store(study_dir: str) -> FoundationStore:
     return _stores[study_dir]
 
 
-def member_report(key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool) -> dict:
+def member_report(
+    key: str, variant: dict[str, Any], config: TrialConfig, metrics: dict, reused: bool, base: dict[str, Any]
+) -> dict:
     report = metrics | {"trial_key": key, "run_name": run_name(variant), "reused": reused,
-                        "columns": table_columns(config, variant)}  # fmt: skip
+                        "columns": table_columns(config, variant, base)}  # fmt: skip
     if (accuracy := metrics.get(accuracy_name(config.target_angle, validation=True))) is not None:
         report["val_acc"] = accuracy  # what a scheduler reads every epoch, here at the end
     for prefix in ("", "val_"):
@@ -63,7 +65,7 @@ def train_group(
     each member is still its own ledger entry, MLflow run and results row."""
     from trainables.engine.fused import run_fused
 
-    configs = [parse_config(base | member) for member in members]
+    configs = [member_config(base, member) for member in members]
     keys, ledger = [trial_key(c) for c in configs], TrialLedger(Path(study_dir))
     found = [ledger.finished(key) for key in keys]
     todo = [i for i, metrics in enumerate(found) if metrics is None]
@@ -75,9 +77,9 @@ def train_group(
         node, last = ray.get_runtime_context().get_node_id(), progress.last
         for i, metrics in zip(todo, results, strict=True):
             found[i] = metrics | {"node_id": node}
-            record = record_of(members[i], configs[i], fused_with=len(todo), **progress.record_extras())
+            record = record_of(members[i], configs[i], base=base, fused_with=len(todo), **progress.record_extras())
             ledger.record(keys[i], record, found[i])
-    reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo)
+    reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo, base)
                for i in range(len(members))]  # fmt: skip
     return last | {"members": reports, "member_keys": keys, "fused": len(members)}
 
@@ -111,7 +113,7 @@ def train_trial(
         result["members"] = [{k: r[k] for k in BRIEF if k in r} for r in result["members"]]
         tune.report(result)
         return
-    trial_config = parse_config(base | variant)
+    trial_config = member_config(base, variant)
     key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))
     metrics = ledger.finished(key)
     reused, last = metrics is not None, {}
@@ -120,8 +122,8 @@ def train_trial(
         metrics = run_trial(trial_config, foundation=_store(study_dir).get, artifact_dir=ledger.trial_dir(key),
                             progress=progress)  # fmt: skip
         metrics["node_id"], last = ray.get_runtime_context().get_node_id(), progress.last
-        ledger.record(key, record_of(variant, trial_config, **progress.record_extras()), metrics)
-    report = last | member_report(key, variant, trial_config, metrics, reused)
+        ledger.record(key, record_of(variant, trial_config, base=base, **progress.record_extras()), metrics)
+    report = last | member_report(key, variant, trial_config, metrics, reused, base)
     missing = [name for name in objectives if name not in report]
     if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value
         raise RuntimeError(f"trial {run_name(variant)} {metrics['status']}: no {', '.join(missing)} to report")

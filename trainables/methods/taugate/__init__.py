@@ -8,11 +8,17 @@ from trainables.methods.taugate.gate import install_gates
 from trainables.model import MLP
 from trainables.registry import GateBanking, Method, SearchRange, register
 
-# the gate's own dimensions and their default Optuna ranges (its two ablations share them)
-GATE_DIMENSIONS = ("gate_sharpness", "sparsity_weight")
+# the gate's own dimensions and their default Optuna ranges (its two ablations share them); the budget's
+# ranges (tau's lr multiplier, a sparsity target, the method's own lr_scale and epochs) are optional:
+# searched only when a spec's `search.ranges` names them
+GATE_DIMENSIONS = ("gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target")
 GATE_SEARCH = {
     "gate_sharpness": SearchRange("float", 1, 100, log=True),
     "sparsity_weight": SearchRange("float", 1e-5, 1e-1, log=True),
+    "tau_lr_multiplier": SearchRange("float", 1, 100, log=True, optional=True),
+    "sparsity_target": SearchRange("float", 0.1, 0.9, optional=True),
+    "lr_scale": SearchRange("float", 0.05, 5, log=True, optional=True),
+    "epochs": SearchRange("int", 1, 15, optional=True),
 }
 NO_PEFT_GATE = "its threshold gate g = 1[z > tau] has no PEFT equivalent"
 
