@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.table.results import SYMBOLS, format_value, is_accuracy, is_metric
+from analysis.table.results import SYMBOLS, format_value, is_accuracy, is_metric, is_missing
 from analysis.table.study_modes import DEFAULT_TARGET, PREFERRED_RETENTION, StudyModes, degrees
 from trainables.config import VALIDATION_PREFIX
 from trainables.errors import TauGateError
@@ -105,7 +105,8 @@ class Reference(BaseModel):
         name = re.sub(r"\s*\(.*\)$", "", row.label) or row.label
 
         def knobs(values: Mapping[str, Any]) -> str:
-            return " ".join(f"{SYMBOLS.get(k, k)}={format_value(values[k])}" for k in differing)
+            return " ".join(f"{SYMBOLS.get(k, k)}={'none' if is_missing(values[k]) else format_value(values[k])}"
+                            for k in differing)  # fmt: skip
 
         return f"{name} (ours {knobs(ours)}; {self.name} {knobs(row.settings)})"
 

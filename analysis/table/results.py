@@ -30,13 +30,24 @@ METRIC_COLUMNS = (
     "mean_gate",
     "final_loss",
     "train_seconds",
+    # TauGate's budget readings: how far tau moved, how far Adam could move it, lambda at the end
+    "tau_displacement",
+    "tau_step_budget",
+    "sparsity_weight_final",
 )
 # Columns the analysis adds to per-configuration tables (seed statistics, fronts).
 DERIVED_COLUMNS = ("label", "config_id", "n_trials", "n_ok", "sparsity_source", "on_front")
 DERIVED_SUFFIXES = ("_mean", "_std", "_n", "_ci95")
 _ACCURACY = re.compile(r"^acc_[0-9mp]+(_hard)?$")
 # Short names for labels and axes (the paper's symbols).
-SYMBOLS = {"gate_sharpness": "s", "sparsity_weight": "λ", "lora_rank": "r", "lora_alpha": "α"}
+SYMBOLS = {
+    "gate_sharpness": "s",
+    "sparsity_weight": "λ",
+    "lora_rank": "r",
+    "lora_alpha": "α",
+    "tau_lr_multiplier": "×τ",
+    "sparsity_target": "r*",
+}
 OK = "ok"
 # Stopped by an early-stopping scheduler (ASHA, median stopping): it ran fewer epochs than planned, so
 # like a diverged trial it carries no accuracies to summarise; unlike one, it is not a failure.

@@ -122,8 +122,9 @@ def report_setting(stats: pd.DataFrame, calibration: Calibration, modes: StudyMo
     return setting
 
 
-# the configuration values a ratio-chosen representative is pinned to (a gated method's own axes)
-RATIO_AXES = ("gate_sharpness", "sparsity_weight")
+# the configuration values a ratio-chosen representative is pinned to (a gated method's own axes and budget)
+RATIO_AXES = ("gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target", "method_lr_scale",
+              "method_epochs")  # fmt: skip
 
 
 def _protocol_setting(stats: pd.DataFrame, calibration: Calibration, modes: StudyModes) -> Setting:

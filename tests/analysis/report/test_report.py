@@ -176,7 +176,7 @@ def test_smoke_study_report_notes_missing_figures(tmp_path: Path) -> None:
     paths = write_report(df, tmp_path, {}, gate_stats, calibration={"sparsity_target": 0.9})
     html = paths["html"].read_text(encoding="utf-8")
     assert "does not sweep gate_sharpness" in html and "does not sweep the LoRA rank" in html
-    assert "out of reach under this protocol" in html and "does not sweep sparsity_weight" in html
+    assert "not reached by this λ sweep" in html and "does not sweep sparsity_weight" in html
     assert "no Optuna study was given" in html
     assert "figure:sensitivity-gate-sharpness" not in paths
     page = Page()
