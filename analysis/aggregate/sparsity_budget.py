@@ -26,12 +26,14 @@ SATURATION_RULE = (
     f"{SATURATION_SHARE:g} x its step budget (tau's lr x optimiser steps, Adam's bound on how far tau can move)"
 )
 TARGET_RULE = f"met: |landed validation ratio (seed mean) - requested| <= {TARGET_TOLERANCE:g}"
+MATCH_WINDOW = 0.05  # a dual-ascent point is compared with a lambda point at most this far in validation ratio
 DOMINANCE_RULE = (
-    "each dual-ascent configuration is paired with the fixed-λ configuration of the same budget nearest in "
-    "validation ratio (each used once), so both fronts spend the same trials; a side is better on an axis when "
-    "the difference of means exceeds the combined 95% half-width sqrt(h_a² + h_b²) (lower validation ratio, "
-    "higher test accuracy on the target); a point dominates its partner when it is better on one axis and worse "
-    "on none; a front dominates when it dominates at least one pair and the other front none"
+    "each dual-ascent configuration is compared with the fixed-λ configuration of the same budget nearest in "
+    f"validation ratio, when one lies within ±{MATCH_WINDOW:g} (else it is not compared: the sweep has no point "
+    "there); the study gives both the same number of trials; a side is better on an axis when the difference of "
+    "means exceeds the combined 95% half-width sqrt(h_a² + h_b²) (lower validation ratio, higher test accuracy on "
+    "the target); a point dominates its partner when it is better on one axis and worse on none; a front "
+    "dominates when it dominates at least one pair and the other front none"
 )
 
 
@@ -91,6 +93,9 @@ class DualVersusSweep:
     trials: dict[str, int]
 
 
+UNMATCHED = f"not compared: no λ point within ±{MATCH_WINDOW:g}"
+
+
 def compare_dual_sweep(rows: pd.DataFrame, accuracy: str) -> DualVersusSweep:
     """Dual ascent against the fixed-lambda sweep at an equal number of trials (`DOMINANCE_RULE`),
     on the validation ratio and the test `accuracy` (e.g. `acc_45`; reported, never chosen by:
@@ -100,18 +105,22 @@ def compare_dual_sweep(rows: pd.DataFrame, accuracy: str) -> DualVersusSweep:
         dual = line[line["source"] == DUAL].sort_values(f"{RATIO}_mean", kind="stable")
         free = line[line["source"] == SWEEP]
         for _, point in dual.iterrows():
-            if free.empty:
-                break
             gaps = (numeric_column(free, f"{RATIO}_mean") - float(point[f"{RATIO}_mean"])).abs()
-            partner = free.loc[gaps.idxmin()]
-            free = free.drop(index=gaps.idxmin())
-            pairs.append(_pair(point, partner, accuracy))
+            if gaps.empty or not gaps.min() <= MATCH_WINDOW:
+                pairs.append({"budget": point["budget"], "dual": point["label"], "sweep": None,
+                              "dual_ratio": float(point[f"{RATIO}_mean"]), "outcome": UNMATCHED,
+                              "dual_trials": int(point.get("n_ok", 0)), "sweep_trials": 0})  # fmt: skip
+                continue
+            pairs.append(_pair(point, free.loc[gaps.idxmin()], accuracy))
     table = pd.DataFrame(pairs)
     outcomes = set(table["outcome"]) if len(table) else set()
     dual_wins, sweep_wins = f"{DUAL} dominates" in outcomes, f"{SWEEP} dominates" in outcomes
     dominant = DUAL if dual_wins and not sweep_wins else SWEEP if sweep_wins and not dual_wins else "neither"
     sides = ((DUAL, "dual_trials"), (SWEEP, "sweep_trials"))
-    trials = {side: int(table[column].sum()) if len(table) else 0 for side, column in sides}
+    budgets = set(table["budget"]) if len(table) else set()
+    counted = rows[rows["budget"].isin(budgets)] if len(table) else rows.iloc[0:0]
+    trials = {side: int(counted.loc[counted["source"] == side, "n_ok"].sum()) if len(counted) else 0
+              for side, _ in sides}  # fmt: skip
     return DualVersusSweep(table, dominant, trials)
 
 

@@ -141,3 +141,67 @@ def plot_limits(limits: LimitsMap, path: Path) -> Path | None:
     gain_axis.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_jaccard_budgets(matrices: dict[str, pd.DataFrame], path: Path) -> Path | None:
+    """The modes' unit-set overlap at each budget, one heatmap per budget side by side on one colour scale."""
+    matrices = {label: m for label, m in matrices.items() if m is not None and not m.empty}
+    if not matrices:
+        return None
+    size = 1.6 + 0.45 * max(len(m) for m in matrices.values())
+    fig = Figure(figsize=(size * len(matrices) + 1.2, size), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(matrices), squeeze=False)[0])
+    image = None
+    for ax, (label, matrix) in zip(axes, matrices.items(), strict=True):
+        values = matrix.to_numpy(dtype=float)
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(matrix.columns)), [_degrees(a) for a in matrix.columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(matrix.index)), [_degrees(a) for a in matrix.index], fontsize=7)
+        if len(matrix) <= 8:
+            for (row, column), value in np.ndenumerate(values):
+                if np.isfinite(value):
+                    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if value > 0.6 else "white")  # fmt: skip
+        off = values[~np.eye(len(values), dtype=bool)]
+        off = off[np.isfinite(off)]
+        span = f"off-diagonal {off.min():.2f}-{off.max():.2f}" if len(off) else ""
+        ax.set_title(f"{label}\n{span}", fontsize=9)
+    fig.colorbar(image, ax=list(axes), label="Jaccard overlap of unit sets", shrink=0.8)
+    fig.suptitle("Units shared between modes, per budget (mean over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_intervention_budgets(summaries: dict[str, pd.DataFrame], path: Path) -> Path | None:
+    """Per budget (one panel each, one y scale), per mode the own-mode accuracy drop from silencing its
+    attributed units beside the random control of the same size (mean, seed std as error bars)."""
+    panels = {}
+    for label, summary in summaries.items():
+        if summary is None or summary.empty:
+            continue
+        rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
+        if not rows.empty:
+            panels[label] = rows
+    if not panels:
+        return None
+    width = 0.38
+    most = max(len(rows) for rows in panels.values())
+    fig = Figure(figsize=(1.5 + 0.55 * most * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (label, rows) in zip(axes, panels.items(), strict=True):
+        position = np.arange(len(rows))
+        for offset, kind, colour, name in (
+            (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
+            (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
+        ):
+            mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
+            std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
+            ax.bar(position + offset, mean, width, yerr=std, capsize=2, color=colour, label=name)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xticks(position, [_degrees(a) for a in rows["silenced"]], rotation=90, fontsize=7)
+        ax.set_xlabel("silenced mode")
+        ax.grid(axis="y", alpha=0.3)
+        holds = sum(h is True for h in rows["causal_holds"])
+        ax.set_title(f"{label}: carries its mode at {holds} of {len(rows)}", fontsize=9)
+    axes[0].set_ylabel("own-mode accuracy drop, hard gates (mean ± seed std)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)

@@ -1,5 +1,8 @@
-"""The per-mode unit analysis of a whole study (RQ3): per foundation, each target mode's representative
-adapter, its unit sets and overlaps, and the interventions of `analysis.per_mode.interventions`.
+"""The per-mode unit analysis of a whole study (RQ3): per budget and foundation, each target mode's
+representative adapter, its unit sets and overlaps, and the interventions of `analysis.per_mode.interventions`.
+
+A study that runs TauGate at several budgets (dense, and at a sparsity target: `analysis.table.load.BUDGET_FIELDS`)
+gets one analysis per budget, each choosing its modes' adapters among that budget's trials only.
 """
 
 from __future__ import annotations
@@ -27,9 +30,17 @@ from analysis.per_mode.mode_units import (
     summarise_gaps,
     unit_sets,
 )
-from analysis.table.load import LedgerTrial, choose_per_mode, ledger_trials
+from analysis.table.load import (
+    LedgerTrial,
+    budget_labels,
+    budget_of,
+    choose_per_mode,
+    describe_budget,
+    ledger_trials,
+    ordered_budgets,
+)
 from analysis.table.results import OK
-from trainables.config import parse_config
+from trainables.config import accuracy_name, parse_config
 from trainables.data import load_modes
 from trainables.engine.evaluation import gate_statistics
 from trainables.formats.checkpoints import load_adapter, load_foundation
@@ -50,11 +61,12 @@ class FoundationModes:
     jaccard: pd.DataFrame
     pairs: pd.DataFrame  # `pair_overlaps` rows
     interventions: pd.DataFrame  # `intervene` rows tagged with seed and foundation
+    chosen: dict[float, dict[str, Any]] = field(default_factory=dict)  # mode -> the chosen trial's metrics
 
 
 @dataclass
 class ModeAnalysis:
-    """A study's per-mode unit sets and interventions, per foundation and over seeds."""
+    """A study's per-mode unit sets and interventions at one budget, per foundation and over seeds."""
 
     method: str
     parameters: dict[str, Any]  # threshold, on, off, draws, the causal rule, the selection metric
@@ -67,6 +79,10 @@ class ModeAnalysis:
     interventions: pd.DataFrame  # every seed's intervention rows
     summary: pd.DataFrame  # `summarise` of those rows
     notes: list[str] = field(default_factory=list)  # skipped trials and foundations, trials chosen per mode
+    budget: dict[str, Any] = field(default_factory=dict)  # the trials' `BUDGET_FIELDS` values
+    label: str = ""  # the budget's short label among the study's budgets ("" when the study has one)
+    description: str = ""  # the budget in words: the fields that differ between the study's budgets
+    chosen: pd.DataFrame = field(default_factory=pd.DataFrame)  # per seed and mode: the chosen trial's metrics
 
 
 def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[LedgerTrial]:
@@ -77,7 +93,8 @@ def _finished_trials(study_dir: Path, method: str, notes: list[str]) -> list[Led
 
 
 def _representatives(trials: list[LedgerTrial], notes: list[str], where: str) -> dict[float, LedgerTrial]:
-    """Per target mode, the trial chosen on validation (`analysis.table.load.choose_per_mode`)."""
+    """Per target mode, the trial chosen on validation (`analysis.table.load.choose_per_mode`); `trials`
+    share one budget."""
     chosen: dict[float, LedgerTrial] = {}
     for choice in sorted(choose_per_mode(trials), key=lambda c: c.angle):
         for key in choice.skipped:
@@ -110,7 +127,12 @@ def _analyse_foundation(
         seed=base.seed, foundation=base.foundation_id(), trials={a: chosen[a].key for a in angles}, rates=rates,
         sets=sets, specific=specific, attributed=attributed, common_core=common_core(sets),
         jaccard=jaccard_matrix(sets), pairs=pair_overlaps(sets), interventions=rows,
+        chosen={a: chosen[a].metrics for a in angles},
     )  # fmt: skip
+
+
+# what the report shows of each chosen trial beside its unit sets (validation: the ratio a budget asked for)
+CHOSEN_METRICS = ("val_high_activation_ratio", "high_activation_ratio", "sparsity_weight_final")
 
 
 def analyse_study_modes(
@@ -121,25 +143,46 @@ def analyse_study_modes(
     off: float = SPECIFIC_OFF,
     draws: int = DRAWS,
     fraction: float = ATTRIBUTED_FRACTION,
-) -> ModeAnalysis | None:
-    """Unit sets, overlaps and interventions for every foundation of a study with >= 2 target modes
-    of `method`; None when no foundation has two. A missing foundation file or a damaged adapter
-    raises `CheckpointError` naming the file."""
+) -> list[ModeAnalysis]:
+    """Unit sets, overlaps and interventions for every foundation of a study with >= 2 target modes of
+    `method`: one `ModeAnalysis` per budget (`analysis.table.load.BUDGET_FIELDS`; dense first), each
+    choosing its modes' adapters among its own trials. A study with one budget gives one analysis whose
+    `label` is "". Empty when no foundation has two modes at any budget. A missing foundation file or a
+    damaged adapter raises `CheckpointError` naming the file."""
     check_thresholds(threshold, on, off)
     if draws < 1:
         raise ValueError(f"draws: {draws} (needs at least 1)")
     notes: list[str] = []
+    trials = _finished_trials(study_dir, method, notes)
+    budgets = ordered_budgets(budget_of(t.config) for t in trials)
+    labels = budget_labels(budgets)
+    analyses = []
+    for budget in budgets:
+        here = [t for t in trials if budget_of(t.config) == budget]
+        analysis = _analyse_budget(Path(study_dir), here, method, threshold, on, off, draws, fraction, list(notes),
+                                   labels[budget])  # fmt: skip
+        if analysis is not None:
+            analyses.append(analysis)
+            analysis.budget, analysis.label = dict(budget), labels[budget]
+            analysis.description = describe_budget(budget, budgets)
+    return analyses
+
+
+def _analyse_budget(
+    study_dir: Path, trials: list[LedgerTrial], method: str, threshold: float, on: float, off: float, draws: int,
+    fraction: float, notes: list[str], label: str,
+) -> ModeAnalysis | None:  # fmt: skip
     by_foundation: dict[str, list[LedgerTrial]] = {}
-    for trial in _finished_trials(study_dir, method, notes):
+    for trial in trials:
         by_foundation.setdefault(trial.config.foundation_id(), []).append(trial)
     results = []
     for foundation_id, trials in sorted(by_foundation.items(), key=lambda item: (item[1][0].config.seed, item[0])):
-        where = f"foundation {foundation_id} (seed {trials[0].config.seed})"
+        where = f"foundation {foundation_id} (seed {trials[0].config.seed})" + (f", budget {label}" if label else "")
         chosen = _representatives(trials, notes, where)
         if len(chosen) < 2:
             notes.append(f"{where}: skipped, {len(chosen)} target mode(s) of {method} (needs >= 2)")
             continue
-        results.append(_analyse_foundation(Path(study_dir), chosen, threshold, on, off, draws, fraction))
+        results.append(_analyse_foundation(study_dir, chosen, threshold, on, off, draws, fraction))
     if not results:
         return None
     matrices = pd.concat([r.jaccard.stack() for r in results], axis=1)
@@ -164,4 +207,11 @@ def analyse_study_modes(
         interventions=interventions,
         summary=summarise(interventions),
         notes=notes,
+        chosen=pd.DataFrame(
+            {"seed": r.seed, "mode": angle, "trial": r.trials[angle],
+             **{name: r.chosen[angle].get(name) for name in CHOSEN_METRICS},
+             "val_acc_hard": r.chosen[angle].get(accuracy_name(angle, hard=True, validation=True)),
+             "acc_hard": r.chosen[angle].get(accuracy_name(angle, hard=True))}
+            for r in results for angle in sorted(r.sets)
+        ),
     )  # fmt: skip

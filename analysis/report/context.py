@@ -32,6 +32,7 @@ from analysis.report.sections.fidelity_section import (
 from analysis.report.sections.interpretability import interpretability_section
 from analysis.report.sections.modes_section import modes_section
 from analysis.report.sections.sparsity import sparsity_section
+from analysis.report.sections.sparsity_front_section import sparsity_front_section
 from analysis.reproduction.verdicts import check_claims
 from analysis.table.protocols import within_protocol
 from analysis.table.results import (
@@ -133,6 +134,7 @@ def build_context(
     )
     fidelity = fidelity_section(stats, setting, figure)
     sparsity = sparsity_section(setting, figure)
+    sparsity_front = sparsity_front_section(setting, figure)
     budget = budget_figure(stats, setting, figure)
     interpretability = interpretability_section(analysed, stats, setting, gate_stats, figure)
     modes_part = modes_section(df, metadata, mode_analysis, figure, banks)
@@ -164,6 +166,7 @@ def build_context(
         "paper_table": paper_table(analysed, chosen, setting, modes),
         "fidelity": fidelity,
         "sparsity": sparsity,
+        "sparsity_front": sparsity_front,
         "budget": budget,
         "verdicts": check_claims(
             setting.stats, setting.reference, setting.held_out, target=modes.target, original=modes.retention

@@ -204,10 +204,75 @@ def ledger_trials(study_dir: Path) -> tuple[list[LedgerTrial], list[str]]:
     return trials, unreadable
 
 
+# The fields that set how far a trial's adapter could move and how sparse it was pushed: TauGate's own
+# budget (gate sharpness, lambda, a sparsity target, tau's lr multiplier) and the protocol's lr and length.
+# Trials of one (method, target angle) are compared on validation only within one budget: a study that runs
+# TauGate dense and at a sparsity target reports each budget on its own (per-mode analysis, banks).
+BUDGET_FIELDS = (
+    "gate_sharpness", "sparsity_weight", "sparsity_target", "tau_lr_multiplier", "lr_scale", "epochs", "lr",
+)  # fmt: skip
+_BUDGET_SHORT = {"gate_sharpness": "s", "sparsity_weight": "lambda", "sparsity_target": "target",
+                 "tau_lr_multiplier": "taulr", "lr_scale": "lrscale", "epochs": "epochs", "lr": "lr"}  # fmt: skip
+_BUDGET_ORDER = (
+    "sparsity_target", "sparsity_weight", "tau_lr_multiplier", "gate_sharpness", "lr_scale", "epochs", "lr",
+)  # fmt: skip
+
+Budget = tuple[tuple[str, Any], ...]  # (field, value) for each of BUDGET_FIELDS, in that order
+
+
+def budget_of(config: TrialConfig) -> Budget:
+    """A trial's budget: its values of `BUDGET_FIELDS` (hashable, comparable)."""
+    return tuple((name, getattr(config, name)) for name in BUDGET_FIELDS)
+
+
+def _order(budget: Budget) -> tuple:
+    """Dense first (no sparsity target, then the smallest lambda), then by each field's value; None first."""
+    values = dict(budget)
+    return tuple((values[f] is not None, values[f] if values[f] is not None else 0) for f in _BUDGET_ORDER)
+
+
+def ordered_budgets(budgets: Any) -> list[Budget]:
+    """Distinct budgets, dense first."""
+    return sorted(set(budgets), key=_order)
+
+
+def _is_dense(values: dict[str, Any]) -> bool:
+    return values["sparsity_target"] is None and values["sparsity_weight"] == 0
+
+
+def _value(value: Any) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def budget_labels(budgets: Any) -> dict[Budget, str]:
+    """A short, readable, file-name-safe label per budget, unique among `budgets`: "" when there is only one
+    (a study with one budget names nothing), else the fields that differ between them ("target0.4-taulr25"),
+    and "dense" for the budget without a sparsity pressure (lambda 0, no target) when that is unambiguous."""
+    distinct = ordered_budgets(budgets)
+    if len(distinct) <= 1:
+        return {b: "" for b in distinct}
+    varying = [f for f in BUDGET_FIELDS if len({dict(b)[f] for b in distinct}) > 1]
+    full = {b: "-".join(f"{_BUDGET_SHORT[f]}{_value(dict(b)[f])}" for f in varying) for b in distinct}
+    sparsity = {"sparsity_weight", "sparsity_target", "tau_lr_multiplier"}
+    dense = [b for b in distinct if _is_dense(dict(b))]
+    if len(dense) == 1 and set(varying) <= sparsity:
+        full[dense[0]] = "dense"
+    return full
+
+
+def describe_budget(budget: Budget, budgets: Any = ()) -> str:
+    """The budget in words: every field that differs among `budgets` (all fields without them), e.g.
+    "sparsity_weight 0, sparsity_target none, tau_lr_multiplier 1"."""
+    distinct = ordered_budgets([budget, *budgets])
+    varying = [f for f in BUDGET_FIELDS if len({dict(b)[f] for b in distinct}) > 1] or list(BUDGET_FIELDS)
+    values = dict(budget)
+    return ", ".join(f"{field} {_value(values[field])}" for field in varying)
+
+
 @dataclass
 class ModeChoice:
-    """The trial that stands for one (method, target angle): the best seed-free validation accuracy on
-    its target, hard-gated for a gated method (the network inference runs), ties to the first key.
+    """The trial that stands for one (budget, method, target angle): the best seed-free validation accuracy
+    on its target, hard-gated for a gated method (the network inference runs), ties to the first key.
     Never a test metric. `trial` is None when no candidate has the metric."""
 
     method: str
@@ -217,22 +282,24 @@ class ModeChoice:
     value: float | None
     candidates: dict[str, float]  # trial key -> its value, for every candidate that has one
     skipped: list[str]  # trial keys without a finite value of the metric
+    budget: Budget = ()  # the candidates' budget (`budget_of`): choices never compare two budgets
 
 
 def choose_per_mode(trials: list[LedgerTrial]) -> list[ModeChoice]:
-    """One `ModeChoice` per (method, target angle) among `trials` (typically one foundation's), in the
-    order the pairs first appear."""
-    groups: dict[tuple[str, float], list[LedgerTrial]] = {}
+    """One `ModeChoice` per (budget, method, target angle) among `trials` (typically one foundation's), in the
+    order the triples first appear. Trials of different budgets (`BUDGET_FIELDS`) are never compared: a
+    dense and a sparse TauGate adapter of one target are two choices, each reported in its own budget."""
+    groups: dict[tuple[Budget, str, float], list[LedgerTrial]] = {}
     for trial in trials:
-        groups.setdefault((trial.config.method, trial.config.target_angle), []).append(trial)
+        groups.setdefault((budget_of(trial.config), trial.config.method, trial.config.target_angle), []).append(trial)
     choices = []
-    for (method, angle), group in groups.items():
+    for (budget, method, angle), group in groups.items():
         metric = accuracy_name(angle, hard=group[0].config.gated, validation=True)
         values = {t.key: t.metrics.get(metric) for t in group}
         usable = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
         best = min(usable, key=lambda k: (-usable[k], k)) if usable else None
         choices.append(ModeChoice(
             method, angle, metric, next((t for t in group if t.key == best), None), usable.get(best),
-            dict(sorted(usable.items())), sorted(set(values) - set(usable)),
+            dict(sorted(usable.items())), sorted(set(values) - set(usable)), budget,
         ))  # fmt: skip
     return choices

@@ -7,6 +7,7 @@ the mode's gamma is folded into the next layer's weights, so the mode becomes a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -191,6 +192,39 @@ def check_compact(model: BankedMLP, net: CompactMLP, x: torch.Tensor, y: torch.T
         differ_dropped_fired=int((differ & fired).sum()), differ_unexplained=int((differ & quiet).sum()),
         max_logit_gap=gap, accuracy_dense=accuracy(dense_logits), accuracy_compact=accuracy(compact_logits),
     )  # fmt: skip
+
+
+LATENCY_BATCHES = (1, 256)
+
+
+@torch.inference_mode()
+def measure_latency(
+    dense: nn.Module, net: CompactMLP, x: torch.Tensor, batches: Sequence[int] = LATENCY_BATCHES,
+    seconds: float = 0.01, repeats: int = 3,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Seconds per forward pass of the dense hard-gated model and of the compact subnetwork on the first
+    `batch` digits of `x`, per batch size: the best of `repeats` rounds in which the two take turns, each
+    round about `seconds` of calls (a short, in-process reading: benchmarks/bank_switching.py measures
+    longer). Returns {"batch_<n>": {"dense_seconds", "compact_seconds", "ratio"}} (ratio: compact / dense)."""
+    out = {}
+    for batch in batches:
+        digits = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+        models = {"dense": dense, "compact": net}
+        for model in models.values():  # warm-up, and the number of calls a round makes
+            model(digits)
+        started = time.perf_counter()
+        dense(digits)
+        loops = max(1, min(1000, int(seconds / max(time.perf_counter() - started, 1e-7))))
+        best = {name: float("inf") for name in models}
+        for _ in range(repeats):
+            for name, model in models.items():
+                started = time.perf_counter()
+                for _ in range(loops):
+                    model(digits)
+                best[name] = min(best[name], (time.perf_counter() - started) / loops)
+        out[f"batch_{batch}"] = {"dense_seconds": best["dense"], "compact_seconds": best["compact"],
+                                 "ratio": best["compact"] / best["dense"]}  # fmt: skip
+    return out
 
 
 def save_compact(net: CompactMLP, folder: Path, info: dict[str, Any] | None = None) -> Path:

@@ -4,6 +4,11 @@ Three parts, each from its own module: the limits map (`analysis.per_mode.limits
 retention against the target angle), the units each mode's TauGate adapter keeps on and their
 overlap, and the intervention that silences a mode's own units against a random control
 (`analysis.per_mode.interventions`, computed from the study's saved foundations and adapters).
+
+A study that trains TauGate at several budgets (dense, and at a sparsity target) has one unit analysis and one
+bank per budget (`analyse_study_modes`, `study.pipeline.mode_banks`): the section then sets the budgets side by
+side (one comparison table, the Jaccard matrices and the interventions in one figure each) and gives each budget
+its own unit sets, intervention and compact subnetworks. A study with one budget renders as it always did.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.figures import mode_plots
@@ -58,26 +64,189 @@ def modes_section(
         "verdict": limits.verdict,
         "notes": list(limits.notes),
     }
-    section |= units_part(mode_analysis, figure)
-    section["bank_table"] = bank_table(banks)
+    analyses = _analyses(mode_analysis)
+    labels = list(dict.fromkeys([a.label for a in analyses] + [b.get("budget_label", "") for b in banks]))
+    if len(labels) <= 1:
+        section |= units_part(analyses[0] if analyses else None, figure)
+        section["bank_table"] = bank_table(banks)
+        section["budgets"] = []
+        return section
+    section |= {"units": None, "units_why": "", "bank_table": None}
+    section |= budgets_part(analyses, banks, labels, figure)
     return section
 
 
-def bank_table(banks: Sequence[Mapping[str, Any]]) -> Table | None:
-    """Each bank's compact per-mode subnetworks beside the dense hard-gated model (None: no bank)."""
+def _analyses(mode_analysis: Any) -> list[Any]:
+    """`analyse_study_modes`'s per-budget list (one `ModeAnalysis` also reads)."""
+    if mode_analysis is None:
+        return []
+    return list(mode_analysis) if isinstance(mode_analysis, list | tuple) else [mode_analysis]
+
+
+def _suffix(label: str) -> str:
+    return f"-{label}" if label else ""
+
+
+def budgets_part(
+    analyses: Sequence[Any], banks: Sequence[Mapping[str, Any]], labels: Sequence[str],
+    figure: Callable[..., FigureEntry],
+) -> dict[str, Any]:  # fmt: skip
+    """TauGate's budgets side by side: one comparison table, the Jaccard matrices and the intervention
+    drops as one figure each, then each budget's own unit analysis and compact subnetworks."""
+    by_label = {a.label: a for a in analyses}
+    banks_of = {label: [b for b in banks if b.get("budget_label", "") == label] for label in labels}
+    descriptions = {a.label: a.description for a in analyses}
+    for bank in banks:
+        descriptions.setdefault(bank.get("budget_label", ""), bank.get("budget_description", ""))
+    parts = []
+    for label in labels:
+        units = units_part(by_label.get(label), figure, label)
+        parts.append({
+            "label": label, "description": descriptions.get(label, ""), **units,
+            "bank_table": bank_table(banks_of[label], label, latency=True),
+        })  # fmt: skip
+    matrices = {label: by_label[label].jaccard_mean for label in labels if label in by_label}
+    summaries = {label: by_label[label].summary for label in labels if label in by_label}
+    return {
+        "budgets": parts,
+        "budget_definition": (
+            "TauGate at each budget the study trained (the fields that differ: "
+            + "; ".join(f"{label}: {descriptions.get(label) or label}" for label in labels)
+            + "). Per budget, each (seed, target) is represented by its trial with the best hard-gated validation "
+            "accuracy among that budget's trials only; ratios are validation high-activation ratios (hard gate on, "
+            "the chosen adapters' own target digits), accuracies and the compact checks are on test. Compact: the "
+            "units a mode's hard gate never opens on its training digits are dropped; test digits predicted "
+            "otherwise are counted against the dense hard-gated model with the same adapter. Latency: compact over "
+            "dense seconds per forward pass, median over modes of a short in-process reading taken when the bank "
+            "was built (benchmarks/bank_switching.py measures longer)."
+        ),
+        "budget_table": budget_table(labels, by_label, banks_of, descriptions),
+        "budget_jaccard_figure": figure(
+            "modes-jaccard-budgets",
+            "Overlap (Jaccard) of the units each mode keeps on, per budget, mean over seeds",
+            lambda path: mode_plots.plot_jaccard_budgets(matrices, path),
+            "no budget has unit sets",
+        ),
+        "budget_intervention_figure": figure(
+            "modes-intervention-budgets",
+            "Own-mode accuracy drop: attributed units vs a random control of the same size, per budget",
+            lambda path: mode_plots.plot_intervention_budgets(summaries, path),
+            "no budget has a mode with attributed units",
+        ),
+    }
+
+
+def _compact_reports(banks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [mode["compact"] for bank in banks for mode in bank["modes"] if mode.get("compact")]
+
+
+def _range(values: Sequence[float], digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    """ "mean (min-max)" of finite values, "-" without any."""
+    finite = [float(v) * scale for v in values if v is not None and np.isfinite(float(v))]
+    if not finite:
+        return "-"
+    return f"{np.mean(finite):.{digits}f}{unit} ({min(finite):.{digits}f}-{max(finite):.{digits}f}{unit})"
+
+
+def _off_diagonal(matrix: pd.DataFrame) -> list[float]:
+    values = matrix.to_numpy(dtype=float)
+    size = len(values)
+    return [values[i, j] for i in range(size) for j in range(size) if i != j and np.isfinite(values[i, j])]
+
+
+def _latency(reports: Sequence[Mapping[str, Any]], batch: int) -> str:
+    key = f"batch_{batch}"
+    readings = [r["latency"][key] for r in reports if isinstance(r.get("latency"), Mapping) and key in r["latency"]]
+    if not readings:
+        return "-"
+    median = {k: float(np.median([r[k] for r in readings])) for k in ("dense_seconds", "compact_seconds", "ratio")}
+    return (f"x{median['ratio']:.2f} ({median['dense_seconds'] * 1e6:.0f} → {median['compact_seconds'] * 1e6:.0f} µs, "
+            f"median of {len(readings)} modes)")  # fmt: skip
+
+
+def _column(name: str, analysis: Any) -> list[float]:
+    return analysis.chosen[name].tolist() if name in getattr(analysis, "chosen", pd.DataFrame()) else []
+
+
+def analysis_cells(analysis: Any) -> dict[str, str]:
+    """One budget's unit analysis as the comparison table's cells, by row name."""
+    summary = analysis.summary
+    return {
+        "validation high-activation ratio of the chosen adapters: mean (min-max) over modes and seeds":
+            _range(_column("val_high_activation_ratio", analysis), 3),
+        "hard-gated test accuracy on the target: mean (min-max) over modes and seeds":
+            _range(_column("acc_hard", analysis), 3),
+        "units in a mode's set (on for >= half its validation digits): mean (min-max)":
+            _range(analysis.unit_counts["active"].tolist(), 1),
+        "Jaccard between two modes' sets: mean (min-max) over mode pairs, each the mean over seeds":
+            _range(_off_diagonal(analysis.jaccard_mean), 2),
+        "units exclusive to one mode, summed over (mode, seed) pairs":
+            f"{int(analysis.unit_counts['specific'].sum())} over {len(analysis.unit_counts)} pairs",
+        "attributed units carry their mode (own drop > random control, the rule below)":
+            f"{sum(h is True for h in summary['causal_holds'])} of {len(summary)} modes",
+        "own-mode drop silencing the attributed units / a random control: mean over modes":
+            f"{summary['own_drop_specific_mean'].mean():.3f} / {summary['own_drop_random_mean'].mean():.3f}",
+    }  # fmt: skip
+
+
+def compact_cells(reports: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """One budget's compact subnetworks (every bank's modes) as the comparison table's cells, by row name."""
+    layers = range(len(reports[0]["kept"]))
+    kept = [[r["kept"][i] / r["units"][i] for r in reports] for i in layers]
+    return {
+        "compact: hidden units kept per layer: mean (min-max) over modes and seeds":
+            "; ".join(_range(share, 0, 100, "%") for share in kept),
+        "compact: parameters / dense: mean (min-max)": _range([r["parameter_ratio"] for r in reports], 3),
+        "compact: multiply-adds / dense: mean (min-max)": _range([r["mac_ratio"] for r in reports], 3),
+        "compact: test digits predicted otherwise than the dense hard-gated model (same adapter)":
+            f"{sum(r['differ'] for r in reports)} of {sum(r['digits'] for r in reports):,} "
+            f"({sum(r['differ_dropped_fired'] for r in reports)} where a dropped unit fired)",
+        "compact: test accuracy dense / compact, mean over modes":
+            f"{np.mean([r['accuracy_dense'] for r in reports]):.3f} / "
+            f"{np.mean([r['accuracy_compact'] for r in reports]):.3f}",
+        "compact: latency compact / dense at batch 1": _latency(reports, 1),
+        "compact: latency compact / dense at batch 256": _latency(reports, 256),
+    }  # fmt: skip
+
+
+def budget_table(
+    labels: Sequence[str], analyses: Mapping[str, Any], banks: Mapping[str, Sequence[Mapping[str, Any]]],
+    descriptions: Mapping[str, str],
+) -> Table:  # fmt: skip
+    """One row per quantity, one column per budget: the numbers the section sets side by side ("-": the
+    budget has no unit analysis, or no compacted bank)."""
+    columns = []
+    for label in labels:
+        cells = {"budget": descriptions.get(label) or label}
+        if label in analyses:
+            cells |= analysis_cells(analyses[label])
+        if reports := _compact_reports(banks.get(label, ())):
+            cells |= compact_cells(reports)
+        columns.append(cells)
+    names = list(dict.fromkeys(name for cells in columns for name in cells))
+    table = Table("modes-budget-table", ["quantity", *labels])
+    for name in names:
+        table.add([name, *(cells.get(name, "-") for cells in columns)])
+    return table
+
+
+def bank_table(banks: Sequence[Mapping[str, Any]], label: str = "", latency: bool = False) -> Table | None:
+    """Each bank's compact per-mode subnetworks beside the dense hard-gated model (None: no bank); `latency`
+    adds the compact / dense latency ratios at batch 1 and 256 the bank recorded."""
     if not banks:
         return None
     table = Table(
-        "modes-bank-table",
+        "modes-bank-table" + _suffix(label),
         ["foundation (seed)", "mode", "units kept per layer", "parameters compact / dense",
-         "multiply-adds ratio", "test digits predicted otherwise", "test acc dense / compact"],
+         "multiply-adds ratio", "test digits predicted otherwise", "test acc dense / compact"]
+        + (["latency ratio, batch 1 / 256"] if latency else []),
     )  # fmt: skip
     for bank in banks:
         for mode in bank["modes"]:
             report = mode.get("compact")
             if not report:
                 where = f"{bank['foundation_id']} ({bank['seed']})"
-                table.add([where, mode["name"], "not compacted", "-", "-", "-", "-"])
+                table.add([where, mode["name"], "not compacted", "-", "-", "-", "-"] + (["-"] if latency else []))
                 continue
             kept = ", ".join(f"{k}/{n}" for k, n in zip(report["kept"], report["units"], strict=True))
             table.add([
@@ -87,8 +256,15 @@ def bank_table(banks: Sequence[Mapping[str, Any]]) -> Table | None:
                 f"{report['differ']} of {report['digits']} "
                 f"({report['differ_dropped_fired']} where a dropped unit fired)",
                 f"{report['accuracy_dense']:.3f} / {report['accuracy_compact']:.3f}",
-            ])  # fmt: skip
+            ] + ([_latency_cell(report)] if latency else []))  # fmt: skip
     return table
+
+
+def _latency_cell(report: Mapping[str, Any]) -> str:
+    reading = report.get("latency")
+    if not isinstance(reading, Mapping) or not {"batch_1", "batch_256"} <= set(reading):
+        return "-"
+    return f"x{reading['batch_1']['ratio']:.2f} / x{reading['batch_256']['ratio']:.2f}"
 
 
 def limits_table(limits: limits_module.LimitsMap) -> Table:
@@ -108,10 +284,13 @@ def limits_table(limits: limits_module.LimitsMap) -> Table:
     return table
 
 
-def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry]) -> dict[str, Any]:
-    """Neurons per mode and the intervention (`analysis.per_mode.mode_analysis.ModeAnalysis`), or why not."""
+def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry], label: str = "") -> dict[str, Any]:
+    """Neurons per mode and the intervention (`analysis.per_mode.mode_analysis.ModeAnalysis`), or why not;
+    `label` (a budget's) suffixes the figure and table ids."""
     if mode_analysis is None:
-        return {"units": None, "units_why": "no foundation has TauGate adapters of two or more target modes"}
+        where = f" at budget {label}" if label else ""
+        return {"units": None, "units_why": f"no foundation has TauGate adapters of two or more target modes{where}"}
+    suffix = _suffix(label)
     analysis = mode_analysis
     parameters = analysis.parameters
     seeds = len(analysis.foundations)
@@ -125,19 +304,19 @@ def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry]) -> dict[s
             f"foundation). Per target, the adapter is the trial with the best hard-gated validation accuracy."
         ),
         "jaccard_figure": figure(
-            "modes-jaccard",
+            "modes-jaccard" + suffix,
             f"Overlap (Jaccard) of the units each mode keeps on, mean over {seeds} seed(s)",
             lambda path: mode_plots.plot_jaccard(analysis.jaccard_mean, path),
             "no unit sets",
         ),  # fmt: skip
-        "jaccard_table": jaccard_table(analysis),
+        "jaccard_table": jaccard_table(analysis, suffix),
         "core_figure": figure(
-            "modes-core-by-gap",
+            "modes-core-by-gap" + suffix,
             "Shared core against the angle between two modes",
             lambda path: mode_plots.plot_core_by_gap(analysis.core_by_gap, path),
             "no pair of modes",
         ),  # fmt: skip
-        "core_table": core_table(analysis),
+        "core_table": core_table(analysis, suffix),
         "intervention_definition": (
             f"For each mode, its attributed units (the {parameters['attributed_fraction']:.0%} of hidden units of its "
             f"set it uses most beyond the other modes: rate on its digits minus the mean rate of the other modes, "
@@ -147,29 +326,29 @@ def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry]) -> dict[s
             f"draws). Rule: {parameters['causal_rule']}."
         ),
         "intervention_figure": figure(
-            "modes-intervention",
+            "modes-intervention" + suffix,
             "Own-mode accuracy drop: attributed units vs a random control of the same size",
             lambda path: mode_plots.plot_intervention(analysis.summary, path),
             "no mode has attributed units",
         ),  # fmt: skip
-        "intervention_table": intervention_table(analysis),
+        "intervention_table": intervention_table(analysis, suffix),
         "findings": findings(analysis),
         "notes": [note for note in analysis.notes if "skipped" in note],
     }
     return {"units": units, "units_why": ""}
 
 
-def jaccard_table(analysis: Any) -> Table:
+def jaccard_table(analysis: Any, suffix: str = "") -> Table:
     matrix, std = analysis.jaccard_mean, analysis.jaccard_std
-    table = Table("modes-jaccard-table", ["mode", *(degrees(a) for a in matrix.columns)])
+    table = Table("modes-jaccard-table" + suffix, ["mode", *(degrees(a) for a in matrix.columns)])
     for angle in matrix.index:
         table.add([degrees(angle), *(plus_minus(matrix.loc[angle, b], std.loc[angle, b], 2) for b in matrix.columns)])
     return table
 
 
-def core_table(analysis: Any) -> Table:
-    table = Table("modes-core-table", ["angle between modes", "mode pairs (all seeds)", "Jaccard mean (min-max)",
-                                       "shared units mean (min-max)"])  # fmt: skip
+def core_table(analysis: Any, suffix: str = "") -> Table:
+    table = Table("modes-core-table" + suffix, ["angle between modes", "mode pairs (all seeds)",
+                                                "Jaccard mean (min-max)", "shared units mean (min-max)"])  # fmt: skip
     for _, row in analysis.core_by_gap.iterrows():
         table.add([degrees(row["gap"]), int(row["pairs"]),
                    f"{row['jaccard_mean']:.3f} ({row['jaccard_min']:.3f}-{row['jaccard_max']:.3f})",
@@ -177,10 +356,10 @@ def core_table(analysis: Any) -> Table:
     return table
 
 
-def intervention_table(analysis: Any) -> Table:
+def intervention_table(analysis: Any, suffix: str = "") -> Table:
     counts = analysis.unit_counts.groupby("mode")[["active", "specific", "attributed", "common_core"]].mean()
     table = Table(
-        "modes-intervention-table",
+        "modes-intervention-table" + suffix,
         ["silenced mode", "units in its set", "exclusive units", "units silenced", "own drop, attributed (mean ± std)",
          "own drop, random control (mean ± std)", "drop on the other modes (attributed)", "causal?"],
     )  # fmt: skip

@@ -18,6 +18,7 @@ from analysis.aggregate.sparsity_budget import (
     DOMINANCE_RULE,
     SATURATION_RULE,
     TARGET_RULE,
+    UNMATCHED,
     compare_dual_sweep,
     saturation,
     target_outcomes,
@@ -143,6 +144,10 @@ def _dual_sweep(rows: pd.DataFrame, accuracy: str, target: str, tag: str) -> dic
         f"acc {target} dual / sweep ({tag}{CI})", "Δ acc [± combined 95%]", "outcome", "trials dual / sweep",
     ])  # fmt: skip
     for _, pair in result.pairs.iterrows():
+        if pair["outcome"] == UNMATCHED:
+            table.add([pair["budget"], pair["dual"], "-", f"{fmt(pair['dual_ratio'])} / -", "-", "-", pair["outcome"],
+                       f"{pair['dual_trials']} / -"])  # fmt: skip
+            continue
         table.add([
             pair["budget"], pair["dual"], pair["sweep"],
             f"{plus_minus(pair['dual_ratio'], pair['dual_ratio_ci95'])} / "
@@ -159,7 +164,8 @@ def _dual_sweep(rows: pd.DataFrame, accuracy: str, target: str, tag: str) -> dic
         verdict = (
             f"the {result.dominant} front dominates" if result.dominant != "neither" else "neither front dominates"
         )
-        text = f"Over {len(result.pairs)} matched pairs (trials: {trials}), {verdict}."
+        compared = int((result.pairs["outcome"] != UNMATCHED).sum())
+        text = f"Over {compared} compared pairs (trials in the compared budgets: {trials}), {verdict}."
     return {"dual_rule": DOMINANCE_RULE, "dual_table": table, "dual_text": text}
 
 

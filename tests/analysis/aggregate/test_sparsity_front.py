@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate.sparsity_budget import compare_dual_sweep, saturation, target_outcomes
+from analysis.aggregate.sparsity_budget import UNMATCHED, compare_dual_sweep, saturation, target_outcomes
 from analysis.aggregate.sparsity_front import (
     DUAL,
     SWEEP,
@@ -97,5 +97,14 @@ def test_dual_against_sweep_names_the_dominating_front(shift: float, dominant: s
             point(25, 1.0, 0.50, 0.893 + shift, sparsity_target=0.5)]  # fmt: skip
     result = compare_dual_sweep(sparsity_front(statistics(SWEEP_25 + dual)).table, "acc_45")
     assert result.dominant == dominant
-    assert result.trials == {DUAL: 10, SWEEP: 10}  # equal trials: one sweep partner per dual configuration
+    assert result.trials == {DUAL: 10, SWEEP: 25}  # every trial of the compared budget
     assert set(result.pairs["sweep"]) == {"taugate λ=1", "taugate λ=0.3"}  # the partners nearest in ratio
+
+
+def test_a_dual_point_far_from_every_lambda_point_is_not_compared() -> None:
+    """0.6 lies 0.1 from the sweep's nearest ratio (0.50, 0.72): it is not compared, whatever its accuracy."""
+    dual = [point(25, 1.0, 0.33, 0.905, sparsity_target=0.33), point(25, 1.0, 0.61, 0.5, sparsity_target=0.6)]
+    result = compare_dual_sweep(sparsity_front(statistics(SWEEP_25 + dual)).table, "acc_45")
+    outcomes = dict(zip(result.pairs["dual"], result.pairs["outcome"], strict=True))
+    assert outcomes == {"taugate λ=1 r*=0.33": f"{DUAL} dominates", "taugate λ=1 r*=0.6": UNMATCHED}
+    assert result.dominant == DUAL  # the far, inaccurate point counts for neither front

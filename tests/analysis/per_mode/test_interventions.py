@@ -191,14 +191,15 @@ TINY = {"method": "taugate", "hidden": [16, 16], "foundation_epochs": 1, "epochs
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory) -> Path:
-    """Targets 0, 45 (twice: two lambdas) and 90 on one foundation; a diverged trial; a LoRA trial
-    and a second seed's foundation with a single target (both without files: never loaded)."""
+    """Targets 0, 45 (twice: two candidates of one budget) and 90 on one foundation; a diverged trial; a LoRA
+    trial and a second seed's foundation with a single target (both without files: never loaded). Several
+    budgets: tests/study/test_modes_budgets.py."""
     study = tmp_path_factory.mktemp("modes") / "study"
     config = parse_config(TINY)
     modes = load_modes(config, torch.device("cpu"))
     foundation = train_foundation(config, modes)
     save_foundation(foundation, study / "foundations" / f"{config.foundation_id()}.safetensors")
-    for key, target, weight in (("t0", 0, 0.0), ("t45a", 45, 0.0), ("t45b", 45, 0.05), ("t90", 90, 0.0)):
+    for key, target, weight in (("t0", 0, 0.0), ("t45a", 45, 0.0), ("t45b", 45, 0.0), ("t90", 90, 0.0)):
         trial = TINY | {"target_angle": target, "sparsity_weight": weight}
         metrics = run_trial(trial, foundation=lambda c, m: foundation, artifact_dir=study / "trials" / key)
         record_trial(study, key, trial, metrics)
@@ -213,8 +214,8 @@ def metrics_of(study: Path, key: str) -> dict:
 
 
 def test_study_analysis_structure_and_invariants(tiny_study: Path, tmp_path: Path):
-    result = analyse_study_modes(tiny_study, draws=3)
-    assert result is not None and result.method == "taugate"
+    (result,) = analyse_study_modes(tiny_study, draws=3)  # one budget: one analysis, unlabelled
+    assert result.method == "taugate" and result.label == ""
     assert result.parameters["draws"] == 3 and result.parameters["threshold"] == 0.5
     (found,) = result.foundations
     angles = [0.0, 45.0, 90.0]
@@ -288,10 +289,10 @@ def test_bad_parameters_are_refused_before_anything_loads(tmp_path: Path, bad: d
         analyse_study_modes(tmp_path, **bad)
 
 
-def test_a_study_without_two_target_modes_gives_none(tmp_path: Path):
+def test_a_study_without_two_target_modes_gives_no_analysis(tmp_path: Path):
     record_trial(tmp_path, "only", TINY | {"target_angle": 45}, {"status": "ok", "val_acc_45_hard": 0.5})
-    assert analyse_study_modes(tmp_path) is None
-    assert analyse_study_modes(tmp_path / "missing") is None
+    assert analyse_study_modes(tmp_path) == []
+    assert analyse_study_modes(tmp_path / "missing") == []
 
 
 def test_a_damaged_adapter_is_an_error_naming_the_file(tiny_study: Path, tmp_path: Path):

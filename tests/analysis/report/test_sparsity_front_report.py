@@ -33,7 +33,7 @@ def test_the_section_names_the_knee_with_its_numbers(mapped) -> None:
     assert f"The knee is {knee['label']} (budget {knee['budget']}" in markdown
     assert f"validation ratio {mean_ci(knee, RATIO)}" in markdown
     assert f"45° {mean_ci(knee, 'acc_45')}, 0° {mean_ci(knee, 'acc_0')}" in markdown
-    assert "Kneedle, validation only" in markdown  # the rule beside the choice
+    assert "knee (validation only)" in markdown  # the rule beside the choice
 
 
 def test_the_section_shows_every_part_with_its_rule(mapped) -> None:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from study.pipeline.mode_banks import build_bank, build_banks
-from tests.support.bank_study import ALL_METHODS, SEED0, SEED1, TINY, make_study
+from tests.support.bank_study import ALL_METHODS, SEED0, SEED0_TRIALS, SEED1, TINY, make_study
 from tests.support.ledger import record_trial
 from trainables.bank.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
 from trainables.bank.disk import load_bank
@@ -27,10 +27,14 @@ from trainables.data import load_modes
 from trainables.formats.checkpoints import load_adapter
 from trainables.methods.taugate.gate import set_hard
 
+# one budget: t45a and t45b are two candidates for taugate@45 (the support study's t45b has another lambda, a
+# budget of its own, which tests/study/test_modes_budgets.py covers)
+ONE_BUDGET = tuple((key, method, angle, 0.0) for key, method, angle, _ in SEED0_TRIALS)
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    return make_study(tmp_path_factory.mktemp("bank") / "study")
+    return make_study(tmp_path_factory.mktemp("bank") / "study", ONE_BUDGET)
 
 
 @pytest.fixture(scope="module")
@@ -493,8 +497,13 @@ def test_compact_nets_are_written_with_the_bank_and_read_back(study: Path, bank_
             assert torch.equal(stored(data[angle].test_x), fresh(data[angle].test_x))
         info = json.loads((bank_dir / bank.mode(name).compact / "compact.json").read_text())
         report = check_compact(bank.model(name), fresh, data[angle].test_x, data[angle].test_y).to_dict()
+        latency = info["report"].pop("latency")  # a timing: its shape, not its value
         assert info["mode"] == name and info["report"] == report
         assert report["differ_unexplained"] == 0
+        assert set(latency) == {"batch_1", "batch_256"}
+        for reading in latency.values():
+            assert reading["dense_seconds"] > 0 and reading["compact_seconds"] > 0
+            assert reading["ratio"] == pytest.approx(reading["compact_seconds"] / reading["dense_seconds"])
 
     net = bank.load_compact("taugate@0")
     folder = save_compact(net, tmp_path / "net", {"mode": "taugate@0"})
