@@ -68,12 +68,13 @@ def gated_configurations(stats: pd.DataFrame, method: str = METHOD) -> pd.DataFr
 
 
 def has_sparsity_front(stats: pd.DataFrame, method: str = METHOD, span: float = MIN_SPAN) -> bool:
-    """True when the table records TauGate's budget (`tau_lr_multiplier`; an older study has no
-    such column) and `method`'s validation ratios span at least `span`: only then is there a front."""
+    """True when the table records TauGate's budget (`tau_lr_multiplier`; an older study has no such
+    column) and `method` has at least 3 configurations whose validation ratios span at least `span`: only
+    then is there a front."""
     if "tau_lr_multiplier" not in stats.columns:
         return False
     ratios = numeric_column(gated_configurations(stats, method), f"{RATIO}_mean").dropna()
-    return len(ratios) >= 2 and float(ratios.max() - ratios.min()) >= span
+    return len(ratios) >= 3 and float(ratios.max() - ratios.min()) >= span
 
 
 def knee_index(ratio: Sequence[float], accuracy: Sequence[float], tolerance: float = KNEE_TOLERANCE) -> int | None:

@@ -17,6 +17,9 @@ def bank(
         list[str] | None, typer.Option(help="taugate|gain_only|threshold_only; repeat for several (default taugate)")
     ] = None,
     foundation: Annotated[str | None, typer.Option(help="build only this foundation's bank (its id)")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="build only this TauGate budget's banks (its label, e.g. dense)")
+    ] = None,
     compact: Annotated[bool, typer.Option(help="write each mode's compact subnetwork beside the bank")] = True,
     log: Annotated[bool, typer.Option(help="log each bank to the study's MLflow parent run as a pyfunc model")] = True,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: the study's own)")] = None,
@@ -27,13 +30,14 @@ def bank(
     from trainables.bank.layout import BankError
 
     try:
-        built = build_banks(study_dir, output, tuple(method or ("taugate",)), foundation, compact)
+        built = build_banks(study_dir, output, tuple(method or ("taugate",)), foundation, compact, budget)
     except BankError as err:
         fail(str(err))
     except OSError as err:
         fail(f"{output or study_dir / 'bank'}: cannot write the bank ({err})")
     for result in built:
-        print(f"bank {result.folder}: foundation {result.foundation_id} (seed {result.seed}), "
+        budget_text = f", budget {result.label}" if result.label else ""
+        print(f"bank {result.folder}: foundation {result.foundation_id} (seed {result.seed}{budget_text}), "
               f"{len(result.modes)} modes")  # fmt: skip
         for name in result.modes:
             chosen = result.selections[name]

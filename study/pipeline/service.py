@@ -67,6 +67,8 @@ def log_banks(built, study_dir: Path, tracking_uri: str | None, console: Console
 
     for result in built:
         name = "mode_bank" if len(built) == 1 else f"mode_bank_seed{result.seed}"
+        if result.label and len(built) > 1:  # several budgets: one bank of each per seed
+            name += f"_{result.label}"
         try:
             uri = log_bank_model(result.folder, study_dir, tracking_uri, artifact_path=name)
         except Exception as err:  # noqa: BLE001 - the bank is on disk; tracking is best effort
