@@ -221,3 +221,16 @@ def test_compact_cells_sum_and_range_the_constructed_reports():
     )
     assert cells["compact: latency compact / dense at batch 1"] == "x0.70 (100 → 70 µs, median of 2 modes)"
     assert cells["compact: latency compact / dense at batch 256"].startswith("x0.50 (1000 → 500 µs")
+
+
+def test_taugate_bank_builds_one_budget_and_refuses_an_unknown_one_naming_the_budgets(two_budgets: Path, tmp_path):
+    from tests.support.cli import taugate
+
+    refused = taugate("bank", str(two_budgets), "--output", str(tmp_path / "none"), "--budget", "sparse", "--no-log")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "budget 'sparse' is not one of the study's: dense (sparsity_weight 0)" in refused.stderr
+    built = taugate("bank", str(two_budgets), "--output", str(tmp_path / "banks"), "--budget", "dense",
+                    "--no-compact", "--no-log")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert f"foundation {SEED0} (seed 0, budget dense), 3 modes" in built.stdout
+    assert sorted(p.name for p in (tmp_path / "banks").iterdir()) == [f"{SEED0}-dense"]
