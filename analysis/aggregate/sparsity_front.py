@@ -64,7 +64,8 @@ def gated_configurations(stats: pd.DataFrame, method: str = METHOD) -> pd.DataFr
     rows["budget"] = [budget_label(row, columns) for _, row in rows.iterrows()]
     requested = numeric_column(rows, TARGET).notna()
     rows["source"] = np.where(requested, DUAL, SWEEP)
-    return rows.sort_values(["budget", f"{RATIO}_mean"], kind="stable").reset_index(drop=True)
+    # budgets in the order of their values (x5 before x25), then by ratio
+    return rows.sort_values([*columns, f"{RATIO}_mean"], kind="stable", na_position="first").reset_index(drop=True)
 
 
 def has_sparsity_front(stats: pd.DataFrame, method: str = METHOD, span: float = MIN_SPAN) -> bool:

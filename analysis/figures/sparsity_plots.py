@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from analysis.aggregate.sparsity_front import DUAL, LAMBDA, RATIO, REFERENCE_METHODS, SWEEP, SparsityFront
 from analysis.figures.canvas import _PALETTE, _save, _values, method_colour
@@ -108,6 +109,9 @@ def plot_lambda_saturation(rows: pd.DataFrame, path: Path) -> Path | None:
         bound = np.geomspace(float(step[keep].min()), float(step[keep].max()), 50)
         ax.plot(bound, bound, ":", color="black", lw=0.9, label="displacement = step budget (Adam's bound)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow decade would label every minor tick
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.set_xticks(sorted({float(v) for v in step[keep]}))
         if (moved[keep] > 0).all():
             ax.set_yscale("log")
         else:  # some tau moved down (gates opening): symlog keeps 0 and the negative side on the axis
