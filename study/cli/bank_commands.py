@@ -51,6 +51,10 @@ def bank(
                     f"predicted otherwise than the dense net ({found['differ_dropped_fired']} of them where a "
                     f"dropped unit fired; dropped units fired on {found['dropped_fired']} digits)"
                 )
+                if forced := found.get("forced"):
+                    line += (f"; forced to {forced['keep']:.0%} of units: {forced['differ']}/{forced['digits']} "
+                             f"digits predicted otherwise, accuracy {forced['accuracy_dense']:.3f} -> "
+                             f"{forced['accuracy_compact']:.3f}")  # fmt: skip
             print(line)
         for note in result.notes:
             if "skipped" in note:

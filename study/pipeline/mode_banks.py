@@ -18,7 +18,10 @@ first trial key. The choice (metric, value, every candidate's value) is recorded
 
 With `compact=True` each mode also gets its compact subnetwork (`trainables.bank.compact.compact`): units are
 dropped on the mode's training digits and the compact net is checked on its test digits; its report also
-holds a short latency reading against the trial's own hard-gated model at batch 1 and 256 (`latency`).
+holds a short latency reading against the trial's own hard-gated model at batch 1 and 256 (`latency`), and
+`forced`: the same check for the subnetwork forced to `FORCED_KEEP` of each hidden layer's units (the ones
+firing on the most training digits, `compact(..., keep=FORCED_KEEP)`), a measurement only (its weights are not
+saved): what reaching that unit budget costs in test digits predicted otherwise and in accuracy.
 Everything is read and computed before anything is written: a refused study leaves no folder behind.
 """
 
@@ -43,6 +46,7 @@ from analysis.table.load import (
 )
 from trainables import registry
 from trainables.bank.compact import CompactMLP, check_compact, measure_latency
+from trainables.bank.compact import compact as compact_at
 from trainables.bank.disk import save_bank
 from trainables.bank.layout import COMPACT_INDEX, BankError
 from trainables.bank.store import BankMode, assemble, mode_name, read_foundation, read_mode
@@ -55,6 +59,11 @@ TRIALS_DIR, CONFIG_FILE, METRICS_FILE, FOUNDATIONS_DIR, ADAPTER_DIR = (
     "trials", "config.json", "metrics.json", "foundations", "adapter",
 )  # fmt: skip
 BANK_DIR = "bank"  # `taugate bank STUDY` writes STUDY/bank/<foundation id>/ (several budgets: <id>-<label>/)
+FORCED_KEEP = 0.5  # the unit budget each mode's compact report also measures (`forced`: a fraction of each layer)
+FORCED_RULE = (
+    "per hidden layer the ceil({keep:g} x width) units whose hard-gated activation is non-zero on the most of the "
+    "mode's training digits (ties: the lower unit index); the others are dropped even where they fire"
+)
 
 
 def bank_folder_name(foundation_id: str, label: str = "") -> str:
@@ -253,8 +262,18 @@ def _prepare(study_dir: Path, plan: _Plan, compact: bool, notes: list[str]):
             own = load_adapter(foundation, adapters[mode.name]).eval()
             set_hard(own, True)
             report["latency"] = measure_latency(own, net, digits.test_x)
+            report["forced"] = forced_report(model, digits.train_x, digits.test_x, digits.test_y)
             compacts[mode.name] = (net, report)
     return bank, compacts, base.seed
+
+
+def forced_report(
+    model: Any, train_x: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, keep: float = FORCED_KEEP
+) -> dict[str, Any]:
+    """The check of the mode's subnetwork forced to `keep` of each hidden layer's units (`FORCED_RULE`):
+    `CompactReport.to_dict()` plus `keep` and `rule`. Not saved as a network."""
+    net = compact_at(model, train_x, keep=keep)
+    return check_compact(model, net, test_x, test_y).to_dict() | {"keep": keep, "rule": FORCED_RULE.format(keep=keep)}
 
 
 def build_banks(

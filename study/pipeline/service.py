@@ -4,6 +4,7 @@ tracking is unreachable. The CLI runs the trials (`study.tune.runner.execute`), 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -67,8 +68,8 @@ def log_banks(built, study_dir: Path, tracking_uri: str | None, console: Console
 
     for result in built:
         name = "mode_bank" if len(built) == 1 else f"mode_bank_seed{result.seed}"
-        if result.label and len(built) > 1:  # several budgets: one bank of each per seed
-            name += f"_{result.label}"
+        if result.label and len(built) > 1:  # several budgets: one bank of each per seed (MLflow names take no ".")
+            name += "_" + re.sub(r"[^A-Za-z0-9_-]", "_", result.label)
         try:
             uri = log_bank_model(result.folder, study_dir, tracking_uri, artifact_path=name)
         except Exception as err:  # noqa: BLE001 - the bank is on disk; tracking is best effort

@@ -43,8 +43,8 @@ class MethodSpec(Strict):
     lr: float | None = Field(None, gt=0)
     lr_scale: float | list[float] | None = Field(None, description="the method's own lr multiplier (an axis if a list)")
     epochs: int | list[int] | None = Field(None, description="the method's own epochs (an axis if a list)")
-    also: list[MethodSpec] = Field(
-        default_factory=list,
+    also: list[MethodSpec] | None = Field(
+        None,
         description="further grids of the same method, each with its own axes (e.g. TauGate's lambda sweep under "
         "one budget and its sparsity targets under another); a field a grid leaves out is the method's default",
     )
@@ -97,14 +97,14 @@ class MethodSpec(Strict):
 
     @field_validator("also")
     @classmethod
-    def _flat(cls, grids: list[MethodSpec]) -> list[MethodSpec]:
-        if any(grid.also for grid in grids):
+    def _flat(cls, grids: list[MethodSpec] | None) -> list[MethodSpec] | None:
+        if any(grid.also for grid in grids or ()):
             raise ValueError("a grid under `also` cannot have its own `also`: list every grid once")
         return grids
 
     def grids(self) -> list[MethodSpec]:
         """The method's grids: its own axes, then each of `also`."""
-        return [self, *self.also]
+        return [self, *(self.also or ())]
 
     def budget(self) -> dict[str, list]:
         """The method's own budget axes (`BUDGET_FIELDS` it sets), each as a list of values."""

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.per_mode.mode_analysis import analyse_study_modes
 from analysis.report.document import write_report
-from analysis.report.sections.modes_section import compact_cells, modes_section
+from analysis.report.sections.modes_section import compact_cells, forced_summary, modes_section
 from analysis.table.load import (
     LedgerTrial,
     budget_labels,
@@ -174,13 +174,24 @@ def test_the_report_sets_the_budgets_side_by_side(two_budgets: Path, tmp_path: P
                 "validation high-activation ratio", "compact: hidden units kept per layer",
                 "compact: parameters / dense", "compact: multiply-adds / dense",
                 "compact: test digits predicted otherwise", "latency compact / dense at batch 1",
-                "latency compact / dense at batch 256"):  # fmt: skip
+                "latency compact / dense at batch 256", "forced to 50% of units: parameters / multiply-adds",
+                "forced to 50% of units: test digits predicted otherwise",
+                "forced to 50% of units: test accuracy dense / compact"):  # fmt: skip
         line = next(line for line in table.splitlines() if line.startswith("| ") and row in line)
         assert line.count("|") == 4 and " - |" not in line, line  # a value for both budgets
+    forced = next(line for line in table.splitlines() if "forced to 50% of units: test digits" in line)
+    assert re.fullmatch(r"\| [^|]+ \| [\d,]+ of 3,000 \| [\d,]+ of 3,000 \|", forced), forced  # 3 modes x 1,000
+    assert "per hidden layer the ceil(0.5 x width) units" in table.split("| quantity", 1)[0]  # the rule, stated
     for label in LABELS:
         assert f"### Budget {label}: neurons per mode" in markdown
         assert f"### Budget {label}: compact per-mode subnetworks" in markdown
         assert f'id="modes-jaccard-table-{label}"' in html and f'id="modes-bank-table-{label}"' in html
+        part = markdown.split(f"### Budget {label}: compact per-mode subnetworks", 1)[1]
+        assert re.search(r"\nForced to 50% of units \(units kept per layer 8/16, 8/16; per hidden layer .*\): "
+                         r"[\d,]+ of 3,000 test digits predicted otherwise than the dense hard-gated model; test "
+                         r"accuracy dense / compact 0\.\d{3} / 0\.\d{3} \([+-]0\.\d{3}\), mean over 3 \(mode, seed\) "
+                         r"pairs", part)  # fmt: skip
+        assert f'id="modes-forced-{label}"' in html
     assert "figures/modes-jaccard-budgets.png" in markdown and "figures/modes-intervention-budgets.png" in markdown
     assert (tmp_path / "report" / "figures" / "modes-jaccard-budgets.png").stat().st_size > 0
     assert "### Neurons per mode" not in markdown  # the single-budget layout is not repeated
@@ -197,9 +208,34 @@ def test_a_single_budget_report_is_laid_out_as_before(one_budget: Path, tmp_path
     assert 'id="modes-jaccard-table"' in html and 'id="modes-bank-table"' in html
     header = next(line for line in markdown.splitlines() if line.startswith("| foundation (seed)"))
     assert "latency" not in header  # the single-budget bank table keeps its columns
+    assert "forced to 50% of units: test digits predicted otherwise" in header
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "taugate@" in line]
+    assert len(rows) == 3 and all(re.search(r"\| \d+ of 1000 \| 0\.\d{3} / 0\.\d{3} \|$", r) for r in rows), rows
+    assert re.search(r"\nForced to 50% of units \(units kept per layer 8/16, 8/16;.*mean over 3 \(mode, seed\) pairs",
+                     markdown)  # fmt: skip
+    assert 'id="modes-forced"' in html
     section = modes_section(load_tune(study), {"spec": {"angles": [0, 45]}}, analyse_study_modes(study, draws=2),
                             lambda *args: None, bank_summaries(study))  # fmt: skip
     assert section["budgets"] == [] and section["units"] is not None and section["bank_table"] is not None
+
+
+def test_a_bank_built_before_the_forced_check_reports_a_dash(two_budgets: Path, tmp_path: Path):
+    study = Path(shutil.copytree(two_budgets, tmp_path / "study"))
+    build_banks(study)
+    for index in study.glob("bank/*/compact/*/compact.json"):  # as a bank built before the forced check
+        info = json.loads(index.read_text())
+        del info["report"]["forced"]
+        index.write_text(json.dumps(info))
+    markdown, html = report_of(study, tmp_path / "report")
+    table = markdown.split("### TauGate budgets side by side", 1)[1]
+    for row in ("forced to 50% of units: test digits predicted otherwise",
+                "forced to 50% of units: test accuracy dense / compact"):  # fmt: skip
+        line = next(line for line in table.splitlines() if line.startswith("| ") and row in line)
+        assert line.endswith("| - | - |"), line
+    assert "compact: test digits predicted otherwise" in table  # the exact compact rows are still there
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "taugate@" in line]
+    assert len(rows) == 6 and all(r.endswith("| - | - |") for r in rows)
+    assert markdown.count("Forced to 50% of units: - (not measured when the bank was built") == 2
 
 
 def test_compact_cells_sum_and_range_the_constructed_reports():
@@ -221,6 +257,29 @@ def test_compact_cells_sum_and_range_the_constructed_reports():
     )
     assert cells["compact: latency compact / dense at batch 1"] == "x0.70 (100 → 70 µs, median of 2 modes)"
     assert cells["compact: latency compact / dense at batch 256"].startswith("x0.50 (1000 → 500 µs")
+    for name in ("parameters / multiply-adds vs dense", "test digits predicted otherwise than the dense "
+                 "hard-gated model", "test accuracy dense / compact (difference)"):  # fmt: skip
+        assert cells[f"forced to 50% of units: {name}"] == "-"  # no report records the forced check
+
+    def forced(differ: int, accuracy: float, ratio: float) -> dict:
+        return {"keep": 0.5, "kept": [64, 64], "units": [128, 128], "digits": 1000, "differ": differ,
+                "accuracy_dense": 0.9, "accuracy_compact": accuracy, "parameter_ratio": ratio,
+                "mac_ratio": ratio}  # fmt: skip
+
+    reports = [report([64, 32], 400, 380, 0, 0, 0.8) | {"forced": forced(300, 0.6, 0.46)},
+               report([32, 64], 200, 190, 3, 2, 0.6) | {"forced": forced(100, 0.8, 0.44)},
+               report([32, 64], 200, 190, 3, 2, 0.6)]  # fmt: skip
+    cells = compact_cells(reports)
+    assert cells["forced to 50% of units: parameters / multiply-adds vs dense"] == "0.450 / 0.450"
+    assert cells["forced to 50% of units: test digits predicted otherwise than the dense hard-gated model"] == (
+        "400 of 2,000 (1 modes not measured)"
+    )
+    assert cells["forced to 50% of units: test accuracy dense / compact (difference)"] == (
+        "0.900 / 0.700 (-0.200), mean over 2 (mode, seed) pairs"
+    )
+    assert forced_summary(reports).startswith(
+        "Forced to 50% of units (units kept per layer 64/128, 64/128; per hidden layer the ceil(0.5 x width) units"
+    )
 
 
 def test_taugate_bank_builds_one_budget_and_refuses_an_unknown_one_naming_the_budgets(two_budgets: Path, tmp_path):

@@ -3,10 +3,15 @@
 Units whose hard-gated activation is zero on every one of the mode's training digits are dropped and
 the mode's gamma is folded into the next layer's weights, so the mode becomes a smaller dense MLP
 (plain Linear layers and a threshold per kept unit), saved as safetensors + JSON beside its bank.
+
+`compact(model, train_x, keep=f)` forces a unit budget instead: per hidden layer only the ceil(f * width)
+units that fire on the most training digits are kept (ties: the lower unit index), the rest dropped even
+where they fire; `check_compact` then counts what that costs on test digits.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -73,25 +78,52 @@ class CompactMLP(nn.Module):
 
 
 @torch.no_grad()
+def firing_counts(model: BankedMLP, x: torch.Tensor, chunk: int = 8192) -> list[torch.Tensor]:
+    """Per hidden layer, a [width] int64: on how many of the digits `x` the unit's hard-gated activation
+    gamma * 1[z > tau] * relu(z) is non-zero (the unit fires), under the model's active mode."""
+    with hard_gates(model):
+        counts = [torch.zeros(len(g.tau[0]), dtype=torch.int64, device=x.device) for g in model.gates]
+        for start in range(0, len(x), chunk):
+            _, activations = model.trace(x[start : start + chunk])
+            counts = [seen + (a != 0).sum(0) for seen, a in zip(counts, activations, strict=True)]
+        return counts
+
+
 def open_units(model: BankedMLP, x: torch.Tensor, chunk: int = 8192) -> list[torch.Tensor]:
     """Per hidden layer, a [width] bool: the unit's hard-gated activation gamma * 1[z > tau] * relu(z) is
     non-zero on at least one of the digits `x`, under the model's active mode."""
-    with hard_gates(model):
-        opened = [torch.zeros(len(g.tau[0]), dtype=torch.bool, device=x.device) for g in model.gates]
-        for start in range(0, len(x), chunk):
-            _, activations = model.trace(x[start : start + chunk])
-            opened = [seen | (a != 0).any(0) for seen, a in zip(opened, activations, strict=True)]
-        return opened
+    return [count > 0 for count in firing_counts(model, x, chunk)]
+
+
+def kept_units(counts: Sequence[torch.Tensor], keep: float | None = None) -> list[torch.Tensor]:
+    """Per hidden layer, the kept units' positions (ascending) from their firing counts: every unit that
+    fires at least once (`keep` None), or the ceil(keep * width) units that fire most often, ties broken
+    by the lower unit index (`keep` in (0, 1]), whether or not the others ever fire."""
+    if keep is None:
+        return [torch.nonzero(count > 0).flatten().cpu() for count in counts]
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    kept = []
+    for count in counts:
+        width = len(count)
+        size = min(width, max(1, math.ceil(keep * width - 1e-9)))  # 1e-9: 0.3 * 10 is 3, not 4
+        order = torch.sort(-count.cpu(), stable=True).indices  # most firing first, equal counts by index
+        kept.append(order[:size].sort().values)
+    return kept
 
 
 @torch.no_grad()
-def compact(model: BankedMLP, train_x: torch.Tensor) -> CompactMLP:
+def compact(model: BankedMLP, train_x: torch.Tensor, keep: float | None = None) -> CompactMLP:
     """The active mode's compact subnetwork: hidden units whose hard-gated activation is zero on every
     training digit `train_x` are dropped; gamma folds into the next layer (W_next[:, kept] * gamma[kept]);
     each kept unit keeps its threshold. On a digit where no dropped unit would have fired the result is
-    the dense hard-gated model's up to the rounding of the fold (`check_compact` counts both)."""
+    the dense hard-gated model's up to the rounding of the fold (`check_compact` counts both).
+
+    `keep` (a fraction in (0, 1]) forces a unit budget: per hidden layer the ceil(keep * width) units that
+    fire on the most training digits are kept (ties: the lower index) and the others dropped even where
+    they fire (`kept_units`); None keeps exactly the units that ever fire."""
     row = model.active
-    kept = [torch.nonzero(mask).flatten().cpu() for mask in open_units(model, train_x)]
+    kept = kept_units(firing_counts(model, train_x), keep)
     linears = list(model.layers)
     net = CompactMLP(linears[0].in_features, kept, linears[-1].out_features)
     previous: torch.Tensor | None = None  # the kept units feeding this layer (None: every input)

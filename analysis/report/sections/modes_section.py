@@ -9,6 +9,11 @@ A study that trains TauGate at several budgets (dense, and at a sparsity target)
 bank per budget (`analyse_study_modes`, `study.pipeline.mode_banks`): the section then sets the budgets side by
 side (one comparison table, the Jaccard matrices and the interventions in one figure each) and gives each budget
 its own unit sets, intervention and compact subnetworks. A study with one budget renders as it always did.
+
+Beside each exact compact subnetwork (the units a mode never opens dropped) the bank records the one forced to a
+unit budget (`study.pipeline.mode_banks.FORCED_KEEP` of each hidden layer, the units firing most often): the
+section shows what reaching that budget costs, test digits predicted otherwise and accuracy against the dense
+hard-gated model, per budget. A bank built before that has no `forced` entry: its cells read "-".
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from analysis.figures import mode_plots
 from analysis.per_mode import limits as limits_module
 from analysis.report.sections.blocks import FigureEntry, Table, fmt, plus_minus
 from analysis.table.study_modes import DEFAULT_ANGLES, degrees
+
+FORCED_KEEP = 0.5  # the unit budget named when no compact report records its own (`mode_banks.FORCED_KEEP`)
 
 NOT_A_MODES_STUDY = (
     "This study specialises to one target angle. A modes study gives `target_angle` a list (and `eval_angles` for "
@@ -69,9 +76,10 @@ def modes_section(
     if len(labels) <= 1:
         section |= units_part(analyses[0] if analyses else None, figure)
         section["bank_table"] = bank_table(banks)
+        section["forced"] = forced_summary(_compact_reports(banks)) if banks else ""
         section["budgets"] = []
         return section
-    section |= {"units": None, "units_why": "", "bank_table": None}
+    section |= {"units": None, "units_why": "", "bank_table": None, "forced": ""}
     section |= budgets_part(analyses, banks, labels, figure)
     return section
 
@@ -104,6 +112,7 @@ def budgets_part(
         parts.append({
             "label": label, "description": descriptions.get(label, ""), **units,
             "bank_table": bank_table(banks_of[label], label, latency=True),
+            "forced": forced_summary(_compact_reports(banks_of[label])) if banks_of[label] else "",
         })  # fmt: skip
     matrices = {label: by_label[label].jaccard_mean for label in labels if label in by_label}
     summaries = {label: by_label[label].summary for label in labels if label in by_label}
@@ -118,7 +127,8 @@ def budgets_part(
             "units a mode's hard gate never opens on its training digits are dropped; test digits predicted "
             "otherwise are counted against the dense hard-gated model with the same adapter. Latency: compact over "
             "dense seconds per forward pass, median over modes of a short in-process reading taken when the bank "
-            "was built (benchmarks/bank_switching.py measures longer)."
+            "was built (benchmarks/bank_switching.py measures longer). Forced: " + forced_rule(banks) + "; its rows "
+            "give what reaching that unit budget costs against the same dense hard-gated model."
         ),
         "budget_table": budget_table(labels, by_label, banks_of, descriptions),
         "budget_jaccard_figure": figure(
@@ -206,7 +216,79 @@ def compact_cells(reports: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             f"{np.mean([r['accuracy_compact'] for r in reports]):.3f}",
         "compact: latency compact / dense at batch 1": _latency(reports, 1),
         "compact: latency compact / dense at batch 256": _latency(reports, 256),
+    } | forced_cells(reports)  # fmt: skip
+
+
+def _forced(reports: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The compact reports' `forced` entries (the subnetworks forced to a unit budget), where recorded."""
+    return [r["forced"] for r in reports if isinstance(r.get("forced"), Mapping)]
+
+
+def _keep(forced: Sequence[Mapping[str, Any]]) -> float:
+    return float(forced[0].get("keep", FORCED_KEEP)) if forced else FORCED_KEEP
+
+
+def forced_rule(banks: Sequence[Mapping[str, Any]]) -> str:
+    """Which units the forced subnetwork keeps, as the banks recorded it (the default rule otherwise)."""
+    return _rule(_forced(_compact_reports(banks)))
+
+
+def _rule(forced: Sequence[Mapping[str, Any]]) -> str:
+    if forced and forced[0].get("rule"):
+        return str(forced[0]["rule"])
+    return (f"per hidden layer the ceil({_keep(forced):g} x width) units whose hard-gated activation is non-zero on "
+            "the most of the mode's training digits (ties: the lower unit index); the others are dropped even where "
+            "they fire")  # fmt: skip
+
+
+def _forced_accuracy(forced: Sequence[Mapping[str, Any]]) -> str:
+    pairs = [(f["accuracy_dense"], f["accuracy_compact"]) for f in forced
+             if f.get("accuracy_dense") is not None and f.get("accuracy_compact") is not None]  # fmt: skip
+    if not pairs:
+        return "-"
+    dense, small = (float(np.mean(values)) for values in zip(*pairs, strict=True))
+    return f"{dense:.3f} / {small:.3f} ({small - dense:+.3f}), mean over {len(pairs)} (mode, seed) pairs"
+
+
+def forced_cells(reports: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The subnetworks forced to the unit budget (`forced`) as the comparison table's cells, by row name: "-"
+    where no report records one (a bank built before the forced check)."""
+    forced = _forced(reports)
+    head = f"forced to {_keep(forced):.0%} of units"
+    if not forced:
+        names = ("parameters / multiply-adds vs dense", "test digits predicted otherwise than the dense hard-gated "
+                 "model", "test accuracy dense / compact (difference)")  # fmt: skip
+        return {f"{head}: {name}": "-" for name in names}
+    missing = f" ({len(reports) - len(forced)} modes not measured)" if len(forced) < len(reports) else ""
+    return {
+        f"{head}: parameters / multiply-adds vs dense":
+            f"{np.mean([f['parameter_ratio'] for f in forced]):.3f} / {np.mean([f['mac_ratio'] for f in forced]):.3f}",
+        f"{head}: test digits predicted otherwise than the dense hard-gated model":
+            f"{sum(f['differ'] for f in forced):,} of {sum(f['digits'] for f in forced):,}{missing}",
+        f"{head}: test accuracy dense / compact (difference)": _forced_accuracy(forced),
     }  # fmt: skip
+
+
+def forced_summary(reports: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: what forcing every mode's subnetwork to the unit budget costs (or that no bank measured it)."""
+    forced = _forced(reports)
+    head = f"Forced to {_keep(forced):.0%} of units"
+    if not forced:
+        return f"{head}: - (not measured when the bank was built; `taugate bank STUDY` rebuilds it and measures it)."
+    widths = {(tuple(f["kept"]), tuple(f["units"])) for f in forced}
+    if len(widths) == 1:  # the same widths everywhere (one architecture): say them
+        ((kept_widths, units),) = widths
+        kept = ", ".join(f"{k}/{n}" for k, n in zip(kept_widths, units, strict=True))
+    else:
+        kept = "; ".join(_range([f["kept"][i] / f["units"][i] for f in forced], 0, 100, "%")
+                         for i in range(len(forced[0]["kept"])))  # fmt: skip
+    return (
+        f"{head} (units kept per layer {kept}; {_rule(forced)}): "
+        f"{sum(f['differ'] for f in forced):,} of {sum(f['digits'] for f in forced):,} test digits predicted otherwise "
+        f"than the dense hard-gated model; test accuracy dense / compact {_forced_accuracy(forced)}; parameters / "
+        f"multiply-adds vs dense {np.mean([f['parameter_ratio'] for f in forced]):.3f} / "
+        f"{np.mean([f['mac_ratio'] for f in forced]):.3f}."
+    )
 
 
 def budget_table(
@@ -239,14 +321,17 @@ def bank_table(banks: Sequence[Mapping[str, Any]], label: str = "", latency: boo
         "modes-bank-table" + _suffix(label),
         ["foundation (seed)", "mode", "units kept per layer", "parameters compact / dense",
          "multiply-adds ratio", "test digits predicted otherwise", "test acc dense / compact"]
-        + (["latency ratio, batch 1 / 256"] if latency else []),
+        + (["latency ratio, batch 1 / 256"] if latency else [])
+        + [f"forced to {_keep(_forced(_compact_reports(banks))):.0%} of units: test digits predicted otherwise",
+           "forced: test acc dense / compact"],
     )  # fmt: skip
     for bank in banks:
         for mode in bank["modes"]:
             report = mode.get("compact")
             if not report:
                 where = f"{bank['foundation_id']} ({bank['seed']})"
-                table.add([where, mode["name"], "not compacted", "-", "-", "-", "-"] + (["-"] if latency else []))
+                table.add([where, mode["name"], "not compacted", "-", "-", "-", "-"] + (["-"] if latency else [])
+                          + ["-", "-"])  # fmt: skip
                 continue
             kept = ", ".join(f"{k}/{n}" for k, n in zip(report["kept"], report["units"], strict=True))
             table.add([
@@ -256,8 +341,19 @@ def bank_table(banks: Sequence[Mapping[str, Any]], label: str = "", latency: boo
                 f"{report['differ']} of {report['digits']} "
                 f"({report['differ_dropped_fired']} where a dropped unit fired)",
                 f"{report['accuracy_dense']:.3f} / {report['accuracy_compact']:.3f}",
-            ] + ([_latency_cell(report)] if latency else []))  # fmt: skip
+            ] + ([_latency_cell(report)] if latency else []) + _forced_row(report))  # fmt: skip
     return table
+
+
+def _forced_row(report: Mapping[str, Any]) -> list[str]:
+    """The bank table's forced cells of one mode ("-" without a `forced` entry)."""
+    forced = report.get("forced")
+    if not isinstance(forced, Mapping):
+        return ["-", "-"]
+    accuracy = "-"
+    if forced.get("accuracy_dense") is not None and forced.get("accuracy_compact") is not None:
+        accuracy = f"{forced['accuracy_dense']:.3f} / {forced['accuracy_compact']:.3f}"
+    return [f"{forced['differ']} of {forced['digits']}", accuracy]
 
 
 def _latency_cell(report: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from study.pipeline.mode_banks import build_bank, build_banks
+from study.pipeline.mode_banks import FORCED_KEEP, FORCED_RULE, build_bank, build_banks
 from tests.support.bank_study import ALL_METHODS, SEED0, SEED0_TRIALS, SEED1, TINY, make_study
 from tests.support.ledger import record_trial
 from trainables.bank.compact import Cost, check_compact, compact, compact_cost, dense_cost, load_compact, save_compact
@@ -498,7 +498,17 @@ def test_compact_nets_are_written_with_the_bank_and_read_back(study: Path, bank_
         info = json.loads((bank_dir / bank.mode(name).compact / "compact.json").read_text())
         report = check_compact(bank.model(name), fresh, data[angle].test_x, data[angle].test_y).to_dict()
         latency = info["report"].pop("latency")  # a timing: its shape, not its value
+        forced = info["report"].pop("forced")  # the subnetwork forced to half the units: a measurement only
         assert info["mode"] == name and info["report"] == report
+        at_half = compact(bank.model(name), data[angle].train_x, keep=FORCED_KEEP)
+        assert forced == check_compact(bank.model(name), at_half, data[angle].test_x, data[angle].test_y).to_dict() | {
+            "keep": 0.5, "rule": FORCED_RULE.format(keep=0.5)
+        }  # fmt: skip
+        assert forced["kept"] == [8, 8] and forced["units"] == [16, 16] and forced["digits"] == len(data[angle].test_x)
+        assert forced["accuracy_dense"] == report["accuracy_dense"] and forced["accuracy_compact"] is not None
+        assert sorted(p.name for p in (bank_dir / bank.mode(name).compact).iterdir()) == [
+            "compact.json", "compact.safetensors"
+        ]  # fmt: skip
         assert report["differ_unexplained"] == 0
         assert set(latency) == {"batch_1", "batch_256"}
         for reading in latency.values():
