@@ -51,8 +51,11 @@ def run_modes(spec: Path = SPEC, keep: Path | None = None) -> dict[str, object]:
         # one study's sections, or each budget's ("### Budget dense: neurons per mode") beside the others
         "report_has_modes_sections": all(
             re.search(title, sections, re.IGNORECASE | re.MULTILINE)
-            for title in (r"^### Limits map", r"^### (Budget .+: )?Neurons per mode",
-                          r"^### (Budget .+: )?Attribution by intervention")
+            for title in (
+                r"^### Limits map",
+                r"^### (Budget .+: )?Neurons per mode",
+                r"^### (Budget .+: )?Attribution by intervention",
+            )
         ),  # fmt: skip
     }
 
