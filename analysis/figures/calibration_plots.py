@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from analysis.figures.canvas import _PALETTE, _save, _values, method_colour
+from analysis.figures.canvas import _PALETTE, _save, _values, lambda_axis, method_colour
 from analysis.figures.tradeoff_plots import _series
 from analysis.table.protocols import describe
 from analysis.table.results import METHOD_ORDER, format_value
@@ -83,10 +83,7 @@ def plot_ratio_vs_lambda(
     if target is not None:
         ax.axhline(target, color="black", lw=0.8, ls=":", label=f"target {target:g} ± {tolerance:g}")
         ax.axhspan(target - tolerance, target + tolerance, color="black", alpha=0.06, lw=0)
-    values = np.unique(_values(swept, "sparsity_weight"))
-    positive = values[values > 0]
-    ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
-    ax.set_xticks(values, [format_value(v) for v in values])
+    lambda_axis(ax, _values(swept, "sparsity_weight"))
     ax.set_xlabel("sparsity weight λ")
     ax.set_ylabel("high-activation ratio (hard gate on)")
     ax.grid(alpha=0.3)

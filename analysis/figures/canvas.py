@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.table.results import METHOD_ORDER
+from analysis.table.results import METHOD_ORDER, format_value
 
 DPI = 110
 _PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
@@ -47,3 +47,11 @@ def _params_axis(ax: Axes, params: np.ndarray) -> None:
     threshold = 10.0 ** math.floor(math.log10(positive.min())) if len(positive) else 1.0
     ax.set_xscale("symlog", linthresh=threshold, linscale=0.4)
     ax.set_xlabel("trainable parameters (log scale, 0 = frozen)")
+
+
+def lambda_axis(ax, values: np.ndarray) -> None:
+    """An x axis of sparsity weights: symlog, so lambda = 0 stays on it, ticked at the values swept."""
+    values = np.unique(values)
+    positive = values[values > 0]
+    ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
+    ax.set_xticks(values, [format_value(v) for v in values])

@@ -86,14 +86,7 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
     width = 0.38
     fig = Figure(figsize=(1.8 + 1.1 * len(rows), 3.8), layout="constrained")
     ax = fig.add_subplot()
-    for offset, kind, colour, label in (
-        (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
-        (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
-    ):
-        mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
-        std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
-        ax.bar(position + offset, mean, width, yerr=std, capsize=3, color=colour, label=label)
-    ax.axhline(0, color="black", linewidth=0.6)
+    _intervention_bars(ax, rows, position, width, capsize=3)
     ticks = [
         f"{_degrees(angle)}\n{units:.3g} units\n{seeds} seed{'s' if seeds != 1 else ''}"
         for angle, units, seeds in zip(rows["silenced"], rows["n_units"], rows["own_drop_specific_n"], strict=True)
@@ -189,14 +182,7 @@ def plot_intervention_budgets(summaries: dict[str, pd.DataFrame], path: Path) ->
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (label, rows) in zip(axes, panels.items(), strict=True):
         position = np.arange(len(rows))
-        for offset, kind, colour, name in (
-            (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
-            (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
-        ):
-            mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
-            std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
-            ax.bar(position + offset, mean, width, yerr=std, capsize=2, color=colour, label=name)
-        ax.axhline(0, color="black", linewidth=0.6)
+        _intervention_bars(ax, rows, position, width, capsize=2)
         ax.set_xticks(position, [_degrees(a) for a in rows["silenced"]], rotation=90, fontsize=7)
         ax.set_xlabel("silenced mode")
         ax.grid(axis="y", alpha=0.3)
@@ -205,3 +191,16 @@ def plot_intervention_budgets(summaries: dict[str, pd.DataFrame], path: Path) ->
     axes[0].set_ylabel("own-mode accuracy drop, hard gates (mean ± seed std)")
     axes[0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def _intervention_bars(ax, rows, position: np.ndarray, width: float, capsize: int) -> None:
+    """Per silenced mode, the own-mode drop of the attributed units beside the random control's (mean ±
+    seed std), and the zero line."""
+    for offset, kind, colour, label in (
+        (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
+        (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
+    ):
+        mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
+        std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
+        ax.bar(position + offset, mean, width, yerr=std, capsize=capsize, color=colour, label=label)
+    ax.axhline(0, color="black", linewidth=0.6)

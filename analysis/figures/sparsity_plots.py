@@ -15,8 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from analysis.aggregate.sparsity_front import DUAL, LAMBDA, RATIO, REFERENCE_METHODS, SWEEP, SparsityFront
-from analysis.figures.canvas import _PALETTE, _save, _values, method_colour
-from analysis.table.results import format_value
+from analysis.figures.canvas import _PALETTE, _save, _values, lambda_axis, method_colour
 
 MARKERS = {SWEEP: "o", DUAL: "^"}
 # budgets get colours no reference method wears, so a band is never mistaken for a budget
@@ -89,10 +88,7 @@ def plot_lambda_saturation(rows: pd.DataFrame, path: Path) -> Path | None:
         x, mean, half = _values(line, LAMBDA), _values(line, f"{RATIO}_mean"), _values(line, f"{RATIO}_ci95")
         ax.errorbar(x, mean, yerr=np.nan_to_num(half), fmt="-o", ms=3.5, capsize=2, color=colours[budget],
                     label=budget)  # fmt: skip
-    values = np.unique(_values(sweep, LAMBDA))
-    positive = values[values > 0]
-    ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
-    ax.set_xticks(values, [format_value(v) for v in values])
+    lambda_axis(ax, _values(sweep, LAMBDA))
     ax.set_xlabel("sparsity weight λ (fixed)")
     ax.set_ylabel("validation high-activation ratio")
     ax.grid(alpha=0.3)
