@@ -14,7 +14,8 @@ import pytest
 
 from analysis.per_mode.mode_analysis import analyse_study_modes
 from analysis.report.document import write_report
-from analysis.report.sections.modes_section import compact_cells, forced_summary, modes_section
+from analysis.report.sections.bank_tables import compact_cells, forced_summary
+from analysis.report.sections.modes_section import modes_section
 from analysis.table.load import (
     LedgerTrial,
     budget_labels,
