@@ -32,8 +32,9 @@ class SearchRange:
     optional: bool = False  # searched only when a spec's `search.ranges` names it (else the config's value)
 
 
-# Protocol fields a method may also search as its own budget (an optional range of its `search`).
-BUDGET_SEARCH = ("lr_scale", "epochs")
+# Protocol fields a method may set for itself (its own budget): a spec's per-method value or axis, or an
+# optional range of its `search`; the study's values stay the other methods' protocol.
+OWN_PROTOCOL_FIELDS = ("lr_scale", "epochs")
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def register(method: Method) -> Method:
     if method.name in REGISTRY:
         raise MethodError(f"method {method.name!r} is already registered")
     for name, searched in method.search.items():
-        if name not in method.dimensions and not (name in BUDGET_SEARCH and searched.optional):
+        if name not in method.dimensions and not (name in OWN_PROTOCOL_FIELDS and searched.optional):
             raise MethodError(f"method {method.name!r}: search range for {name!r}, which is not one of its dimensions"
-                              f" (or an optional range of its budget: {', '.join(BUDGET_SEARCH)})")  # fmt: skip
+                              f" (or an optional range of its budget: {', '.join(OWN_PROTOCOL_FIELDS)})")  # fmt: skip
     REGISTRY[method.name] = method
     return method
 

@@ -79,9 +79,7 @@ class FoundationStore:
         return model
 
 
-def record_of(
-    variant: dict[str, Any], config: TrialConfig, *, base: dict[str, Any] | None = None, **extra: Any
-) -> dict[str, Any]:
+def record_of(variant: dict[str, Any], config: TrialConfig, *, base: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The ledger's config.json of a trial: what ran, its name and results-table columns (`base`: the
     study's shared fields, whose protocol a method's own budget overrides)."""
     return {"variant": variant, "run_name": run_name(variant), "config": config.model_dump(),

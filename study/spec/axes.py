@@ -6,14 +6,14 @@ from pydantic import Field, field_validator
 
 from study.spec.fields import Strict, _each
 from trainables.config import PROTOCOL_FIELDS
+from trainables.registry import OWN_PROTOCOL_FIELDS
 
-# A method's own grid axes (the ones its registry entry names as dimensions), and the protocol fields a
-# method may set for itself (its own budget): the study's values stay the baselines' protocol.
+# A method's own grid axes (the ones its registry entry names as dimensions, plus its own protocol fields,
+# `trainables.registry.OWN_PROTOCOL_FIELDS`).
 METHOD_AXES = ("seeds", "gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target", "lora_rank",
                "lora_alpha", "lr_scale", "epochs")  # fmt: skip
 DIMENSION_AXES = ("gate_sharpness", "sparsity_weight", "tau_lr_multiplier", "sparsity_target", "lora_rank",
                   "lora_alpha")  # fmt: skip
-BUDGET_FIELDS = ("lr_scale", "epochs")
 
 
 class FoundationSpec(Strict):
@@ -107,8 +107,8 @@ class MethodSpec(Strict):
         return [self, *(self.also or ())]
 
     def budget(self) -> dict[str, list]:
-        """The method's own budget axes (`BUDGET_FIELDS` it sets), each as a list of values."""
-        return {name: getattr(self, name) for name in BUDGET_FIELDS if getattr(self, name) is not None}
+        """The method's own protocol fields (`OWN_PROTOCOL_FIELDS`) it sets, each as a list of values."""
+        return {name: getattr(self, name) for name in OWN_PROTOCOL_FIELDS if getattr(self, name) is not None}
 
 
 class ProtocolSpec(Strict):

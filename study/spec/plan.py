@@ -128,7 +128,7 @@ def trial_config(spec: StudySpec, variant: dict[str, Any]) -> TrialConfig:
     return member_config(spec.base_config(), variant)
 
 
-def table_columns(config: TrialConfig, variant: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+def table_columns(config: TrialConfig, variant: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """What identifies a trial in the results table: method, seed, the target mode, the study's protocol, the
     values of the method's own axes (defaults included), a per-method lr override and the method's own
     budget (`method_lr_scale`, `method_epochs`: the protocol columns keep the study's values, from `base`,
@@ -138,8 +138,7 @@ def table_columns(config: TrialConfig, variant: dict[str, Any], base: dict[str, 
     budget = {}
     for field in variant.get(OWN, ()):
         budget[f"method_{field}"] = getattr(config, field)
-        if base is not None:
-            protocol[field] = base[field]
+        protocol[field] = base[field]
     overrides = {"lr": variant["lr"]} if "lr" in variant else {}
     return (
         {"method": config.method, "seed": config.seed, "target_angle": config.target_angle}
@@ -202,9 +201,9 @@ def planned_trials(spec: StudySpec, grid: list[dict[str, Any]]) -> dict[str, dic
     """What `<study>/plan.json` holds for a grid study: per trial key its run name, variant and
     results-table columns, so a trial that never reached the ledger (it failed, or has not run) is
     still named and grouped as the trials that did (`analysis.table.load.load_tune`)."""
-    out = {}
+    out, base = {}, spec.base_config()
     for variant in grid:
-        config = trial_config(spec, variant)
+        config = member_config(base, variant)
         out[trial_key(config)] = {"run_name": run_name(variant), "variant": variant,
-                                  "columns": table_columns(config, variant, spec.base_config())}  # fmt: skip
+                                  "columns": table_columns(config, variant, base)}  # fmt: skip
     return out

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from study.spec.axes import BUDGET_FIELDS, DIMENSION_AXES, FoundationSpec, MethodSpec, ProtocolSpec, Resources
+from study.spec.axes import DIMENSION_AXES, FoundationSpec, MethodSpec, ProtocolSpec, Resources
 from study.spec.calibration_spec import CalibrateSpec
 from study.spec.fields import Strict, _each
 from study.spec.scheduler_spec import SchedulerSpec, check_scheduler
@@ -21,6 +21,7 @@ from trainables.config import (
     format_validation_error,
     validation_name,
 )
+from trainables.registry import OWN_PROTOCOL_FIELDS
 
 
 class StudySpec(Strict):
@@ -143,7 +144,7 @@ class StudySpec(Strict):
             where, _, given = single[axis]
             if given:
                 raise ValueError(f"protocol.{axis}: also given as `{where}`; give it once")
-        for axis in BUDGET_FIELDS:
+        for axis in OWN_PROTOCOL_FIELDS:
             if axis not in swept:
                 continue
             for name, method in self.methods.items():
@@ -164,7 +165,7 @@ class StudySpec(Strict):
             if method.also:
                 raise ValueError(f"methods.{name}.also: further grids are grid axes (search kind grid); an Optuna "
                                  "search draws one configuration at a time from search.ranges")  # fmt: skip
-            for field in BUDGET_FIELDS:
+            for field in OWN_PROTOCOL_FIELDS:
                 if len(getattr(method, field) or ()) > 1:
                     raise ValueError(
                         f"methods.{name}.{field}: an Optuna search takes one fixed value, or a range "

@@ -103,7 +103,7 @@ class TuneProgress:
 
 def record_stopped(
     study_dir: Path, members: list[tuple[dict[str, Any], TrialConfig]], last: dict[str, Any],
-    base: dict[str, Any] | None = None,
+    base: dict[str, Any],
 ) -> int:  # fmt: skip
     """Write a `stopped` ledger entry for each member of a Tune trial a scheduler stopped (its last
     result's epoch record), unless the ledger holds it already. Returns how many it wrote."""

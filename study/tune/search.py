@@ -17,11 +17,10 @@ from typing import Any
 import optuna
 
 from study.folder.optuna_db import completed_trials, count_trials, storage_url
-from study.spec.axes import BUDGET_FIELDS
 from study.spec.plan import OWN
 from study.spec.study_spec import StudySpec
 from trainables import registry
-from trainables.registry import BUDGET_SEARCH
+from trainables.registry import OWN_PROTOCOL_FIELDS
 
 
 class ConditionalSpace:
@@ -43,14 +42,14 @@ class ConditionalSpace:
                 trial.suggest_int(axis, int(r.low), int(r.high), log=r.log)
             else:
                 trial.suggest_float(axis, r.low, r.high, log=r.log)
-            if axis in BUDGET_SEARCH:
+            if axis in OWN_PROTOCOL_FIELDS:
                 own.append(axis)
         # constants: the fields every trial shares, the seeds each configuration is evaluated on, and
         # the method's own fixed overrides (its lr, its epochs)
         chosen = spec.methods[method]
         fixed = {"lr": chosen.lr} | {name: values[0] for name, values in chosen.budget().items() if name not in own}
         overrides = {k: v for k, v in fixed.items() if v is not None}
-        own += [name for name in BUDGET_FIELDS if name in overrides]
+        own += [name for name in OWN_PROTOCOL_FIELDS if name in overrides]
         return {"base": spec.base_config(), "seeds": list(spec.seeds)} | overrides | ({OWN: own} if own else {})
 
 

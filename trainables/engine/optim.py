@@ -37,7 +37,6 @@ class Adam:
             raise ValueError("Adam: one multiplier per learning rate for each tensor")
         # per tensor: its members' rates (lr x 1.0 is lr exactly, so no multiplier keeps the rates as given)
         self.rates = [[rate * float(f) for rate, f in zip(lrs, factor, strict=True)] for factor in factors]
-        self.lrs = lrs
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = 0

@@ -58,7 +58,7 @@ class TrainState:
     generators: list[torch.Tensor]  # torch.Generator.get_state() per model
     final: list[float | None] = field(default_factory=list)  # per model: last finite epoch loss
     diverged: list[int | None] = field(default_factory=list)  # per model: the step it diverged at
-    sparsity_weights: list[float] | None = None  # per model: lambda's dual integral, when a target adapts it
+    sparsity_weights: list[float] | None = None  # SparsityControl.state(): each model's integral, then its lambda
 
     @classmethod
     def capture(cls, epoch: int, step: int, optimizer: Adam, generators: Sequence[torch.Generator],
