@@ -18,6 +18,11 @@ DEFAULTS = {
     # An unreachable tracking server should cost seconds, not MLflow's default minutes of retries.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # A normal run prints only the study's own lines and real warnings: MLflow's tqdm bar on every
+    # artifact download (logging a bank model reads its files back) and its INFO lines ("Validating
+    # input example against model signature") are noise. MLflow reads both when it is first imported.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     # Tune's automatic loggers include TensorBoard's, whose import and event files cost the driver
     # seconds per study; the JSON and CSV loggers (which the analysis reads) are added explicitly.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",

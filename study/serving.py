@@ -13,9 +13,16 @@ in the run's artifact folder: the model is created with the parent run as its so
 the experiment's artifact location (for a study's own SQLite store: `<study>/mlartifacts/`). The URI
 returned is the LoggedModel's `models:/<model id>`; `runs:/<parent run id>/<artifact_path>` names the
 same model. Both resolve against the study's tracking store, so a served process needs
-MLFLOW_TRACKING_URI set to it:
+MLFLOW_TRACKING_URI set to it (without it MLflow looks in a new `./mlflow.db` and finds nothing), and
+`mlflow models serve` runs `uvicorn` from PATH: `serve_command` writes the whole line, which runs as
+pasted from any folder:
 
-    MLFLOW_TRACKING_URI=sqlite:///STUDY/mlflow.db mlflow models serve -m models:/m-... --env-manager local
+    PATH="/venv/bin:$PATH" MLFLOW_TRACKING_URI=sqlite:////abs/STUDY/mlflow.db /venv/bin/mlflow models serve \
+        -m models:/m-... --env-manager local -h 127.0.0.1 -p 5001
+
+Logging is idempotent: the model carries the sha256 of what it serves (`bank_digest`: the foundation's and
+the bank's tensors and the mode names) as the tag `taugate.bank_sha256`; logging a bank whose digest is
+already a READY model of the study's parent run logs nothing and returns that model.
 
 The model is logged from code (MLflow's models from code: a three-line file that imports `ModeBankModel`
 and calls `set_model`), so nothing is pickled; the served process must be able to import `study.serving`
@@ -28,12 +35,19 @@ installed versions (nothing is inferred or downloaded); the taugate package itse
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import shlex
+import sys
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from study import environment  # noqa: F401 - MLflow's logging level and progress bars, before MLflow is imported
+
+# isort: split
 import mlflow
 import numpy as np
 import pandas as pd
@@ -51,6 +65,8 @@ PROB_COLUMNS = [f"prob_{c}" for c in range(CLASSES)]
 BANK_ARTIFACT = "bank"  # the key of the bank folder in the model's artifacts
 MODEL_NAME = "mode_bank"
 REQUIREMENTS = ("mlflow", "torch", "safetensors", "numpy", "pandas")
+DIGEST_TAG = "taugate.bank_sha256"  # what a logged model serves, so logging it again finds it
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 5001  # the printed `mlflow models serve` line's address
 MODEL_CODE_FILE = "mode_bank_model.py"  # the model's code, copied into the logged model
 MODEL_CODE = (
     "from mlflow.models import set_model\n\nfrom study.serving import ModeBankModel\n\nset_model(ModeBankModel())\n"
@@ -126,13 +142,44 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
         yield
 
 
+class BankModel(NamedTuple):
+    """A bank's model in the study's MLflow store: its URI, the store, and whether this call logged it."""
+
+    uri: str  # models:/<model id>
+    tracking_uri: str
+    logged_now: bool  # False: the same bank was logged before, nothing new was logged
+
+
+def bank_digest(bank_dir: Path, names: list[str]) -> str:
+    """sha256 of what a bank model serves: the foundation's and the bank's tensor files and the mode names
+    (not bank.json, which also names the compact subnetworks and the trials' timings)."""
+    digest = hashlib.sha256()
+    for name in ("foundation.safetensors", "bank.safetensors"):
+        digest.update(hashlib.sha256((Path(bank_dir) / name).read_bytes()).digest())
+    digest.update(json.dumps(names).encode())
+    return digest.hexdigest()
+
+
+def serve_command(model_uri: str, tracking_uri: str, host: str = SERVE_HOST, port: int = SERVE_PORT) -> str:
+    """The `mlflow models serve` line for a logged bank that runs as pasted into a shell, from any folder:
+    the store it is logged in (MLFLOW_TRACKING_URI), this environment's `mlflow` by its absolute path and its
+    folder first on PATH (MLflow starts `uvicorn` from PATH), on loopback."""
+    bin_dir = Path(sys.executable).parent
+    mlflow_bin = bin_dir / "mlflow"
+    return (f'PATH={shlex.quote(str(bin_dir))}:"$PATH" MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} '
+            f"{shlex.quote(str(mlflow_bin))} models serve -m {shlex.quote(model_uri)} --env-manager local "
+            f"-h {host} -p {port}")  # fmt: skip
+
+
 def log_bank_model(
     bank_dir: Path, study_dir: Path, tracking_uri: str | None = None, artifact_path: str = MODEL_NAME
-) -> str:
+) -> BankModel:
     """Log the bank folder as a pyfunc model of the study's MLflow parent run (created if the study never
-    logged one) and return its URI, `models:/<model id>`. The store is the one the study logs to: the
+    logged one); its URI is `models:/<model id>`. The store is the one the study logs to: the
     `tracking_uri` given, else the study's own (`study.json`), MLFLOW_TRACKING_URI, `<study>/mlflow.db`.
-    The parent run's status is left as it was. A bank that does not load is a `BankError`."""
+    A bank already logged there (a READY model of the parent run with its `bank_digest`) is not logged
+    again: its model is returned with `logged_now` False. The parent run's status is left as it was. A bank
+    that does not load is a `BankError`."""
     from mlflow.entities import LoggedModelStatus
 
     from study.folder.metadata import load_study
@@ -145,10 +192,16 @@ def log_bank_model(
     tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
     parent = tracker.parent(study)
     client = tracker.client
+    digest = bank_digest(bank_dir, bank.names)
+    query = f"source_run_id = '{parent}' AND tags.`{DIGEST_TAG}` = '{digest}'"
+    for found in client.search_logged_models([tracker.experiment_id], filter_string=query):
+        if found.status == LoggedModelStatus.READY:
+            return BankModel(f"models:/{found.model_id}", tracker.uri, logged_now=False)
     logged = client.create_logged_model(
         tracker.experiment_id, name=artifact_path, source_run_id=parent,
         tags={"taugate.kind": "mode_bank", "taugate.study_id": study["study_id"],
-              "taugate.foundation_id": bank.foundation_id, "taugate.modes": ", ".join(bank.names)},
+              "taugate.foundation_id": bank.foundation_id, "taugate.modes": ", ".join(bank.names),
+              DIGEST_TAG: digest},
     )  # fmt: skip
     try:
         with use_tracking_uri(tracker.uri), tempfile.TemporaryDirectory() as scratch:
@@ -170,4 +223,4 @@ def log_bank_model(
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-    return info.model_uri
+    return BankModel(info.model_uri, tracker.uri, logged_now=True)

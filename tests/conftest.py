@@ -54,14 +54,11 @@ def warm_cluster():
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory) -> Path:
-    """The shipped smoke spec run once through `taugate run` on the warm cluster (SQLite MLflow, report)."""
-    from tests.support.cli import taugate
+    """The shipped smoke spec run once through `taugate run` on the warm cluster (SQLite MLflow, report);
+    the documentation's tests (conftest.py at the root) read the same study (tests/support/smoke.py)."""
+    from tests.support.smoke import smoke_study as finished
 
-    study_dir = tmp_path_factory.mktemp("smoke") / "study"
-    result = taugate("run", str(SMOKE), "--output", str(study_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "8/8 trials finished" in result.stderr
-    return study_dir
+    return finished(tmp_path_factory)
 
 
 CHROMIUM = Path("/usr/bin/chromium")

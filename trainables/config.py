@@ -208,12 +208,43 @@ class TrialConfig(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+# A study's ledger entry, `STUDY/trials/<key>/config.json` (study.folder.storage.record_of), is the trial's
+# config under "config" beside the study's bookkeeping: these fields. `parse_config` reads such an entry
+# as the config it wraps; the bookkeeping is dropped, and a field of neither kind is still refused.
+LEDGER_FIELDS = (
+    "variant",  # the grid point or Optuna suggestion that made the trial
+    "run_name",  # its MLflow / Tune name
+    "columns",  # its row of the results table
+    "started_at", "ended_at", "worker_pid",  # when and where it ran
+    "fused_with",  # how many trials were trained stacked with it
+)  # fmt: skip
+
+
+def trial_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The trial config fields of `raw`: `raw` itself, or the "config" of a study's ledger entry (its
+    LEDGER_FIELDS dropped). A ledger entry with any other field is a `ConfigError` naming it."""
+    if not isinstance(raw.get("config"), dict):
+        return raw
+    unknown = [name for name in raw if name != "config" and name not in LEDGER_FIELDS]
+    if unknown:
+        raise ConfigError(
+            "; ".join(f"{name}: unknown field" for name in unknown)
+            + f" (a study's trial record holds `config` and the bookkeeping fields {', '.join(LEDGER_FIELDS)})"
+        )
+    return raw["config"]
+
+
 def parse_config(raw: dict[str, Any]) -> TrialConfig:
-    """Validate a config dict; raise `ConfigError` whose message names each bad field."""
+    """Validate a config dict, or a study's ledger entry (`trials/<key>/config.json`, see `trial_fields`);
+    raise `ConfigError` whose message names each bad field."""
+    fields = trial_fields(raw)
     try:
-        return TrialConfig.model_validate(raw)
+        return TrialConfig.model_validate(fields)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        message = format_validation_error(err)
+        if fields is not raw:  # where the field sits in the ledger entry
+            message = "; ".join(f"config.{problem}" for problem in message.split("; "))
+        raise ConfigError(message) from None
 
 
 def format_validation_error(err: ValidationError) -> str:

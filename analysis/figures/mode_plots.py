@@ -14,11 +14,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.aggregate.stats import CORRECTION
 from analysis.figures.canvas import _PALETTE, _save, method_colour
+from analysis.per_mode.interventions import CAUSAL_P
 from analysis.per_mode.limits import BASELINE, LimitsMap
 from analysis.table.results import METHOD_ORDER
 
-SPECIFIC_COLOUR, RANDOM_COLOUR = _PALETTE[3], _PALETTE[7]
+ATTRIBUTED_COLOUR, RANDOM_COLOUR = _PALETTE[3], _PALETTE[7]
+SURVIVES_LABEL = f"{CORRECTION}-corrected p < {CAUSAL_P:g} (attributed drop > random)"
 
 
 def _degrees(angle: float) -> str:
@@ -73,13 +76,34 @@ def plot_core_by_gap(table: pd.DataFrame, path: Path, title: str = "") -> Path |
     return _save(fig, path)
 
 
+def survives_correction(rows: pd.DataFrame) -> np.ndarray:
+    """Per row of an intervention summary, whether its test survives the correction: the
+    `CORRECTION`-corrected p (`p_holm`) below `CAUSAL_P`. A summary without `p_holm` marks nothing."""
+    if "p_holm" not in rows.columns:
+        return np.zeros(len(rows), dtype=bool)
+    corrected = rows["p_holm"].to_numpy(dtype=float)
+    return np.isfinite(corrected) & (corrected < CAUSAL_P)
+
+
+def _measured(summary: pd.DataFrame | None) -> pd.DataFrame:
+    """The summary's modes whose attributed units were measured (the others have nothing to draw)."""
+    if summary is None or summary.empty or "own_drop_attributed_mean" not in summary.columns:
+        return pd.DataFrame()
+    return summary[np.isfinite(summary["own_drop_attributed_mean"].to_numpy(dtype=float))]
+
+
 def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Path | None:
     """Per mode, the accuracy drop on the mode itself from silencing its attributed units beside the
-    random control of the same size (mean, seed std as error bars; none with one seed). Modes whose
-    attributed units were never measured are left out."""
-    if summary is None or summary.empty:
-        return None
-    rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
+    random control of the same size (mean, seed std as error bars; none with one seed), a star above
+    each mode whose test survives the multiple-comparison correction (`survives_correction`). Modes
+    whose attributed units were never measured are left out."""
+    figure = intervention_figure(summary, title)
+    return _save(figure, path) if figure is not None else None
+
+
+def intervention_figure(summary: pd.DataFrame, title: str = "") -> Figure | None:
+    """`plot_intervention`'s figure, unsaved (None: nothing to draw)."""
+    rows = _measured(summary)
     if rows.empty:
         return None
     position = np.arange(len(rows))
@@ -89,7 +113,7 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
     _intervention_bars(ax, rows, position, width, capsize=3)
     ticks = [
         f"{_degrees(angle)}\n{units:.3g} units\n{seeds} seed{'s' if seeds != 1 else ''}"
-        for angle, units, seeds in zip(rows["silenced"], rows["n_units"], rows["own_drop_specific_n"], strict=True)
+        for angle, units, seeds in zip(rows["silenced"], rows["n_units"], rows["own_drop_attributed_n"], strict=True)
     ]  # mean units over every seed; the bars average the seeds that had any
     ax.set_xticks(position, ticks)
     ax.set_xlabel("silenced mode (drop measured on its own test digits)")
@@ -97,7 +121,7 @@ def plot_intervention(summary: pd.DataFrame, path: Path, title: str = "") -> Pat
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "Do the units attributed to a mode carry it?", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def plot_limits(limits: LimitsMap, path: Path) -> Path | None:
@@ -166,14 +190,15 @@ def plot_jaccard_budgets(matrices: dict[str, pd.DataFrame], path: Path) -> Path 
 
 def plot_intervention_budgets(summaries: dict[str, pd.DataFrame], path: Path) -> Path | None:
     """Per budget (one panel each, one y scale), per mode the own-mode accuracy drop from silencing its
-    attributed units beside the random control of the same size (mean, seed std as error bars)."""
-    panels = {}
-    for label, summary in summaries.items():
-        if summary is None or summary.empty:
-            continue
-        rows = summary[np.isfinite(summary["own_drop_specific_mean"].to_numpy(dtype=float))]
-        if not rows.empty:
-            panels[label] = rows
+    attributed units beside the random control of the same size (mean, seed std as error bars), a star
+    where the mode's test survives the correction (`survives_correction`, within its budget's family)."""
+    figure = intervention_budgets_figure(summaries)
+    return _save(figure, path) if figure is not None else None
+
+
+def intervention_budgets_figure(summaries: dict[str, pd.DataFrame]) -> Figure | None:
+    """`plot_intervention_budgets`' figure, unsaved (None: nothing to draw)."""
+    panels = {label: rows for label, summary in summaries.items() if not (rows := _measured(summary)).empty}
     if not panels:
         return None
     width = 0.38
@@ -187,20 +212,28 @@ def plot_intervention_budgets(summaries: dict[str, pd.DataFrame], path: Path) ->
         ax.set_xlabel("silenced mode")
         ax.grid(axis="y", alpha=0.3)
         holds = sum(h is True for h in rows["causal_holds"])
-        ax.set_title(f"{label}: carries its mode at {holds} of {len(rows)}", fontsize=9)
+        ax.set_title(f"{label}: carries its mode at {holds} of {len(rows)} ({CORRECTION})", fontsize=9)
     axes[0].set_ylabel("own-mode accuracy drop, hard gates (mean ± seed std)")
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
 def _intervention_bars(ax, rows, position: np.ndarray, width: float, capsize: int) -> None:
     """Per silenced mode, the own-mode drop of the attributed units beside the random control's (mean ±
-    seed std), and the zero line."""
+    seed std), the zero line, and a star (`SURVIVES_LABEL`, in the legend even when no mode survives)
+    above each mode that survives the correction."""
+    tops = []
     for offset, kind, colour, label in (
-        (-width / 2, "specific", SPECIFIC_COLOUR, "attributed units silenced"),
+        (-width / 2, "attributed", ATTRIBUTED_COLOUR, "attributed units silenced"),
         (width / 2, "random", RANDOM_COLOUR, "random active units (same number)"),
     ):
         mean = rows[f"own_drop_{kind}_mean"].to_numpy(dtype=float)
         std = np.nan_to_num(rows[f"own_drop_{kind}_std"].to_numpy(dtype=float))
         ax.bar(position + offset, mean, width, yerr=std, capsize=capsize, color=colour, label=label)
+        tops.append(np.nan_to_num(mean) + std)
+    marked = survives_correction(rows)
+    top = np.maximum(*tops)
+    lift = 0.05 * max(float(np.max(np.abs(top))), 1e-3)
+    ax.plot(position[marked], top[marked] + lift, linestyle="none", marker="*", markersize=10, color="black",
+            label=SURVIVES_LABEL, gid="survives-correction")  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.6)

@@ -45,13 +45,13 @@ def active_set(gate_stats: GateStats, mode: str, threshold: float = ACTIVE) -> s
     }
 
 
-def mode_specific_neurons(
+def mode_exclusive_neurons(
     gate_stats: GateStats, mode: str, other: str, active: float = ACTIVE, silent: float = SILENT
 ) -> set[Neuron]:
     """Neurons used by `mode` and not by `other`: rate >= `active` in `mode`, <= `silent` in `other`.
 
     The gap between the two thresholds keeps neurons that merely fire a bit less in the other
-    mode out of the count: a mode-specific neuron is one the other mode essentially switches off.
+    mode out of the count: a mode-exclusive neuron is one the other mode essentially switches off.
     """
     here, there = rates(gate_stats, mode), rates(gate_stats, other)
     return {
@@ -80,12 +80,12 @@ def interpret_trial(
     silent: float = SILENT,
 ) -> dict[str, float]:
     """The per-trial numbers the report shows for two modes (the original `mode`, the target
-    `other`): active-set sizes, mode-specific counts, Jaccard."""
+    `other`): active-set sizes, mode-exclusive counts, Jaccard."""
     return {
         f"active_{mode}": len(active_set(gate_stats, mode, active)),
         f"active_{other}": len(active_set(gate_stats, other, active)),
-        f"specific_{mode}": len(mode_specific_neurons(gate_stats, mode, other, active, silent)),
-        f"specific_{other}": len(mode_specific_neurons(gate_stats, other, mode, active, silent)),
+        f"exclusive_{mode}": len(mode_exclusive_neurons(gate_stats, mode, other, active, silent)),
+        f"exclusive_{other}": len(mode_exclusive_neurons(gate_stats, other, mode, active, silent)),
         "jaccard": mode_overlap(gate_stats, mode, other, active),
     }
 

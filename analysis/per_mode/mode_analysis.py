@@ -17,16 +17,16 @@ import torch
 from analysis.per_mode.interventions import CAUSAL_RULE, DRAWS, FOUNDATIONS_DIR, intervene, summarise
 from analysis.per_mode.mode_units import (
     ATTRIBUTED_FRACTION,
-    SPECIFIC_OFF,
-    SPECIFIC_ON,
+    EXCLUSIVE_OFF,
+    EXCLUSIVE_ON,
     UNIT_THRESHOLD,
     Unit,
     attributed_units,
     check_thresholds,
     common_core,
+    exclusive_units,
     jaccard_matrix,
     pair_overlaps,
-    specific_units,
     summarise_gaps,
     unit_sets,
 )
@@ -55,7 +55,7 @@ class FoundationModes:
     trials: dict[float, str]  # target mode -> the trial (folder name) whose adapter represents it
     rates: dict[float, list[list[float]]]  # validation firing rates, each mode under its own adapter
     sets: dict[float, frozenset[Unit]]
-    specific: dict[float, frozenset[Unit]]  # exclusive to one mode (`specific_units`)
+    exclusive: dict[float, frozenset[Unit]]  # only this mode keeps them on (`exclusive_units`)
     attributed: dict[float, frozenset[Unit]]  # used most beyond the other modes: the units silenced
     common_core: frozenset[Unit]  # units every mode uses
     jaccard: pd.DataFrame
@@ -74,7 +74,7 @@ class ModeAnalysis:
     jaccard_mean: pd.DataFrame  # over seeds (modes a seed lacks are left out of its mean)
     jaccard_std: pd.DataFrame  # sample std over seeds (NaN with one seed)
     jaccard_n: pd.DataFrame  # seeds behind each cell
-    unit_counts: pd.DataFrame  # per seed and mode: trial, active units, specific units, the all-mode core
+    unit_counts: pd.DataFrame  # per seed and mode: trial, active units, exclusive units, the all-mode core
     core_by_gap: pd.DataFrame  # every seed's mode pairs grouped by angular gap
     interventions: pd.DataFrame  # every seed's intervention rows
     summary: pd.DataFrame  # `summarise` of those rows
@@ -117,7 +117,7 @@ def _analyse_foundation(
     foundation = load_foundation(Path(study_dir, FOUNDATIONS_DIR, f"{base.foundation_id()}.safetensors"), base.hidden)
     models = {angle: load_adapter(foundation, chosen[angle].folder / "adapter").eval() for angle in angles}
     rates = {angle: gate_statistics(models[angle], data[angle], split="val").rate for angle in angles}
-    sets, specific = unit_sets(rates, threshold), specific_units(rates, on, off)
+    sets, exclusive = unit_sets(rates, threshold), exclusive_units(rates, on, off)
     attributed = attributed_units(rates, fraction, threshold)
     test = {angle: (data[angle].test_x, data[angle].test_y) for angle in angles}
     rows = intervene(models, test, attributed, sets, draws=draws, seed=base.seed)
@@ -125,7 +125,7 @@ def _analyse_foundation(
     rows.insert(0, "seed", base.seed)
     return FoundationModes(
         seed=base.seed, foundation=base.foundation_id(), trials={a: chosen[a].key for a in angles}, rates=rates,
-        sets=sets, specific=specific, attributed=attributed, common_core=common_core(sets),
+        sets=sets, exclusive=exclusive, attributed=attributed, common_core=common_core(sets),
         jaccard=jaccard_matrix(sets), pairs=pair_overlaps(sets), interventions=rows,
         chosen={a: chosen[a].metrics for a in angles},
     )  # fmt: skip
@@ -139,8 +139,8 @@ def analyse_study_modes(
     study_dir: Path,
     method: str = "taugate",
     threshold: float = UNIT_THRESHOLD,
-    on: float = SPECIFIC_ON,
-    off: float = SPECIFIC_OFF,
+    on: float = EXCLUSIVE_ON,
+    off: float = EXCLUSIVE_OFF,
     draws: int = DRAWS,
     fraction: float = ATTRIBUTED_FRACTION,
 ) -> list[ModeAnalysis]:
@@ -199,7 +199,7 @@ def _analyse_budget(
         jaccard_n=matrices.count(axis=1).unstack(),
         unit_counts=pd.DataFrame(
             {"seed": r.seed, "foundation": r.foundation, "mode": angle, "trial": r.trials[angle],
-             "active": len(r.sets[angle]), "specific": len(r.specific[angle]),
+             "active": len(r.sets[angle]), "exclusive": len(r.exclusive[angle]),
              "attributed": len(r.attributed[angle]), "common_core": len(r.common_core)}
             for r in results for angle in sorted(r.sets)
         ),

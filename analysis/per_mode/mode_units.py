@@ -12,7 +12,7 @@ Defaults (module constants, all overridable):
   modes study, a threshold of 0.1 puts ~233 of 256 units in every set (Jaccard ~0.99 between any
   two modes: it only says that most units fire on some digits); at 0.5 the overlap falls with the
   angle between the modes (0.95 at 15 degrees, 0.80 at 90), which is what the sets are for.
-- `SPECIFIC_ON` = 0.5, `SPECIFIC_OFF` = 0.1: a unit is *exclusive* to m when it fires on at least
+- `EXCLUSIVE_ON` = 0.5, `EXCLUSIVE_OFF` = 0.1: a unit is *exclusive* to m when it fires on at least
   half of m's digits and on less than 10% of every other mode's digits. On dense modes (13 angles
   15 degrees apart) no unit is: neighbours share their units. The report counts them anyway.
 - `ATTRIBUTED_FRACTION` = 0.05: the units *attributed* to m, which the intervention silences, are
@@ -34,8 +34,8 @@ Rates = Mapping[float, Sequence[Sequence[float]]]  # mode angle -> [layer][unit]
 UnitSets = Mapping[float, frozenset[Unit]]
 
 UNIT_THRESHOLD = 0.5
-SPECIFIC_ON = 0.5
-SPECIFIC_OFF = 0.1
+EXCLUSIVE_ON = 0.5
+EXCLUSIVE_OFF = 0.1
 ATTRIBUTED_FRACTION = 0.05
 EMPTY_JACCARD = 1.0  # two empty sets are identical sets: similarity 1 (scipy's jaccard distance is 0 there)
 GAP_COLUMNS = ("gap", "pairs", "jaccard_mean", "jaccard_min", "jaccard_max", "core_mean", "core_min", "core_max")
@@ -49,12 +49,12 @@ def _check_fraction(name: str, value: float, allow_zero: bool = False) -> None:
 
 def check_thresholds(threshold: float, on: float, off: float) -> None:
     """Refuse thresholds that are not fractions of digits, or an `off` above `on` (a unit could then
-    be specific to two modes), before any work starts."""
+    be exclusive to two modes), before any work starts."""
     _check_fraction("threshold", threshold)
     _check_fraction("on", on)
     _check_fraction("off", off)
     if off > on:
-        raise ValueError(f"off ({off}) must not exceed on ({on}): a unit could then be specific to two modes")
+        raise ValueError(f"off ({off}) must not exceed on ({on}): a unit could then be exclusive to two modes")
 
 
 def _shape(rates: Rates) -> list[int]:
@@ -78,17 +78,17 @@ def unit_sets(rates: Rates, threshold: float = UNIT_THRESHOLD) -> dict[float, fr
     return {angle: _units_where(layers, lambda rate: rate >= threshold) for angle, layers in rates.items()}
 
 
-def specific_units(rates: Rates, on: float = SPECIFIC_ON, off: float = SPECIFIC_OFF) -> dict[float, frozenset[Unit]]:
+def exclusive_units(rates: Rates, on: float = EXCLUSIVE_ON, off: float = EXCLUSIVE_OFF) -> dict[float, frozenset[Unit]]:
     """Per mode m, the units that fire on >= `on` of m's digits (under m's adapter) and on < `off`
     of every other mode's digits (under that mode's adapter).
 
     `off` <= `on` is required, which makes the sets disjoint across modes. With a single mode the
-    "every other mode" condition holds vacuously: every unit at or above `on` is specific.
+    "every other mode" condition holds vacuously: every unit at or above `on` is exclusive.
     """
     check_thresholds(UNIT_THRESHOLD, on, off)
     _shape(rates)
     arrays = {angle: [np.asarray(layer, dtype=float) for layer in layers] for angle, layers in rates.items()}
-    specific = {}
+    exclusive = {}
     for angle, layers in arrays.items():
         others = [other for a, other in arrays.items() if a != angle]
         units = set()
@@ -97,15 +97,15 @@ def specific_units(rates: Rates, on: float = SPECIFIC_ON, off: float = SPECIFIC_
             for other in others:
                 keep &= other[depth] < off
             units.update((depth, int(i)) for i in np.flatnonzero(keep))
-        specific[angle] = frozenset(units)
-    return specific
+        exclusive[angle] = frozenset(units)
+    return exclusive
 
 
 def attributed_units(
     rates: Rates, fraction: float = ATTRIBUTED_FRACTION, threshold: float = UNIT_THRESHOLD
 ) -> dict[float, frozenset[Unit]]:
     """Per mode m, the `round(fraction x hidden units)` units of m's set (rate >= `threshold`) with the
-    highest positive specificity `rate_m(u) - mean_{e != m} rate_e(u)` (ties: lower layer and index
+    highest positive score `rate_m(u) - mean_{e != m} rate_e(u)` (ties: lower layer and index
     first). Fewer when fewer units score above 0; with a single mode, nothing to contrast: empty."""
     _check_fraction("fraction", fraction)
     widths = _shape(rates)

@@ -55,6 +55,15 @@ FRONT_TITLES = {
 }
 
 
+def objective_names(metadata: Mapping[str, Any]) -> list[str]:
+    """The study spec's Optuna objectives, which name the importance panels of a study stored
+    without metric names (one run before Optuna studies carried them)."""
+    spec = metadata.get("spec")
+    search = spec.get("search") if isinstance(spec, dict) else None
+    objectives = search.get("objectives") if isinstance(search, dict) else None
+    return [str(o.get("metric")) for o in objectives or [] if isinstance(o, dict)]
+
+
 def build_context(
     df: pd.DataFrame,
     out: Path,
@@ -142,7 +151,11 @@ def build_context(
     importances = figure(
         "optuna-importances",
         "Optuna hyperparameter importances",
-        lambda path: gate_plots.plot_param_importances(optuna_study, path) if optuna_study is not None else None,
+        lambda path: (
+            gate_plots.plot_param_importances(optuna_study, path, objective_names(metadata))
+            if optuna_study is not None
+            else None
+        ),
         "no Optuna study was given" if optuna_study is None else "too few completed Optuna trials to assess",
     )
 
@@ -159,6 +172,9 @@ def build_context(
             "methods": ", ".join(map(str, stats["method"].unique())) if "method" in stats else "",
             "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
             "modes": f"target mode {degrees(modes.target)}, original mode {degrees(modes.retention)}",
+            "wall_seconds": metadata.get("wall time (s)"),  # the trials' run, Ray's start included
+            "machine": (metadata.get("environment") or {}).get("machine"),
+            "created": str(metadata.get("created", ""))[:16].replace("T", " "),
         },
         "modes_scope": modes.scope,
         "selection_note": selection_note(stats, modes),

@@ -7,7 +7,12 @@ Each method is represented by its best configuration on validation within a prot
 - `abs_diff` = |ours - reference|;
 - `relative_diff` = (ours_m - ours_baseline) - (ref_m - ref_baseline): the gap in what the method
   adds over the baseline, which a shift of the whole table (a different data subset) leaves alone;
-- `z` = (ours - reference) / sqrt(std_ours^2 + std_ref^2), from each table's seed std.
+- `z` = (ours - reference) / sqrt(std_ours^2 + std_ref^2), from each table's seed std: the gap in
+  units of the spread of a difference of single runs (`analysis.reproduction.spread`; it does not
+  shrink with more seeds, so it is a scale, not a test);
+- `z_means` = (ours - reference) / sqrt(std_ours^2/n + std_ref^2/n_ref): the gap in standard errors
+  of the difference of the two means, with our seeds as n and the reference's `reference_n`
+  assumed (`spread.ASSUMED_REFERENCE_N`: the paper does not give it).
 The score of a protocol is the mean |relative_diff| over the cells (8 for the paper: four
 methods x acc_0, acc_45); undefined when a cell is missing, since fewer cells would score lower.
 
@@ -28,6 +33,7 @@ import pandas as pd
 
 from analysis.aggregate.stats import representatives
 from analysis.paper.reference import Reference, load_reference, reference_mismatch
+from analysis.reproduction.spread import ASSUMED_REFERENCE_N, single_run_spread, standard_error
 from analysis.table.protocols import Protocol, protocols, single_protocol, validation_view, within_protocol
 from analysis.table.results import config_columns, protocol_columns
 from analysis.table.study_modes import StudyModes, study_modes
@@ -35,7 +41,7 @@ from trainables.config import validation_name
 
 CELL_COLUMNS = (
     "method", "label", "metric", "column", "configuration", "n", "ours_mean", "ours_std",
-    "reference_mean", "reference_std", "abs_diff", "relative_diff", "z",
+    "reference_mean", "reference_std", "reference_n", "abs_diff", "relative_diff", "z", "z_means",
 )  # fmt: skip
 RATIO_METRIC = "val_high_activation_ratio"
 RATIO_TOLERANCE = 0.05
@@ -93,7 +99,8 @@ def _cell(chosen: pd.DataFrame, reference: Reference, method: str, metric: str, 
     ours_mean, ours_std, n = _ours(chosen, method, column)
     base_mean = _ours(chosen, reference.baseline, column)[0]
     ref_std = ref.std if ref.std is not None else 0.0
-    spread = math.hypot(ours_std, ref_std)
+    spread = single_run_spread(ours_std, ref_std)
+    se = standard_error([(ours_std, n), (ref_std, ASSUMED_REFERENCE_N)])
     return {
         "method": method,
         "label": reference.methods[method].label,
@@ -105,9 +112,11 @@ def _cell(chosen: pd.DataFrame, reference: Reference, method: str, metric: str, 
         "ours_std": ours_std,
         "reference_mean": ref.mean,
         "reference_std": ref.std,
+        "reference_n": ASSUMED_REFERENCE_N,
         "abs_diff": abs(ours_mean - ref.mean),
         "relative_diff": (ours_mean - base_mean) - (ref.mean - ref_base.mean) if ref_base else math.nan,
         "z": (ours_mean - ref.mean) / spread if spread > 0 else math.nan,
+        "z_means": (ours_mean - ref.mean) / se if se > 0 else math.nan,
     }
 
 

@@ -4,13 +4,18 @@ Each method is represented by one configuration, chosen on validation accuracy
 (`analysis.aggregate.stats.representatives`, LoRA at the reference's rank 8 when the study has it); the
 verdicts read its test metrics. A claim is a baseline-relative difference between two method
 means, ours against the reference's:
-- `reproduced`: the claim's direction holds for ours AND |ours - reference| <= tolerance;
+- `reproduced`: the claim's direction holds for ours AND |ours - reference| <= the equivalence margin;
 - `direction only`: the direction holds, the size does not;
 - `not reproduced`: the direction fails;
 - `not testable`: a method or metric it needs is missing (never silently passed).
-Tolerance = 2 * sqrt(sigma_ours^2 + sigma_ref^2), where the sigma of a difference of two means
-is sqrt(sigma_a^2 + sigma_b^2) from each table's seed stds (a missing std counts as 0, which
-only narrows the tolerance). Every verdict carries its rule and its numbers.
+Equivalence margin = 2 * sqrt(sigma_ours^2 + sigma_ref^2): twice the spread of a difference of
+single runs (`analysis.reproduction.spread`), where each side's sigma is that of a single-run
+difference of two methods, sqrt(sigma_a^2 + sigma_b^2) from its table's seed stds (a missing std
+counts as 0, which only narrows the margin). It is not a standard error of means: beside it, each
+rule states the standard error of the gap between the two tables' mean differences,
+sqrt(sigma_a^2/n_a + sigma_b^2/n_b) per side, with our seeds as n and the reference's n assumed
+(`spread.ASSUMED_REFERENCE_N`; the paper does not give it). Every verdict carries its rule and its
+numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ import pandas as pd
 from analysis.aggregate.stats import representatives
 from analysis.paper.reference import Reference, reference_mismatch
 from analysis.reproduction.fidelity import as_reference
+from analysis.reproduction.spread import (
+    ASSUMED_REFERENCE_N,
+    MARGIN_FACTOR,
+    MARGIN_FORMULA,
+    MARGIN_MEANING,
+    MARGIN_NAME,
+    SE_FORMULA,
+    SE_MEANING,
+    reference_n_note,
+    single_run_spread,
+    standard_error,
+)
 from analysis.table.protocols import single_protocol
 from analysis.table.study_modes import StudyModes, study_modes
 from trainables.config import accuracy_name
@@ -60,7 +77,8 @@ class _Missing(Exception):
 
 @dataclass(frozen=True)
 class Difference:
-    """A difference of two method means, ours and the reference's, with the sigma of each."""
+    """A difference of two method means, ours and the reference's: the single-run spread of each
+    (`sigma`, see `analysis.reproduction.spread`) and the standard error of each mean difference (`se`)."""
 
     text: str  # "TauGate - Frozen acc_45"
     ours: float
@@ -68,10 +86,20 @@ class Difference:
     reference: float
     reference_sigma: float
     numbers: str
+    ours_se: float = math.nan
+    reference_se: float = math.nan
+    ours_n: str = "?"  # our seeds per method ("5", or "5 and 4")
+    reference_n: int = ASSUMED_REFERENCE_N
 
     @property
     def tolerance(self) -> float:
-        return 2 * math.hypot(self.ours_sigma, self.reference_sigma)
+        """The equivalence margin: 2 × the spread of a difference of single runs."""
+        return MARGIN_FACTOR * single_run_spread(self.ours_sigma, self.reference_sigma)
+
+    @property
+    def standard_error(self) -> float:
+        """The standard error of the gap between the two mean differences (reference n assumed)."""
+        return math.hypot(self.ours_se, self.reference_se)
 
     def judge(self, direction: str) -> str:
         if not _holds(self.ours, direction):
@@ -80,14 +108,19 @@ class Difference:
 
     def rule(self, direction: str) -> str:
         return (
-            f"{self.text} {direction} 0, and |ours - reference| <= 2·sqrt(σ_ours² + σ_ref²) = {self.tolerance:.3f} "
-            f"(σ of a difference = sqrt(σ_a² + σ_b²) of the seed stds)"
+            f"{self.text} {direction} 0, and |ours - reference| <= {MARGIN_NAME} {MARGIN_FORMULA} = "
+            f"{self.tolerance:.3f} ({MARGIN_MEANING}; σ of a method difference = sqrt(σ_a² + σ_b²)); beside it, "
+            f"the {SE_MEANING}, {SE_FORMULA} per side = {self.standard_error:.3f} (n_ours = {self.ours_n} seeds, "
+            f"{reference_n_note(self.reference_n)})"
         )
 
     def describe(self) -> str:
+        gap = self.ours - self.reference
+        se = self.standard_error
+        in_se = f" = {gap / se:+.1f} SE of the means" if math.isfinite(se) and se > 0 else ""
         return (
             f"ours {self.ours:+.3f} (σ {self.ours_sigma:.3f}), reference {self.reference:+.3f} "
-            f"(σ {self.reference_sigma:.3f}), gap {self.ours - self.reference:+.3f}; {self.numbers}"
+            f"(σ {self.reference_sigma:.3f}), gap {gap:+.3f}{in_se}; {self.numbers}"
         )
 
 
@@ -117,17 +150,28 @@ class _Means:
             raise _Missing(f"the reference {self.reference.name} has no {metric} for {method}")
         return cell.mean, cell.std or 0.0
 
+    def n(self, method: str, metric: str) -> int:
+        """Our representative's seeds behind `metric` (0 when unknown)."""
+        value = self.chosen.loc[method].get(f"{metric}_n", 0)
+        return int(value) if value is not None and math.isfinite(float(value)) else 0
+
     def describe(self, method: str, metric: str) -> str:
         row = self.chosen.loc[method]
         mean, std = self.ours(method, metric)
         return f"{row['label']} {metric} = {mean:.3f} ± {std:.3f} (mean ± std, n={int(row[f'{metric}_n'])})"
 
     def difference(self, a: str, b: str, metric: str) -> Difference:
+        """Our method difference a - b beside the reference's, with both scales of `analysis.reproduction.spread`."""
         (oa, sa), (ob, sb) = self.ours(a, metric), self.ours(b, metric)
         (ra, qa), (rb, qb) = self.ref(a, metric), self.ref(b, metric)
-        numbers = f"{self.describe(a, metric)}; {self.describe(b, metric)}"
-        return Difference(f"{self.name(a)} - {self.name(b)} {metric}", oa - ob, math.hypot(sa, sb), ra - rb,
-                          math.hypot(qa, qb), numbers)  # fmt: skip
+        na, nb = self.n(a, metric), self.n(b, metric)
+        return Difference(
+            f"{self.name(a)} - {self.name(b)} {metric}", oa - ob, single_run_spread(sa, sb), ra - rb,
+            single_run_spread(qa, qb), f"{self.describe(a, metric)}; {self.describe(b, metric)}",
+            ours_se=standard_error([(sa, na), (sb, nb)]),
+            reference_se=standard_error([(qa, ASSUMED_REFERENCE_N), (qb, ASSUMED_REFERENCE_N)]),
+            ours_n=str(na) if na == nb else f"{na} and {nb}",
+        )  # fmt: skip
 
     def name(self, method: str) -> str:
         """The reference's label of the method, naming our settings where they differ ("LoRA (ours r=4; paper r=8)")."""
@@ -185,12 +229,14 @@ def _full_check(means: _Means, metric: str) -> tuple[str, str, str]:
         raise _Missing("no other method to compare full fine-tuning with")
     ours_best = max(ours, key=ours.get)
     ref_best = max(ours, key=lambda m: means.ref(m, metric)[0])
-    (of, sf), (ob, sb) = means.ours("full", metric), means.ours(ours_best, metric)
-    (rf, qf), (rb, qb) = means.ref("full", metric), means.ref(ref_best, metric)
+    ours_diff = means.difference("full", ours_best, metric)
+    ref_diff = means.difference("full", ref_best, metric)
+    numbers = (f"{means.describe('full', metric)}; best other: ours {means.describe(ours_best, metric)}, "
+               f"reference {means.name(ref_best)} {means.ref(ref_best, metric)[0]:.3f}")  # fmt: skip
     diff = Difference(
-        f"Full FT - best other {metric}", of - ob, math.hypot(sf, sb), rf - rb, math.hypot(qf, qb),
-        f"{means.describe('full', metric)}; best other: ours {means.describe(ours_best, metric)}, "
-        f"reference {means.name(ref_best)} {rb:.3f}",
+        f"Full FT - best other {metric}", ours_diff.ours, ours_diff.ours_sigma, ref_diff.reference,
+        ref_diff.reference_sigma, numbers, ours_se=ours_diff.ours_se, reference_se=ref_diff.reference_se,
+        ours_n=ours_diff.ours_n,
     )  # fmt: skip
     return diff.rule(">"), diff.judge(">"), diff.describe()
 

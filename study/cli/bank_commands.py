@@ -14,7 +14,8 @@ def bank(
     study_dir: Annotated[Path, typer.Argument(help="a study folder with finished gated trials")],
     output: Annotated[Path | None, typer.Option(help="banks folder (default: STUDY_DIR/bank)")] = None,
     method: Annotated[
-        list[str] | None, typer.Option(help="taugate|gain_only|threshold_only; repeat for several (default taugate)")
+        list[str] | None,
+        typer.Option(help="one of taugate, gain_only, threshold_only; repeat it for several (default taugate)"),
     ] = None,
     foundation: Annotated[str | None, typer.Option(help="build only this foundation's bank (its id)")] = None,
     budget: Annotated[

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,8 @@ import typer
 
 from study.cli.common import console, fail, spec_or_exit
 from study.cluster.cluster_error import ClusterError
-from study.cluster.head import alive, end_cluster, read_state, start_cluster, state_file
+from study.cluster.head import STATE_ENV, alive, end_cluster, read_state, start_cluster, state_file
+from study.commands import shell_command
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
@@ -37,8 +39,15 @@ def start(
         _fail(err)
     console.print(f"Ray cluster up at {state['address']} (pid {state['pid']}, {state['num_cpus']} CPUs, "
                   f"log {state['log']}); run studies on it with:")  # fmt: skip
-    console.print(f"  taugate run SPEC --address {state['address']}", highlight=False)
-    console.print("and stop it with `taugate cluster stop`.")
+    console.print(f"  {shell_command('taugate', 'run', 'SPEC', '--address', state['address'])}", highlight=False)
+    console.print(f"and stop it with `{cluster_command('stop')}`.", highlight=False)
+
+
+def cluster_command(name: str) -> str:
+    """`taugate cluster NAME` as printed for the user: with the state file's variable when this cluster is
+    recorded elsewhere than the default (TAUGATE_CLUSTER_FILE), so that it finds this cluster from any shell."""
+    prefix = f"{STATE_ENV}={shell_command(state_file().resolve())} " if os.environ.get(STATE_ENV) else ""
+    return prefix + shell_command("taugate", "cluster", name)
 
 
 @app.command()
@@ -75,8 +84,8 @@ def status() -> None:
                       "num_cpus": state.get("num_cpus"),
                       "uptime_s": round(time.time() - state["started"], 1) if running else None}))  # fmt: skip
     if not running:
-        console.print(f"the cluster recorded at {state['address']} is not running; `taugate cluster stop` "
-                      "removes the record")  # fmt: skip
+        console.print(f"the cluster recorded at {state['address']} is not running; `{cluster_command('stop')}` "
+                      "removes the record", highlight=False)  # fmt: skip
         raise typer.Exit(1)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,16 @@ def spec_or_exit(path: Path):
         return load_spec(path)
     except SpecError as err:
         fail(str(err))
+
+
+def cluster_options(address: str | None) -> list[str]:
+    """`--address HOST:PORT` of the cluster a study driver joined (its --address, else RAY_ADDRESS; `auto`
+    resolved to the cluster it found), so that a printed command joins it too; none for a local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address == "auto":
+        from study.cluster.cluster_error import ClusterError
+        from study.cluster.connect import cluster_address
+
+        with contextlib.suppress(ClusterError):  # none found: `auto` as given (the driver said why)
+            address = cluster_address(address) or address
+    return ["--address", address] if address else []

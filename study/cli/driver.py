@@ -10,7 +10,9 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from study.cli.common import console, fail
+from study.cli.common import cluster_options, console, fail
+from study.commands import shell_command
+from study.tracking.mlflow_store import tracking_options
 
 
 @contextlib.contextmanager
@@ -63,17 +65,26 @@ def stop_on_signals() -> None:
     install(notify)
 
 
-def interrupted(spec, study, study_dir: Path, signum: int, seconds: float | None = None) -> None:
-    """The summary of an interrupted study, and exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+def interrupted(
+    spec, study, study_dir: Path, signum: int, seconds: float | None = None, *, address: str | None = None,
+    tracking_uri: str | None = None,
+) -> None:  # fmt: skip
+    """The summary of an interrupted study, and exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
+    Its `continue with:` command runs pasted anywhere: the study folder's absolute path, the cluster the
+    driver joined (`address`) and a tracking store other than the study's own."""
     from study.cluster.interrupt import exit_code, name
     from study.folder.progress import study_progress
 
     progress = study_progress(study_dir, spec, study)
     took = f", {seconds:.1f}s" if seconds is not None else ""
+    folder = Path(study_dir).resolve()
+    tracking = tracking_options(folder, tracking_uri, study.get("tracking_uri"))
+    resume = shell_command("taugate", "resume", folder, *cluster_options(address), *tracking)
     console.print(
         f"study {spec.name} interrupted ({name(signum)}): {progress.finished}/{progress.planned} trials finished, "
-        f"{progress.failed} failed, {progress.remaining} remaining{took}; no report written (`taugate report` "
-        f"writes one for the partial study)\ncontinue with: taugate resume {Path(study_dir).resolve()}",
+        f"{progress.failed} failed, {progress.remaining} remaining{took}; no report written "
+        f"(`{shell_command('taugate', 'report', folder, *tracking)}` writes one for the partial study)"
+        f"\ncontinue with: {resume}",
         highlight=False,
     )
     raise typer.Exit(exit_code(signum))

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from study.cli import bank_commands, cluster_commands, report_commands, study_commands, trial_commands
+from study.cli import bank_commands, cluster_commands, docs_commands, report_commands, study_commands, trial_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="TauGate ablation study service.")
 app.add_typer(cluster_commands.app, name="cluster")  # taugate cluster start|stop|status (study/cli/cluster_commands.py)
@@ -25,6 +25,7 @@ app.command()(report_commands.report)
 app.command()(bank_commands.bank)
 app.command()(cluster_commands.submit)
 app.command()(report_commands.ui)
+app.command()(docs_commands.readme)
 
 
 def main() -> None:

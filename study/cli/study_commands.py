@@ -10,9 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from study.cli.common import console, fail, spec_or_exit, study_or_exit
+from study.cli.common import cluster_options, console, fail, spec_or_exit, study_or_exit
 from study.cli.driver import interrupted, one_driver, stop_on_signals
+from study.commands import shell_command
+from study.tracking.mlflow_store import absolute_sqlite, tracking_options
 
 
 def spec_schema() -> None:
@@ -31,6 +34,13 @@ def plan(
 
     study_spec = spec_or_exit(spec)
     totals = summary(study_spec)
+    if totals["trials"] > study_spec.max_trials:  # `taugate run` refuses it without --yes (study.folder.metadata)
+        console.print(
+            Text.assemble(("warning:", "yellow"), f" {totals['trials']} trials, more than max_trials="
+                          f"{study_spec.max_trials}: `taugate run` refuses this spec unless given --yes; "
+                          "raise max_trials in the spec or shrink the grid to run it without"),
+            highlight=False,
+        )  # fmt: skip
     if as_json:
         print(json.dumps(totals))
         return
@@ -96,14 +106,18 @@ def _run_study(
     from study.pipeline.service import finish_study
     from study.tune import runner
 
+    where = {"address": address, "tracking_uri": tracking_uri}
     try:
         outcome = runner.execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
     except ClusterError as err:
-        fail(f"{err}; the study folder {study_dir} is kept, `taugate resume` continues it", code=1)
+        folder = study_dir.resolve()
+        resume = shell_command("taugate", "resume", folder, *cluster_options(address),
+                               *tracking_options(folder, tracking_uri, study.get("tracking_uri")))  # fmt: skip
+        fail(f"{err}; the study folder {folder} is kept, `{resume}` continues it", code=1)
     except KeyboardInterrupt:  # a second signal (or Ctrl-C before the handlers): stop at once
-        interrupted(spec, study, study_dir, received() or SIGNALS[0])
+        interrupted(spec, study, study_dir, received() or SIGNALS[0], **where)
     if outcome.interrupted is not None:
-        interrupted(spec, study, study_dir, outcome.interrupted, outcome.seconds)
+        interrupted(spec, study, study_dir, outcome.interrupted, outcome.seconds, **where)
     finish_study(spec, study_dir, outcome, tracking_uri, report, console)
     if outcome.failed:
         raise typer.Exit(1)
@@ -137,6 +151,7 @@ def run(
 
     study_spec = spec_or_exit(spec)
     study_dir = output or _default_output(study_spec)
+    tracking_uri = absolute_sqlite(tracking_uri)  # as recorded in study.json: the same store from any folder
     stop_on_signals()
     created = not study_dir.exists()
     with one_driver(study_dir):
@@ -168,7 +183,7 @@ def resume(
     study_spec, study = study_or_exit(study_dir)
     stop_on_signals()
     with one_driver(study_dir):
-        _run_study(study_spec, study, study_dir, address, tracking_uri, report)
+        _run_study(study_spec, study, study_dir, address, absolute_sqlite(tracking_uri), report)
 
 
 def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
@@ -196,7 +211,9 @@ def track(
             # a study stopped part-way stays KILLED until `taugate resume` completes it
             tracker.finish(study, "KILLED" if study_progress(study_dir, spec, study).remaining else "FINISHED")
         except Exception as err:  # noqa: BLE001 - any store failure is the user's to fix; the folder keeps everything
+            again = shell_command("taugate", "track", study_dir.resolve(),
+                                  *tracking_options(study_dir, tracking_uri, study.get("tracking_uri")))  # fmt: skip
             fail(f"MLflow tracking at {uri or 'the study folder'} failed ({type(err).__name__}: {str(err)[:300]}); "
-                 f"nothing was lost: the study folder holds every result, run `taugate track {study_dir}` again "
+                 f"nothing was lost: the study folder holds every result, run `{again}` again "
                  "once the store is reachable", code=1)  # fmt: skip
     console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")

@@ -36,6 +36,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from study.commands import study_command
 from study.processes import start_time as process_start
 from trainables.errors import TauGateError
 from trainables.files import write_json
@@ -55,7 +56,7 @@ class StudyLocked(TauGateError, RuntimeError):
             f"study folder {study_dir} is in use by a running driver: host {holder.get('host', '?')}, "
             f"pid {holder.get('pid', '?')} (`{holder.get('command', '?')}`, started {started}; {reason}); "
             "one driver per study: wait for it to end, or stop it (Ctrl-C, or `kill -INT "
-            f"{holder.get('pid', '?')}` on {holder.get('host', '?')}) and `taugate resume {study_dir}`"
+            f"{holder.get('pid', '?')}` on {holder.get('host', '?')}) and `{study_command('resume', study_dir)}`"
         )
 
 

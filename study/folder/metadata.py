@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from study.commands import study_command
 from study.folder.filenames import SPEC_FILE, STUDY_FILE
 from study.folder.storage import StorageError, check_writable
 from study.spec.loader import SpecError, parse_spec
@@ -60,7 +61,8 @@ def prepare(spec: StudySpec, study_dir: Path, yes: bool = False, tracking_uri: s
     check_writable(study_dir)
     study_file = study_dir / STUDY_FILE
     if study_file.is_file():
-        raise StorageError(f"{study_dir} already holds a study; use `taugate resume {study_dir}` or another --output")
+        resume = study_command("resume", study_dir)
+        raise StorageError(f"{study_dir} already holds a study; use `{resume}` or another --output")
     (study_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.dump(), sort_keys=False))
     study = {
         "study_id": uuid.uuid4().hex,

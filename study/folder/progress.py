@@ -5,6 +5,10 @@ report reads the same sources (the ledger and the plan, `analysis.table.load.loa
 service never tells two stories. "failed" means a trial that raised (its Tune trial errored and
 it never reached the ledger) or, in an Optuna study, a configuration Optuna marked FAIL; a trial
 that has not run yet is "remaining", never "failed".
+
+An Optuna study's trials are its configurations' seed runs: a configuration Optuna drew twice is
+one configuration (`study.folder.optuna_db.draw_counts`), so the counts match the ledger, the
+results table and MLflow's runs; `draws` and `repeated_draws` say how Optuna's draws went.
 """
 
 from __future__ import annotations
@@ -30,9 +34,23 @@ class Progress:
     failed: int
     remaining: int
     stopped: int = 0
+    draws: int | None = None  # an Optuna study's finished draws (complete or failed), repeats included
+    repeated_draws: int = 0  # an Optuna study's draws of a configuration it had drawn before
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        counts = asdict(self)
+        if self.draws is None:  # a grid study: every trial is planned, nothing is drawn
+            del counts["draws"], counts["repeated_draws"]
+        return counts
+
+    def draws_note(self) -> str:
+        """What an Optuna study's draws came to, for a summary line ("" when nothing was drawn twice)."""
+        if not self.repeated_draws:
+            return ""
+        return (
+            f"{self.repeated_draws} of Optuna's {self.draws} draws repeated an earlier configuration, "
+            "counted once and answered from its results"
+        )
 
 
 def study_progress(
@@ -42,14 +60,16 @@ def study_progress(
     `table` is the study's `analysis.table.load.load_tune` table when the caller has it already."""
     ledger = TrialLedger(Path(study_dir)).all_finished()
     if spec.search.kind == "optuna":
-        from study.folder.optuna_db import completed_trials, failed_trials
+        from study.folder.optuna_db import draw_counts
 
-        db, name, seeds = Path(study_dir) / OPTUNA_DB, study["optuna_study_name"], len(spec.seeds)
-        planned = spec.search.num_samples * seeds
-        finished, failed = completed_trials(db, name) * seeds, failed_trials(db, name) * seeds
+        draws, seeds = draw_counts(Path(study_dir) / OPTUNA_DB, study["optuna_study_name"]), len(spec.seeds)
+        # a repeated draw adds no trial: planned are the configurations drawn plus the draws to come
+        remaining = max(0, spec.search.num_samples - draws.drawn) * seeds
+        finished, failed = draws.configurations * seeds, draws.failed * seeds
         diverged = sum(m.get("status") == "diverged" for m in ledger.values())
         stopped = sum(m.get("status") == "stopped" for m in ledger.values())
-        return Progress(planned, finished, diverged, failed, max(0, planned - finished - failed), stopped)
+        return Progress(finished + failed + remaining, finished, diverged, failed, remaining, stopped,
+                        draws.drawn, draws.repeated)  # fmt: skip
     plan_file = Path(study_dir) / PLAN_FILE
     planned_keys = set(json.loads(plan_file.read_text())) if plan_file.is_file() else set(ledger)
     planned = max(len(planned_keys), int(study.get("trials_planned", 0)))

@@ -10,11 +10,16 @@ second of the two commands; its report shows the held-out methods as out-of-samp
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from study.commands import shell_command
+from study.folder.filenames import STUDY_FILE
 from study.spec.loader import parse_spec
 from study.spec.plan import protocols
 from study.spec.study_spec import StudySpec
@@ -69,12 +74,33 @@ def calibrate_study(study_dir: Path, spec: StudySpec) -> tuple[dict[str, Any], P
         return None
     protocol = {name: _plain(value) for name, value in choice.protocol.items()}
     path = Path(study_dir).resolve() / CALIBRATED_SPEC
+    command = next_command(path, study_dir, spec)
     body = yaml.safe_dump(calibrated_spec(spec, protocol).dump(exclude_none=True), sort_keys=False)
     header = (f"# Written by the calibration study {spec.name}: the protocol chosen on validation fidelity to the\n"
               f"# reference ({spec.calibrate.reference}) over {', '.join(choice.fitted)}; held out: "
-              f"{', '.join(spec.calibrate.held_out) or 'none'}.\n# Run it with: taugate run {path}\n")  # fmt: skip
+              f"{', '.join(spec.calibrate.held_out) or 'none'}.\n# Run it with: {command}\n")  # fmt: skip
     path.write_text(header + body)
     return protocol, path
+
+
+def next_command(path: Path, study_dir: Path, spec: StudySpec, tracking_uri: str | None = None) -> str:
+    """`taugate run` on the calibrated spec, as the `next:` line prints it: it runs pasted anywhere. The
+    spec's absolute path; `--address` of the cluster this driver joined (the study's Ray connection is kept
+    after a study on a cluster, a local Ray is gone by now); `--tracking-uri` when the calibration logged
+    elsewhere than its own SQLite store and the calibrated spec does not name that store itself."""
+    from study.tracking.mlflow_store import absolute_sqlite, tracking_options
+
+    words = ["taugate", "run", str(Path(path).resolve())]
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        words += ["--address", ray.get_runtime_context().gcs_address]
+    recorded = None  # the store `taugate run --tracking-uri` (or the spec) named, kept in study.json
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        recorded = json.loads((Path(study_dir) / STUDY_FILE).read_text()).get("tracking_uri")
+    tracking = tracking_options(study_dir, tracking_uri, recorded)
+    if tracking and tracking[1] != absolute_sqlite(spec.tracking_uri):  # the calibrated spec names no other store
+        words += tracking
+    return shell_command(*words)
 
 
 def _plain(value: Any) -> Any:

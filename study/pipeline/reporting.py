@@ -9,10 +9,12 @@ from typing import Any
 import yaml
 
 from analysis.table.load import load_gate_stats, load_histories, load_tune
+from study.commands import study_command
 from study.folder.filenames import OPTUNA_DB
 from study.folder.metadata import load_study
 from study.folder.progress import study_progress
 from study.pipeline.calibrate import report_settings
+from study.tracking.mlflow_store import tracking_options
 
 REPORT_DIR = "report"
 
@@ -35,16 +37,21 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
         "spec": yaml.safe_load((Path(study_dir) / "spec.yaml").read_text()),
     }
     progress = study_progress(study_dir, spec, study, df)  # the same account as the CLI summary and `status`
+    metadata["trials planned"] = progress.planned  # an Optuna configuration drawn twice is planned once
+    if note := progress.draws_note():
+        metadata["optuna draws"] = note
     if progress.remaining > 0:  # an interrupted study, not resumed yet
-        where = Path(study_dir).resolve()
+        resume = study_command("resume", study_dir, *tracking_options(study_dir, None, study.get("tracking_uri")))
         metadata = {
             "coverage": f"PARTIAL STUDY: {progress.finished + progress.failed} of {progress.planned} planned "
-            f"trials ran, {progress.remaining} not run yet; `taugate resume {where}` completes it"
+            f"trials ran, {progress.remaining} not run yet; `{resume}` completes it"
         } | metadata
         metadata["title"] += " (partial study)"
     stopped = int((df["status"] == "stopped").sum()) if len(df) else 0
     if stopped:  # not a failure: the scheduler's choice (the report's learning-curves section counts them)
         metadata["trials stopped by the scheduler"] = stopped
+    if wall_seconds is None:  # a report written again later keeps the run's own wall time
+        wall_seconds = _previous_metadata(study_dir).get("wall time (s)")
     if wall_seconds is not None:
         metadata["wall time (s)"] = round(wall_seconds, 1)
     optuna_study = None
@@ -69,6 +76,15 @@ def write_study_report(study_dir: Path, wall_seconds: float | None = None) -> di
                          banks=bank_summaries(Path(study_dir)), histories=histories)  # fmt: skip
     (Path(study_dir) / REPORT_DIR / "metadata.json").write_text(json.dumps(metadata, indent=1, default=str))
     return paths
+
+
+def _previous_metadata(study_dir: Path) -> dict[str, Any]:
+    path = Path(study_dir) / REPORT_DIR / "metadata.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
 
 
 def log_report(study_dir: Path, tracking_uri: str | None) -> None:

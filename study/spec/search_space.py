@@ -47,7 +47,9 @@ def default_ranges(optional: bool = False) -> dict[str, Range]:
 
 class SearchSpec(Strict):
     kind: Literal["grid", "optuna"] = "grid"
-    num_samples: int = Field(20, gt=0, description="optuna: number of trials")
+    num_samples: int = Field(
+        20, gt=0, description="optuna: number of draws (Optuna trials); a configuration drawn again counts once"
+    )
     objectives: list[Objective] | None = Field(
         None, min_length=1, description="default: validation accuracy on the target mode, maximised"
     )

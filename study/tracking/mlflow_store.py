@@ -38,6 +38,24 @@ def resolve_uri(study_dir: Path, tracking_uri: str | None) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path(study_dir))
 
 
+def absolute_sqlite(uri: str | None) -> str | None:
+    """`sqlite:///relative.db` (relative to the current folder) as `sqlite:////abs/relative.db`; other URIs as given.
+    A study records the URI it was given (study.json), which a command run from another folder reads."""
+    prefix = "sqlite:///"
+    if uri and uri.startswith(prefix) and not Path(uri.removeprefix(prefix)).is_absolute():
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
+
+
+def tracking_options(study_dir: Path, tracking_uri: str | None, recorded: str | None = None) -> list[str]:
+    """`--tracking-uri URI` for a printed command when a study logs anywhere but its own SQLite store (the flag,
+    the URI recorded in study.json, or MLFLOW_TRACKING_URI), a relative SQLite path made absolute."""
+    uri = resolve_uri(Path(study_dir).resolve(), tracking_uri or recorded)
+    if uri == default_tracking_uri(Path(study_dir).resolve()):
+        return []
+    return ["--tracking-uri", absolute_sqlite(uri)]
+
+
 def client_for(uri: str):
     """One MlflowClient per tracking URI in this process (a new SQLite store seeded from the template)."""
     with _clients_lock:

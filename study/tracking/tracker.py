@@ -5,6 +5,15 @@ the tracking store is unreachable the study goes on and `taugate track DIR` back
 Every run carries a tag with its identity (study id, trial key), so logging twice finds the
 existing run instead of creating a duplicate.
 
+The study's experiment carries MLflow's experiment kind tag set to model training
+(`mlflow.experimentKind` = `custom_model_development`, the value MLflow's experiment-kind selector writes),
+set on an existing experiment that has no kind yet (`taugate track`, `taugate ui`), never over one a user
+chose. MLflow 3.17's own UI picks its GenAI or model-training view by the address's `workflowType`
+parameter rather than this tag, so the address `taugate ui` prints names the view too.
+
+The parent run spans the study: it starts when the study was created (`study.json`), before any trial,
+and ends after the last trial is logged (and, in `taugate run`, after the banks and the report).
+
 A trial's child run carries what its ledger entry holds: the config as params, the final
 metrics, each epoch's `loss` / `val_acc` as metric histories (step = epoch, from `history.json`),
 the trial's own start and end on its worker, and its training data as an MLflow dataset input
@@ -18,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,8 @@ log = logging.getLogger("taugate.tracking")
 
 STUDY_TAG, TRIAL_TAG = "taugate.study_id", "taugate.trial_key"
 PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
+# MLflow's experiment kind (the tag its kind selector sets): this is model training, not GenAI.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # A trial's ledger status -> its MLflow run status: a scheduler's stop is neither success nor failure.
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}
 # MLflow's batch limits (mlflow.utils.validation): entities per call, params per call.
@@ -76,6 +88,22 @@ def run_metrics(metrics: dict[str, Any], history: list[dict[str, Any]], start_ms
     return out
 
 
+def study_start_ms(study: dict[str, Any]) -> int | None:
+    """When the study was created (`study.json`'s `created`, whole seconds) as MLflow's milliseconds."""
+    try:
+        return int(datetime.fromisoformat(study["created"]).timestamp() * 1000)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def mark_model_training(client: Any, experiment: Any) -> bool:
+    """Tag an experiment as model training unless it has a kind already; True when it was tagged now."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG):
+        return False
+    client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return True
+
+
 def batches(params: Sequence, metrics: Sequence) -> Iterator[tuple[list, list]]:
     """(params, metrics) chunks within MLflow's limits per `log_batch`: one call for a usual trial."""
     params, metrics = list(params), list(metrics)
@@ -106,28 +134,36 @@ class Tracker:
             found = self.client.get_experiment_by_name(self.experiment_name)
             if found is not None:
                 self._experiment_id = found.experiment_id
+                mark_model_training(self.client, found)  # a study logged before the kind was set
             else:
                 # a local SQLite store keeps its artifacts inside the study folder, never in ./mlruns
                 local = self.uri.startswith("sqlite:")
                 location = (self.study_dir / "mlartifacts").as_uri() if local else None
-                self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment_name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+                )
         return self._experiment_id
 
-    def parent(self, study: dict[str, Any]) -> str:
-        """The study's parent run, created once (tags: git commit, versions; the spec as artifact)."""
-        if self._parent is not None:
-            return self._parent
+    def _find_parent(self, study: dict[str, Any]) -> str | None:
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{STUDY_TAG}` = '{study['study_id']}' and tags.`{KIND_TAG}` = 'study'",
             max_results=1,
         )
-        if found:
-            self._parent = found[0].info.run_id
+        return found[0].info.run_id if found else None
+
+    def parent(self, study: dict[str, Any]) -> str:
+        """The study's parent run, created once (tags: git commit, versions; the spec as artifact)."""
+        if self._parent is not None:
+            return self._parent
+        if found := self._find_parent(study):
+            self._parent = found
             return self._parent
         tags = {STUDY_TAG: study["study_id"], KIND_TAG: "study"}
         tags |= {f"taugate.{k}": str(v) for k, v in study.get("environment", {}).items()}
-        run = self.client.create_run(self.experiment_id, run_name=study["name"], tags=tags)
+        # it starts with the study (before its first trial), not when the first trial is logged
+        run = self.client.create_run(self.experiment_id, start_time=study_start_ms(study), run_name=study["name"],
+                                     tags=tags)  # fmt: skip
         self._parent = run.info.run_id
         spec_file = self.study_dir / "spec.yaml"
         if spec_file.is_file():
@@ -233,6 +269,18 @@ class Tracker:
             for name, value in numeric_metrics(summary).items():
                 self.client.log_metric(parent, name, value)
         self.client.set_terminated(parent, status=status)
+
+    def extend_end(self, study: dict[str, Any]) -> bool:
+        """Move an ended parent run's end to now, its status kept (what the study logged after `finish`:
+        banks, report); False when the study has no parent run or it is still running."""
+        parent = self._parent or self._find_parent(study)
+        if parent is None:
+            return False
+        status = self.client.get_run(parent).info.status
+        if status == "RUNNING":
+            return False
+        self.client.set_terminated(parent, status=status, end_time=int(time.time() * 1000))
+        return True
 
     def sync(self, study: dict[str, Any]) -> int:
         """Log every finished trial of the study folder that the store lacks; returns how many."""

@@ -139,17 +139,27 @@ class TrackingCallback(_Lazy):
 
 class ProgressCallback(_Lazy):
     """A status line whenever a trial starts, finishes or fails: done, running, failed, time left.
-    Counts are study trials: a fused Tune trial counts as its members."""
+    Counts are study trials: a fused Tune trial counts as its members.
 
-    def __init__(self, total: int, already_done: int = 0):
+    The line for a finished trial waits until Tune has started what takes its place (or for a
+    second in which nothing started), so that "running" counts what runs: printed at the moment of
+    completion it would miss the next trial, which a searcher (Optuna) only suggests afterwards. In
+    an Optuna study (`drawn`) a trial whose every member the ledger already held is a repeated draw
+    of a finished configuration: it adds nothing, and the total drops by its members."""
+
+    SETTLE_S = 1.0  # how long a finished trial's line waits for the next trial to start
+
+    def __init__(self, total: int, already_done: int = 0, drawn: bool = False):
         self.total, self.done, self.running, self.failed = total, already_done, 0, 0
-        self.started, self.done_this_run = time.monotonic(), 0
+        self.started, self.done_this_run, self.drawn = time.monotonic(), 0, drawn
+        self.due: float | None = None  # when a finished trial's line became due
 
     @staticmethod
     def _members(trial) -> int:
         return len(split_config(trial.config)[1].get("members", [None]))
 
     def _print(self) -> None:
+        self.due = None
         elapsed = time.monotonic() - self.started
         remaining = self.total - self.done - self.failed
         left = f"~{elapsed / self.done_this_run * remaining:.0f}s left" if self.done_this_run else "estimating"
@@ -160,8 +170,16 @@ class ProgressCallback(_Lazy):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.running += self._members(trial)
-        if self.done_this_run == 0 and self.failed == 0:
-            self._print()  # the first wave; afterwards one line per finished or failed trial
+        if self.due is not None or (self.done_this_run == 0 and self.failed == 0):
+            self._print()  # the first wave, or the trial that took a finished one's place
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.due is not None and time.monotonic() - self.due > self.SETTLE_S:
+            self._print()  # nothing started in its place
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self.due is not None:
+            self._print()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         members = self._members(trial)
@@ -169,13 +187,16 @@ class ProgressCallback(_Lazy):
         result = trial.last_result or {}
         if not result.get("trial_key") and not result.get("member_keys") and not stopped_early(result):
             return  # stopped by an interrupt (or before it reported): still to run, not done
-        self.done, self.done_this_run = self.done + members, self.done_this_run + members
-        self._print()
+        if self.drawn and all(member.get("reused") for member in result.get("members") or [result]):
+            self.total -= members  # a repeated draw: its configuration was counted when it first finished
+        else:
+            self.done, self.done_this_run = self.done + members, self.done_this_run + members
+        self.due = self.due or time.monotonic()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         members = self._members(trial)
         self.running, self.failed = max(0, self.running - members), self.failed + members
-        self._print()
+        self.due = self.due or time.monotonic()
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         # a failed attempt Tune retries: it stops running now and counts again when it restarts

@@ -18,7 +18,9 @@ from rich.console import Console
 from study import environment  # noqa: F401 - before Ray, Tune and MLflow are imported
 from study.cluster.connect import connect, shutdown_local_ray
 from study.cluster.ray_patches import use_prestarted_workers
+from study.commands import study_command
 from study.folder.filenames import OPTUNA_DB, PLAN_FILE, TUNE_DIR
+from study.folder.progress import study_progress
 from study.folder.storage import TrialLedger
 from study.spec.plan import fused_groups, longest_first, planned_trials, run_name, trial_config, trial_key, variants
 from study.spec.study_spec import StudySpec
@@ -36,6 +38,7 @@ class StudyOutcome:
     remaining: int = 0
     interrupted: int | None = None  # the stop signal (SIGINT, SIGTERM) when the study was interrupted
     stopped: int = 0  # finished trials an early-stopping scheduler stopped
+    draws_note: str = ""  # an Optuna study whose draws repeated a configuration says so (`Progress.draws_note`)
 
 
 def execute(
@@ -43,7 +46,7 @@ def execute(
     tracking_uri: str | None, console: Console,
 ) -> StudyOutcome:  # fmt: skip
     """Run every trial of the study that the ledger does not hold yet."""
-    from study.tracking.mlflow_store import open_in_background, resolve_uri
+    from study.tracking.mlflow_store import open_in_background, resolve_uri, tracking_options
 
     started = time.monotonic()
     study_dir = study_dir.resolve()
@@ -68,14 +71,19 @@ def execute(
 
         objectives = tuple(o.metric for o in spec.search.objectives)
         search_alg, completed = optuna_searcher(spec, study, study_dir / OPTUNA_DB)
-        # an Optuna trial is a configuration on every seed: the study's trials are its seeds' runs
-        total = spec.search.num_samples * len(spec.seeds)
+        # an Optuna trial is a configuration on every seed: the study's trials are its seeds' runs, the
+        # configurations finished so far (one drawn twice counts once) and the draws to come
         todo = [seed for _ in range(max(0, spec.search.num_samples - completed)) for seed in spec.seeds]
+        total = study_progress(study_dir, spec, study).finished + len(todo)
         num_samples = len(todo) // len(spec.seeds)
         longest = max((max(method.epochs or [spec.epochs]) for method in spec.methods.values()), default=1)
         if "epochs" in spec.search.ranges:  # a method's own epochs, searched
             longest = max(longest, int(spec.search.ranges["epochs"].high))
-    console.print(f"study {spec.name}: {total} trials, {len(todo)} to run, folder {study_dir}", highlight=False)
+    drawing = ""
+    if spec.search.kind == "optuna":  # the trials to run are an upper bound: a repeated draw adds none
+        drawing = f" ({num_samples} Optuna draws on {len(spec.seeds)} seeds; a configuration drawn again counts once)"
+    console.print(f"study {spec.name}: {total} trials, {len(todo)} to run{drawing}, folder {study_dir}",
+                  highlight=False)  # fmt: skip
 
     from study.cluster.interrupt import received
     from study.cluster.interrupt import reinstall as reinstall_signal_handlers
@@ -96,7 +104,7 @@ def execute(
 
         callbacks = [SchedulerStops(study_dir), JsonLoggerCallback(), CSVLoggerCallback(),
                      TrackingCallback(study_dir, uri, study),
-                     ProgressCallback(total, already_done=total - len(todo))]  # fmt: skip
+                     ProgressCallback(total, already_done=total - len(todo), drawn=search_alg is not None)]  # fmt: skip
         param_space = {"base": spec.base_config(), "variant": tune.grid_search(units)} if units else {}
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
         trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives,
@@ -133,20 +141,24 @@ def execute(
         finally:
             shutdown_local_ray(address)  # no Ray process of a local study outlives its driver
 
-    from study.folder.progress import study_progress
-
     progress = study_progress(study_dir, spec, study)  # the one account of the study's trials
-    outcome = StudyOutcome(study_dir, progress.finished, progress.failed, total, time.monotonic() - started,
-                           remaining=progress.remaining, interrupted=received(),
-                           stopped=progress.stopped)  # fmt: skip
+    # planned, not asked for: an Optuna configuration drawn twice is one configuration's seed runs
+    outcome = StudyOutcome(study_dir, progress.finished, progress.failed,
+                           progress.planned if spec.search.kind == "optuna" else total,
+                           time.monotonic() - started, remaining=progress.remaining, interrupted=received(),
+                           stopped=progress.stopped, draws_note=progress.draws_note())  # fmt: skip
     try:
         from study.tracking.tracker import Tracker
 
         tracker = Tracker(study_dir, uri, study["experiment_name"])
         tracker.sync(study)  # anything the callback could not log (an outage) is logged now if possible
         status = "KILLED" if outcome.interrupted and outcome.remaining else "FINISHED"
-        tracker.finish(study, status, {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds})
+        summary = {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds}
+        if progress.draws is not None:  # an Optuna study: its draws, repeats included, beside the trials
+            summary |= {"optuna_draws": progress.draws, "repeated_draws": progress.repeated_draws}
+        tracker.finish(study, status, summary)
     except Exception as err:  # noqa: BLE001 - the study folder holds everything; tracking is best effort
-        console.print(f"[yellow]warning:[/] MLflow tracking unavailable ({type(err).__name__}); "
-                      f"run `taugate track {study_dir}` later", highlight=False)  # fmt: skip
+        again = study_command("track", study_dir, *tracking_options(study_dir, tracking_uri, study.get("tracking_uri")))
+        console.print(f"[yellow]warning:[/] MLflow tracking unavailable ({type(err).__name__}); run `{again}` later",
+                      highlight=False)  # fmt: skip
     return outcome

@@ -157,10 +157,15 @@ def test_the_report_has_the_limits_map_the_overlap_matrix_and_the_intervention_t
 
     header, *rows = page.tables["modes-intervention-table"]
     assert [row[0] for row in rows] == ["0°", "45°", "90°"]
-    silenced = header.index("units silenced")
+    silenced = header.index("units silenced (attributed)")
     assert all(number(row[silenced]) == 3 for row in rows)  # 5% of the 64 hidden units
+    assert all(row[header.index("n seeds")] == "2" for row in rows)
+    raw, corrected = header.index("p (one-sided, raw)"), header.index("p (Holm-corrected)")
+    assert all(float(row[corrected]) >= float(row[raw]) for row in rows)  # three modes, one Holm family
+    assert all("[" in row[header.index("difference attributed - random [95% CI]")] for row in rows)
     verdicts = [row[header.index("causal?")] for row in rows]
-    assert all(v.startswith(("holds", "does not hold")) and "n=2" in v for v in verdicts)
+    assert all(v.startswith(("holds", "does not hold")) and "n = 2 seeds" in v for v in verdicts)
+    assert not any("specific" in column for column in header)
     assert "Attributed units carry their mode" in markdown and "Units exclusive to one mode" in markdown
 
 

@@ -34,10 +34,12 @@ def test_an_optuna_study_whose_every_trial_fails_says_so_everywhere(tmp_path):
     study_dir = tmp_path / "study"
     result = taugate("run", str(spec), "--output", str(study_dir))
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "0/2 trials finished, 2 failed" in result.stderr
+    # both draws are the one configuration {method: full}: one trial, failed once (issue 27)
+    assert "0/1 trials finished (1 of Optuna's 2 draws repeated an earlier configuration" in result.stderr
+    assert "), 1 failed" in result.stderr
     status = json.loads(taugate("status", str(study_dir)).stdout)
-    assert status | {"name": None} == {"name": None, "planned": 2, "finished": 0, "diverged": 1, "failed": 2,
-                                       "remaining": 0, "stopped": 0}  # fmt: skip
+    assert status | {"name": None} == {"name": None, "planned": 1, "finished": 0, "diverged": 1, "failed": 1,
+                                       "remaining": 0, "stopped": 0, "draws": 2, "repeated_draws": 1}  # fmt: skip
     # MLflow: one child run per trial that ran (the diverged one), no extra FAILED copies
     client = mlflow.MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("diverge").experiment_id

@@ -3,7 +3,9 @@ SQLite tracking store, loaded with `mlflow.pyfunc.load_model`, and served by a r
 `mlflow models serve --env-manager local` process on 127.0.0.1 answering real HTTP requests.
 
 One tiny study folder and bank (built without Ray, as tests/trainables/bank/test_bank.py builds them), logged once;
-one served model answers every HTTP assertion and is stopped by its PID."""
+one served model answers every HTTP assertion and is stopped by its PID. Then `taugate bank` on the same study,
+twice: the second logs nothing new, and the `serve:` line the first printed, pasted into a shell from another
+folder without this environment on PATH, serves the bank (issue 27, items 3 and 7)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ from study.folder.metadata import load_study, prepare
 from study.pipeline.mode_banks import build_bank
 from study.serving import (
     CLASS_COLUMN,
+    DIGEST_TAG,
     PIXEL_COLUMNS,
     PROB_COLUMNS,
+    bank_digest,
     log_bank_model,
     request_frame,
     use_tracking_uri,
@@ -41,6 +45,7 @@ from study.serving import (
 from study.spec.loader import parse_spec
 from study.tracking.tracker import KIND_TAG, STUDY_TAG, Tracker
 from tests.support.bank_study import TINY, make_study
+from tests.support.cli import taugate
 from tests.support.raycluster import free_port
 from trainables.bank.disk import load_bank
 from trainables.config import parse_config
@@ -49,7 +54,7 @@ from trainables.data import load_modes
 TRIALS = (("t0", "taugate", 0, 0.0), ("t45", "taugate", 45, 0.0), ("g45", "gain_only", 45, 0.0))
 MODES = ["taugate@0", "taugate@45", "gain_only@45"]
 UNKNOWN = "taugate@30"
-START_WAIT, REQUEST_WAIT, STOP_WAIT = 90.0, 60.0, 20.0  # seconds
+START_WAIT, REQUEST_WAIT, STOP_WAIT = 180.0, 60.0, 20.0  # seconds (a loaded 2-core machine)
 
 
 @dataclass
@@ -78,7 +83,9 @@ def logged(tmp_path_factory) -> Logged:
     parent = tracker.parent(record)
     tracker.finish(record)  # the study finished before its bank was built
     before = tracking_utils._tracking_uri
-    uri = log_bank_model(bank, study, tracking_uri)
+    model = log_bank_model(bank, study, tracking_uri)
+    assert model.logged_now and model.tracking_uri == tracking_uri
+    uri = model.uri
     return Logged(study, bank, tracking_uri, tracker.experiment_id, parent, uri, before, tracking_utils._tracking_uri)
 
 
@@ -161,13 +168,15 @@ def test_the_model_belongs_to_the_study_parent_run(logged: Logged):
     assert parent.data.tags[STUDY_TAG] == study["study_id"]
     assert parent.info.status == "FINISHED"  # left as the study left it
 
-    models = client.search_logged_models([logged.experiment_id], filter_string=f"source_run_id = '{logged.parent}'")
+    digest = bank_digest(logged.bank, MODES)
+    query = f"source_run_id = '{logged.parent}' AND tags.`{DIGEST_TAG}` = '{digest}'"
+    models = client.search_logged_models([logged.experiment_id], filter_string=query)
     assert len(models) == 1
     (model,) = models
     assert logged.uri == f"models:/{model.model_id}"
     assert (model.name, model.source_run_id, str(model.status)) == ("mode_bank", logged.parent, "READY")
     assert model.tags["taugate.modes"] == ", ".join(MODES) and model.tags[STUDY_TAG] == study["study_id"]
-    assert [o.model_id for o in parent.outputs.model_outputs] == [model.model_id]  # an output of the parent run
+    assert model.model_id in [o.model_id for o in parent.outputs.model_outputs]  # an output of the parent run
     # the files live in the study folder's own artifact store, the bank folder among them
     location = Path(model.artifact_location.removeprefix("file://"))
     assert location.is_relative_to(logged.study / "mlartifacts")
@@ -240,17 +249,11 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def server(logged: Logged, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", logged.uri,
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]  # fmt: skip
-    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `exec uvicorn` from PATH: this venv's
-    env = os.environ | {"MLFLOW_TRACKING_URI": logged.tracking_uri,  # the child's own environment only
-                        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}  # fmt: skip
+def serving(command: list[str], port: int, log: Path, env: dict, cwd: Path | None = None) -> Server:
+    """Start a model server (its own process group) and wait until it answers /ping; stopped by the caller."""
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                   cwd=cwd)  # fmt: skip
     served = Server(process, port, log)
     try:
         deadline = time.monotonic() + START_WAIT
@@ -265,6 +268,23 @@ def server(logged: Logged, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow models serve did not answer /ping within {START_WAIT:.0f} s:\n{served.output()}")
             time.sleep(0.5)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+@pytest.fixture(scope="module")
+def server(logged: Logged, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", logged.uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `exec uvicorn` from PATH: this venv's
+    env = os.environ | {"MLFLOW_TRACKING_URI": logged.tracking_uri,  # the child's own environment only
+                        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}  # fmt: skip
+    served = serving(command, port, log, env)
+    try:
         yield served
     finally:
         served.stop()
@@ -306,3 +326,67 @@ def test_the_server_stops_by_its_pid_and_frees_its_port(server: Server):
     while group_members(server.process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert group_members(server.process.pid) == []  # nothing it started lives on (the uvicorn worker)
+
+
+# --- `taugate bank` on the study: logged once, and its printed serve line --------------------------------
+
+
+@dataclass
+class Banked:
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess
+    before: set[str]  # READY model ids of the parent run before `taugate bank`
+    after_first: set[str]
+    after_second: set[str]
+
+
+def ready_models(logged: Logged) -> set[str]:
+    client = mlflow.MlflowClient(logged.tracking_uri)
+    found = client.search_logged_models([logged.experiment_id], filter_string=f"source_run_id = '{logged.parent}'")
+    return {m.model_id for m in found if str(m.status) == "READY"}
+
+
+@pytest.fixture(scope="module")
+def banked(logged: Logged) -> Banked:
+    """`taugate bank STUDY` twice (its TauGate modes: a bank other than the one `logged` logged)."""
+    before = ready_models(logged)
+    first = taugate("bank", str(logged.study), "--no-compact")
+    assert first.returncode == 0, first.stderr[-3000:]
+    after_first = ready_models(logged)
+    second = taugate("bank", str(logged.study), "--no-compact")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return Banked(first, second, before, after_first, ready_models(logged))
+
+
+def test_taugate_bank_twice_logs_the_bank_once(banked: Banked):
+    (new,) = banked.after_first - banked.before  # one foundation: one bank model
+    assert f"  logged to MLflow as models:/{new}\n" in banked.first.stderr
+    assert banked.after_second == banked.after_first  # the second run logged nothing
+    assert f"  already logged to MLflow (nothing new logged) as models:/{new}\n" in banked.second.stderr
+    assert "  logged to MLflow as" not in banked.second.stderr
+
+
+def test_the_printed_serve_line_serves_the_bank_from_any_folder(banked: Banked, logged: Logged, data, tmp_path):
+    (line,) = [line.split("serve: ", 1)[1] for line in banked.first.stderr.splitlines() if "serve: " in line]
+    (model_id,) = banked.after_first - banked.before
+    assert f"MLFLOW_TRACKING_URI=sqlite:///{logged.study / 'mlflow.db'} " in line  # the study's store, absolute
+    assert f" -m models:/{model_id} --env-manager local -h 127.0.0.1 -p 5001" in line
+    port = free_port()
+    pasted = line.replace(" -p 5001", f" -p {port}")  # a free port: 5001 may be taken on a shared machine
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # a shell as a user's, without this environment on PATH or a tracking URI set
+    env = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    served = serving(["bash", "-c", pasted], port, tmp_path / "serve.log", env, cwd=elsewhere)
+    try:
+        x = data[45.0].test_x[:1]
+        frame = request_frame(x, ["taugate@45"])
+        body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}
+        status, text = http("POST", f"{served.url}/invocations", body)
+        assert status == 200, text[:2000]
+        (row,) = json.loads(text)["predictions"]
+        expected = in_process(logged.study / "bank" / load_bank(logged.bank).foundation_id, x, ["taugate@45"])
+        assert row[CLASS_COLUMN] == int(expected.argmax(1)[0])
+    finally:
+        served.stop()
+    assert list(elsewhere.iterdir()) == []  # no stray mlflow.db (nor anything else) in the shell's folder

@@ -11,6 +11,7 @@ inputs nobody thought of, and a spec that does load must give only valid trial c
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -23,7 +24,7 @@ from study.spec.loader import SpecError, load_spec, parse_spec
 from study.spec.plan import summary
 from study.spec.search_space import PLAIN_OBJECTIVES, Objective, Range, SearchSpec
 from study.spec.study_spec import StudySpec
-from tests.support.cli import assert_spec_refused
+from tests.support.cli import assert_spec_refused, taugate
 from tests.support.paths import CONFIGS
 from trainables import registry
 from trainables.config import angle_key
@@ -413,3 +414,23 @@ def test_fuzz_load_spec_on_arbitrary_text(data, tmp_path):
     path = tmp_path / "fuzz.yaml"
     path.write_bytes(data)
     assert_spec_or_spec_error(lambda: load_spec(path))
+
+
+def test_plan_warns_when_the_grid_exceeds_max_trials_and_run_would_need_yes(tmp_path):
+    """4 trials (2 methods x 2 seeds) against max_trials 3: `plan` still shows the plan (exit 0, JSON on
+    stdout intact) and warns on stderr with the count, the limit and the ways out; `run` then refuses it."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(spec_text("seeds: [0, 1]", "max_trials: 3", methods="{frozen: {}, bitfit: {}}"))
+    for args in (["plan", str(spec)], ["plan", str(spec), "--json"]):
+        result = taugate(*args)
+        assert result.returncode == 0, result.stderr
+        warning = " ".join(result.stderr.split())
+        assert "warning: 4 trials, more than max_trials=3" in warning, result.stderr
+        assert "`taugate run` refuses this spec unless given --yes" in warning and "raise max_trials" in warning
+    assert json.loads(result.stdout)["trials"] == 4
+    refused = taugate("run", str(spec), "--output", str(tmp_path / "study"))
+    assert refused.returncode == 2 and "max_trials" in refused.stderr and "--yes" in refused.stderr
+
+    spec.write_text(spec_text("seeds: [0, 1]", "max_trials: 4", methods="{frozen: {}, bitfit: {}}"))
+    within = taugate("plan", str(spec))
+    assert within.returncode == 0 and "warning" not in within.stderr and "max_trials" not in within.stderr

@@ -7,7 +7,8 @@ import json
 import optuna
 import pytest
 
-from tests.support.cli import run_spec
+from analysis.figures.gate_plots import param_importances
+from tests.support.cli import run_spec, taugate
 from tests.support.study_folder import optuna_study
 
 pytestmark = pytest.mark.slow
@@ -73,3 +74,20 @@ def test_multi_objective_optuna_study_runs_and_persists(tmp_path):
     # the results table holds one row per seed run, MLflow one child run per seed run
     table = (study_dir / "report" / "results.csv").read_text().splitlines()
     assert len(table) - 1 == len(ledger)
+
+    # a configuration Optuna drew twice (bitfit has nothing to search) is one configuration: the
+    # status counts the ledger's seed runs and says how many draws repeated one
+    status = json.loads(taugate("status", str(study_dir)).stdout)
+    assert status["planned"] == status["finished"] == len(ledger)
+    assert (status["draws"], status["repeated_draws"]) == (6, 6 - len(distinct))
+
+    # the study names its objectives (optuna-dashboard's axes), and so does the importance figure,
+    # where trainable_params is assessed only over what can change a parameter count
+    objectives = ["val_acc_45", "trainable_params", "val_sparsity"]
+    assert study.metric_names == objectives
+    panels = param_importances(study)
+    assert panels and all(p.metric in objectives for p in panels)
+    for panel in panels:
+        if panel.metric == "trainable_params":
+            assert set(panel.importances) <= {"method", "lora_rank"}
+    assert (study_dir / "report" / "figures" / "optuna-importances.png").is_file()

@@ -16,7 +16,7 @@ from trainables.device import resolve_device
 from trainables.engine.evaluation import evaluate, gate_statistics
 from trainables.engine.fit import FitResult, specialise, train_foundation
 from trainables.engine.resume import EpochHook, EpochRecord, Progress, TrainState
-from trainables.formats.checkpoints import save_adapter
+from trainables.formats.checkpoints import ARTIFACT_FOUNDATION, save_adapter, save_foundation
 from trainables.methods import count_trainable, specialisation_lr
 from trainables.methods.taugate.gate import gates
 from trainables.model import MLP, first_layer_cache
@@ -35,7 +35,8 @@ def run_trial(
 
     `foundation(config, modes)` supplies a shared foundation (the study caches them); by
     default the trial trains its own. With `artifact_dir` the adapter and the per-neuron
-    gate statistics are written there. `progress` (trainables.engine.resume.Progress) gets an
+    gate statistics are written there (and the foundation, `foundation.safetensors`, when the trial
+    trained its own). `progress` (trainables.engine.resume.Progress) gets an
     `EpochRecord` after every epoch and may resume training from a saved state. Raises
     `ConfigError` for invalid input; a diverging run is not an error but `status: "diverged"`.
     """
@@ -43,6 +44,8 @@ def run_trial(
     device = resolve_device(config.device)
     modes = load_modes(config, device)
     base = (foundation or train_foundation)(config, modes)
+    if artifact_dir is not None and foundation is None:  # its own foundation goes beside the adapter, which
+        save_foundation(base, Path(artifact_dir) / ARTIFACT_FOUNDATION)  # names it (checkpoints.foundation_for)
 
     started = time.perf_counter()
     target = modes[config.target_angle]

@@ -2,9 +2,9 @@
 
 `export_lora` writes a LoRA adapter as a PEFT LoRA adapter; `export_gain_only` writes a gain-only
 adapter as a PEFT IA3 adapter. Either folder loads with PEFT's own loader onto a plain `MLP`
-carrying the foundation's weights:
+carrying the foundation's weights (`checkpoints.foundation_for` names the file an adapter was trained on):
 
-    model = PeftModel.from_pretrained(load_foundation(path, hidden), out_folder)
+    model = PeftModel.from_pretrained(load_foundation(foundation_for(adapter_folder)), out_folder)
 
 and computes what `load_adapter(foundation, adapter_folder)` computes (the tests check
 the logits against real PEFT). Each method exports through the `peft` function of its registry entry

@@ -59,7 +59,17 @@ def significance_table(df: pd.DataFrame, metric: str, modes: StudyModes) -> dict
     reference = comparisons["reference"].iloc[0] if len(comparisons) else None
     table = Table(
         f"significance-table-{metric.replace('_', '-')}",
-        ["configuration", "pairs", "mean", "reference mean", "difference [95% CI]", "p (paired t)", "significant"],
+        [
+            "configuration",
+            "pairs",
+            "mean",
+            "reference mean",
+            "difference [95% CI]",
+            "d_z",
+            "p (paired t, raw)",
+            "p (Holm-corrected)",
+            "significant (Holm p < 0.05)",
+        ],
     )
     for _, row in comparisons.iterrows():
         interval = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
@@ -67,7 +77,9 @@ def significance_table(df: pd.DataFrame, metric: str, modes: StudyModes) -> dict
             [
                 row["label"], row["n_pairs"], fmt(row["mean"]), fmt(row["reference_mean"]),
                 f"{row['mean_diff']:+.3f}{interval}" if not math.isnan(row["mean_diff"]) else "-",
+                "-" if math.isnan(row["d_z"]) else f"{row['d_z']:+.2f}",
                 "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.3g}",
+                "-" if math.isnan(row["p_holm"]) else f"{row['p_holm']:.3g}",
                 "yes" if row["significant"] else "no",
             ],
             highlight=row["significant"],

@@ -27,6 +27,7 @@ from analysis.reproduction.fidelity import (
     protocol_scores,
     score,
 )
+from analysis.reproduction.spread import MARGIN_NAME, SE_MEANING, reference_n_note
 from analysis.table.protocols import Protocol, describe, protocols, within_protocol
 from analysis.table.results import is_missing, protocol_columns
 from analysis.table.study_modes import StudyModes, study_modes
@@ -35,8 +36,11 @@ PREDICTION = "prediction (held out of the fit)"
 FITTED = "fitted"
 SCORE_DEFINITION = (
     "score = mean over the cells of |(ours_m - ours_baseline) - (ref_m - ref_baseline)|, each cell a "
-    "(method, accuracy) of the reference other than the baseline; z = (ours - ref) / sqrt(std_ours² + std_ref²) "
-    "from each table's seed std"
+    "(method, accuracy) of the reference other than the baseline; z (single runs) = (ours - ref) / "
+    "sqrt(std_ours² + std_ref²), the gap in units of the spread of a difference of single runs (each table's "
+    f"seed std; the verdicts' {MARGIN_NAME} is 2 of these units); z (means) = (ours - ref) / "
+    f"sqrt(std_ours²/n_ours + std_ref²/n_ref), the gap in units of the {SE_MEANING}, with n_ours our seeds and "
+    f"{reference_n_note()}"
 )
 
 
@@ -198,7 +202,8 @@ def fidelity_section(all_stats: pd.DataFrame, setting: Setting, figure: FigureMa
 
 
 CELL_HEADER = ("method", "metric", "our configuration (n)", "ours (mean ± std)", "reference (mean ± std)",
-               "|ours - ref|", "baseline-relative gap", "z", "role")  # fmt: skip
+               "|ours - ref|", "baseline-relative gap", "z (single runs)", "z (means, n_ref assumed)",
+               "role")  # fmt: skip
 
 
 def cells_table(cells: pd.DataFrame | None, setting: Setting) -> Table:
@@ -213,7 +218,7 @@ def cells_table(cells: pd.DataFrame | None, setting: Setting) -> Table:
                 setting.label(cell["method"], chosen), cell["metric"], ours,
                 plus_minus(cell["ours_mean"], cell["ours_std"]),
                 plus_minus(cell["reference_mean"], cell["reference_std"]), fmt(cell["abs_diff"]),
-                _signed(cell["relative_diff"]), _signed(cell["z"], 2), role,
+                _signed(cell["relative_diff"]), _signed(cell["z"], 2), _signed(cell["z_means"], 2), role,
             ],
             highlight=role == PREDICTION,
         )  # fmt: skip

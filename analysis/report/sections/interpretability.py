@@ -25,7 +25,7 @@ def interpretability_section(
     figure: Callable[..., FigureEntry],
 ) -> dict[str, Any]:
     """Heatmaps of one TauGate trial (the best configuration on validation of the target mode,
-    lowest seed with statistics) and the mode-specific neuron counts and Jaccard overlap of
+    lowest seed with statistics) and the mode-exclusive neuron counts and Jaccard overlap of
     every configuration with statistics, for the study's original and target modes."""
     modes = setting.modes
     a, b = modes.keys  # gate-statistics keys of the original and target modes
@@ -55,7 +55,7 @@ def interpretability_section(
     table = Table(
         "interpretability-table",
         ["configuration", "trials", f"active at {at_a} ({STD})", f"active at {at_b} ({STD})",
-         f"specific to {at_a} ({STD})", f"specific to {at_b} ({STD})", f"Jaccard (active sets; {STD})"],
+         f"exclusive to {at_a} ({STD})", f"exclusive to {at_b} ({STD})", f"Jaccard (active sets; {STD})"],
     )  # fmt: skip
     if not summary.empty:
         labelled = summary.merge(stats[["config_id", "label"]], on="config_id", how="left")
@@ -70,6 +70,6 @@ def interpretability_section(
 
             table.add([
                 row["label"], row["n"], cell(f"active_{a}"), cell(f"active_{b}"),
-                cell(f"specific_{a}"), cell(f"specific_{b}"), cell("jaccard", 2),
+                cell(f"exclusive_{a}"), cell(f"exclusive_{b}"), cell("jaccard", 2),
             ], highlight=str(row["label"]).startswith("taugate"))  # fmt: skip
     return {"figure": heatmap, "table": table, "modes": (at_a, at_b)}

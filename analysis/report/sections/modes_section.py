@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.aggregate.stats import CORRECTION
 from analysis.figures import mode_plots
 from analysis.per_mode import limits as limits_module
+from analysis.per_mode.interventions import CAUSAL_P
 from analysis.report.sections.bank_tables import (
     bank_table,
     compact_cells,
@@ -142,7 +144,8 @@ def budgets_part(
         ),
         "budget_intervention_figure": figure(
             "modes-intervention-budgets",
-            "Own-mode accuracy drop: attributed units vs a random control of the same size, per budget",
+            "Own-mode accuracy drop: attributed units vs a random control of the same size, per budget "
+            f"(star: {CORRECTION}-corrected p < {CAUSAL_P:g} within the budget)",
             lambda path: mode_plots.plot_intervention_budgets(summaries, path),
             "no budget has a mode with attributed units",
         ),
@@ -172,11 +175,11 @@ def analysis_cells(analysis: Any) -> dict[str, str]:
         "Jaccard between two modes' sets: mean (min-max) over mode pairs, each the mean over seeds":
             mean_range(_off_diagonal(analysis.jaccard_mean), 2),
         "units exclusive to one mode, summed over (mode, seed) pairs":
-            f"{int(analysis.unit_counts['specific'].sum())} over {len(analysis.unit_counts)} pairs",
-        "attributed units carry their mode (own drop > random control, the rule below)":
+            f"{int(analysis.unit_counts['exclusive'].sum())} over {len(analysis.unit_counts)} pairs",
+        f"attributed units carry their mode (own drop > random control, {CORRECTION}-corrected p < {CAUSAL_P:g})":
             f"{sum(h is True for h in summary['causal_holds'])} of {len(summary)} modes",
         "own-mode drop silencing the attributed units / a random control: mean over modes":
-            f"{summary['own_drop_specific_mean'].mean():.3f} / {summary['own_drop_random_mean'].mean():.3f}",
+            f"{summary['own_drop_attributed_mean'].mean():.3f} / {summary['own_drop_random_mean'].mean():.3f}",
     }  # fmt: skip
 
 
@@ -257,11 +260,13 @@ def units_part(mode_analysis: Any, figure: Callable[..., FigureEntry], label: st
             f"positive only) are silenced (hard-gated activation forced to 0) and the hard-gated test accuracy is "
             f"measured on the mode itself and on every other mode (each under its own adapter), against a control "
             f"silencing as many units drawn at random from the mode's other active units ({parameters['draws']} "
-            f"draws). Rule: {parameters['causal_rule']}."
+            f"draws). Rule: {parameters['causal_rule']}. The table gives each mode's raw and corrected p beside its "
+            f"effect size; the figure's error bars are seed stds, its stars the modes whose corrected p < {CAUSAL_P:g}."
         ),
         "intervention_figure": figure(
             "modes-intervention" + suffix,
-            "Own-mode accuracy drop: attributed units vs a random control of the same size",
+            "Own-mode accuracy drop: attributed units vs a random control of the same size "
+            f"(star: {CORRECTION}-corrected p < {CAUSAL_P:g})",
             lambda path: mode_plots.plot_intervention(analysis.summary, path),
             "no mode has attributed units",
         ),  # fmt: skip
@@ -290,24 +295,43 @@ def core_table(analysis: Any, suffix: str = "") -> Table:
     return table
 
 
+INTERVENTION_HEADER = (
+    "silenced mode", "units in its set", "exclusive units", "units silenced (attributed)", "n seeds",
+    "own drop, attributed (mean ± std)", "own drop, random control (mean ± std)",
+    "difference attributed - random [95% CI]", "d_z", "p (one-sided, raw)", f"p ({CORRECTION}-corrected)",
+    "drop on the other modes (attributed)", "causal?",
+)  # fmt: skip
+
+
 def intervention_table(analysis: Any, suffix: str = "") -> Table:
-    counts = analysis.unit_counts.groupby("mode")[["active", "specific", "attributed", "common_core"]].mean()
-    table = Table(
-        "modes-intervention-table" + suffix,
-        ["silenced mode", "units in its set", "exclusive units", "units silenced", "own drop, attributed (mean ± std)",
-         "own drop, random control (mean ± std)", "drop on the other modes (attributed)", "causal?"],
-    )  # fmt: skip
+    """One row per silenced mode: its unit counts, both drops, the paired difference with its CI and d_z,
+    the raw and corrected p beside each other, and the verdict (bold where it holds)."""
+    counts = analysis.unit_counts.groupby("mode")[["active", "exclusive", "attributed", "common_core"]].mean()
+    table = Table("modes-intervention-table" + suffix, list(INTERVENTION_HEADER))
     for _, row in analysis.summary.iterrows():
         count = counts.loc[row["silenced"]] if row["silenced"] in counts.index else None
         table.add(
             [degrees(row["silenced"]), fmt(count["active"], 1) if count is not None else "-",
-             fmt(count["specific"], 1) if count is not None else "-", fmt(row["n_units"], 1),
-             plus_minus(row["own_drop_specific_mean"], row["own_drop_specific_std"]),
+             fmt(count["exclusive"], 1) if count is not None else "-", fmt(row["n_units"], 1),
+             str(int(row["n_seeds"])),
+             plus_minus(row["own_drop_attributed_mean"], row["own_drop_attributed_std"]),
              plus_minus(row["own_drop_random_mean"], row["own_drop_random_std"]),
-             fmt(row["other_drop_specific_mean"]), row["causal"]],
+             _with_ci(row["difference_mean"], row["difference_ci_low"], row["difference_ci_high"]),
+             fmt(row["d_z"], 2), _p(row["p"]), _p(row["p_holm"]),
+             fmt(row["other_drop_attributed_mean"]), row["causal"]],
             highlight=row["causal_holds"] is True,
         )  # fmt: skip
     return table
+
+
+def _with_ci(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if np.isfinite(low) and np.isfinite(high) else f"{mean:+.3f}"
+
+
+def _p(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else "-"
 
 
 def findings(analysis: Any) -> list[str]:
@@ -318,13 +342,14 @@ def findings(analysis: Any) -> list[str]:
     fails = [a for a, h in zip(summary["silenced"], summary["causal_holds"], strict=True) if h is False]
     untested = [a for a, h in zip(summary["silenced"], summary["causal_holds"], strict=True) if h is None]
     lines.append(
-        f"Attributed units carry their mode (silencing them costs the mode more than a random control) at "
-        f"{len(holds)} of {len(summary)} modes: {_listing(holds) or 'none'}"
+        f"Attributed units carry their mode (silencing them costs the mode more than a random control, "
+        f"{CORRECTION}-corrected over the {len(summary)} modes) at {len(holds)} of {len(summary)} modes: "
+        f"{_listing(holds) or 'none'}"
         + (f"; not at {_listing(fails)}" if fails else "")
         + (f"; not testable at {_listing(untested)}" if untested else "")
         + f" ({analysis.parameters['causal_rule']})."
     )
-    exclusive = analysis.unit_counts["specific"]
+    exclusive = analysis.unit_counts["exclusive"]
     lines.append(
         f"Units exclusive to one mode: {int(exclusive.sum())} over {len(analysis.unit_counts)} (mode, seed) pairs"
         + (" — neighbouring modes share their units, so no unit belongs to one mode alone."

@@ -13,7 +13,9 @@ from analysis.aggregate.stats import (
     COMPARISON_COLUMNS,
     SelectionError,
     best_configuration,
+    holm,
     paired_comparisons,
+    paired_effect,
     representatives,
     seed_statistics,
 )
@@ -165,6 +167,60 @@ def test_paired_comparison_with_known_differences() -> None:
     assert frozen["p_value"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), 3))
     assert frozen["significant"]  # p ~ 0.016
     assert frozen["reference_mean"] == pytest.approx(0.83) and frozen["mean"] == pytest.approx(0.81)
+
+
+def test_holm_matches_the_textbook_example() -> None:
+    # Holm (1979) as Wikipedia's "Holm-Bonferroni method" example works it: four hypotheses, alpha 0.05;
+    # sorted 0.005, 0.01, 0.03, 0.04 are multiplied by 4, 3, 2, 1 (0.02, 0.03, 0.06, 0.04), then made
+    # monotone (0.04 -> 0.06): H4 and H1 are rejected, H3 and H2 are not
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert list(adjusted < 0.05) == [True, False, False, True]
+
+
+def test_holm_never_lowers_a_p_keeps_the_order_of_the_raw_ps_and_caps_at_one() -> None:
+    rng = np.random.default_rng(7)
+    for size in (1, 2, 5, 13):
+        raw = rng.uniform(0, 0.3, size) ** 2
+        adjusted = holm(raw)
+        assert (adjusted >= raw).all() and (adjusted <= 1).all()
+        order = np.argsort(raw)
+        assert (np.diff(adjusted[order]) >= 0).all()  # a smaller raw p never gets a larger corrected one
+        assert adjusted[order[0]] == pytest.approx(min(1.0, size * raw[order[0]]))  # Bonferroni for the smallest
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_holm_leaves_tests_that_could_not_run_out_of_the_family() -> None:
+    adjusted = holm([0.01, math.nan, 0.04])
+    assert math.isnan(adjusted[1]) and adjusted[[0, 2]] == pytest.approx([0.02, 0.04])  # m = 2, not 3
+    assert np.isnan(holm([math.nan])).all() and len(holm([])) == 0
+
+
+def test_paired_effect_by_hand() -> None:
+    effect = paired_effect([0.1, 0.3, 0.2])
+    std = 0.1
+    half = scipy_stats.t.ppf(0.975, 2) * std / math.sqrt(3)
+    assert (effect["n"], effect["mean"], effect["std"]) == (3, pytest.approx(0.2), pytest.approx(std))
+    assert (effect["ci_low"], effect["ci_high"]) == (pytest.approx(0.2 - half), pytest.approx(0.2 + half))
+    assert effect["d_z"] == pytest.approx(2.0) and effect["t"] == pytest.approx(2.0 * math.sqrt(3))
+    assert effect["p_one_sided"] == pytest.approx(
+        scipy_stats.ttest_1samp([0.1, 0.3, 0.2], 0, alternative="greater").pvalue
+    )
+    assert math.isnan(paired_effect([0.2])["p_one_sided"])
+    assert paired_effect([0.1, 0.1])["p_one_sided"] == 0.0 and paired_effect([-0.1, -0.1])["p_one_sided"] == 1.0
+
+
+def test_a_significance_table_is_one_family_corrected_by_holm() -> None:
+    table = paired_comparisons(paired_table(), reference="taugate", metric="acc_45")
+    tested = table[table["p_value"].notna()]
+    assert len(tested) >= 2  # a family to correct
+    assert tested["p_holm"].to_numpy(float) == pytest.approx(holm(tested["p_value"].to_numpy(float)))
+    assert (tested["p_holm"] >= tested["p_value"]).all()
+    assert list(table["significant"]) == [bool(p < 0.05) for p in table["p_holm"].fillna(1.0)]
+    frozen = row_of(table, "frozen")
+    diffs = np.array([-0.01, -0.02, -0.03, -0.02])
+    assert frozen["d_z"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
+    assert table[table["p_value"].isna()]["p_holm"].isna().all()
 
 
 def test_the_reference_methods_other_settings_are_compared_too() -> None:

@@ -12,9 +12,9 @@ from analysis.per_mode.interpret import (
     interpret_configurations,
     interpret_trial,
     jaccard,
+    mode_exclusive_neurons,
     mode_keys,
     mode_overlap,
-    mode_specific_neurons,
 )
 
 
@@ -38,16 +38,16 @@ def test_active_set_is_rate_at_least_one_half() -> None:
     assert active_set(STATS, "45", threshold=0.8) == {(0, 0)}
 
 
-def test_mode_specific_neurons_fire_in_one_mode_and_are_silent_in_the_other() -> None:
+def test_mode_exclusive_neurons_fire_in_one_mode_and_are_silent_in_the_other() -> None:
     # (0, 3): 0.5 vs 0.1 sits on both thresholds, which are inclusive; (1, 3): 0.95 vs 0.3 is not silent
-    assert mode_specific_neurons(STATS, "0", "45") == {(0, 1), (0, 3)}
-    assert mode_specific_neurons(STATS, "45", "0") == {(0, 2), (1, 0)}
+    assert mode_exclusive_neurons(STATS, "0", "45") == {(0, 1), (0, 3)}
+    assert mode_exclusive_neurons(STATS, "45", "0") == {(0, 2), (1, 0)}
 
 
-def test_mode_specific_thresholds_are_parameters() -> None:
-    assert mode_specific_neurons(STATS, "0", "45", active=0.8, silent=0.0) == set()
-    assert mode_specific_neurons(STATS, "45", "0", active=0.6, silent=0.0) == {(1, 0)}
-    assert mode_specific_neurons(STATS, "0", "45", active=0.9, silent=0.35) == {(1, 3)}
+def test_mode_exclusive_thresholds_are_parameters() -> None:
+    assert mode_exclusive_neurons(STATS, "0", "45", active=0.8, silent=0.0) == set()
+    assert mode_exclusive_neurons(STATS, "45", "0", active=0.6, silent=0.0) == {(1, 0)}
+    assert mode_exclusive_neurons(STATS, "0", "45", active=0.9, silent=0.35) == {(1, 3)}
 
 
 def test_jaccard_overlap_of_active_sets() -> None:
@@ -62,8 +62,8 @@ def test_trial_summary() -> None:
     assert interpret_trial(STATS, "0", "45") == {
         "active_0": 5,
         "active_45": 4,
-        "specific_0": 2,
-        "specific_45": 2,
+        "exclusive_0": 2,
+        "exclusive_45": 2,
         "jaccard": pytest.approx(2 / 7),
     }
 
@@ -94,7 +94,7 @@ def test_configuration_summary_averages_trials_over_seeds() -> None:
     taugate = summary[summary["n"] == 2].iloc[0]
     assert taugate["jaccard_mean"] == pytest.approx(0.5)  # 0 and 1
     assert taugate["jaccard_std"] == pytest.approx(math.sqrt(0.5))
-    assert taugate["specific_0_mean"] == pytest.approx(1.0)  # 2 and 0
+    assert taugate["exclusive_0_mean"] == pytest.approx(1.0)  # 2 and 0
     assert taugate["active_45_mean"] == pytest.approx(2.0)
     frozen = summary[summary["n"] == 1].iloc[0]
     assert frozen["jaccard_mean"] == 1.0 and math.isnan(frozen["jaccard_std"])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from analysis.figures.mode_plots import plot_core_by_gap, plot_intervention, plot_jaccard
 from analysis.per_mode.interventions import CAUSAL_RULE, ROW_COLUMNS, intervene, summarise
@@ -40,7 +41,7 @@ ACTIVE = {
     B: frozenset({(0, 2), (0, 3)}),
     C: frozenset({(0, 4)}),
 }
-SPECIFIC = {A: frozenset({(0, 0), (0, 1)}), B: frozenset({(0, 2), (0, 3)}), C: frozenset()}
+ATTRIBUTED = {A: frozenset({(0, 0), (0, 1)}), B: frozenset({(0, 2), (0, 3)}), C: frozenset()}
 
 
 def toy_model() -> MLP:
@@ -78,26 +79,26 @@ def row(rows: pd.DataFrame, silenced: float, evaluated: float, control: str) -> 
     return rows[(rows.silenced == silenced) & (rows.evaluated == evaluated) & (rows.control == control)]
 
 
-def test_silencing_a_modes_specific_units_drops_that_mode_only():
+def test_silencing_a_modes_attributed_units_drops_that_mode_only():
     models, test = toy()
-    rows = intervene(models, test, SPECIFIC, ACTIVE, draws=5, seed=0)
+    rows = intervene(models, test, ATTRIBUTED, ACTIVE, draws=5, seed=0)
     assert list(rows.columns) == list(ROW_COLUMNS)
 
-    own = row(rows, A, A, "specific").iloc[0]
+    own = row(rows, A, A, "attributed").iloc[0]
     assert (own.n_units, own.units, own.acc_before, own.acc_after, own["drop"]) == (2, ((0, 0), (0, 1)), 1.0, 0.5, 0.5)
-    other = row(rows, A, B, "specific").iloc[0]
+    other = row(rows, A, B, "attributed").iloc[0]
     assert (other.acc_before, other.acc_after, other["drop"]) == (1.0, 1.0, 0.0)
-    assert row(rows, B, B, "specific").iloc[0]["drop"] == 0.5
-    assert row(rows, B, A, "specific").iloc[0]["drop"] == 0.0
+    assert row(rows, B, B, "attributed").iloc[0]["drop"] == 0.5
+    assert row(rows, B, A, "attributed").iloc[0]["drop"] == 0.0
 
 
 def test_the_random_control_draws_as_many_of_the_modes_other_active_units_and_drops_less():
     models, test = toy()
-    rows = intervene(models, test, SPECIFIC, ACTIVE, draws=5, seed=0)
+    rows = intervene(models, test, ATTRIBUTED, ACTIVE, draws=5, seed=0)
     random = row(rows, A, A, "random")
     assert list(random.draw) == [0, 1, 2, 3, 4]
     assert (random.n_units == 2).all()
-    fillers = ACTIVE[A] - SPECIFIC[A]
+    fillers = ACTIVE[A] - ATTRIBUTED[A]
     assert all(set(units) <= fillers for units in random.units)
     assert random.units.nunique() > 1  # the draws differ
     assert (random["drop"] == 0.0).all() and (random.note == "").all()
@@ -107,34 +108,34 @@ def test_the_random_control_draws_as_many_of_the_modes_other_active_units_and_dr
 
 def test_draws_are_reproducible_with_the_seed():
     models, test = toy()
-    first = intervene(models, test, SPECIFIC, ACTIVE, draws=5, seed=3)
-    again = intervene(models, test, SPECIFIC, ACTIVE, draws=5, seed=3)
-    other = intervene(models, test, SPECIFIC, ACTIVE, draws=5, seed=4)
+    first = intervene(models, test, ATTRIBUTED, ACTIVE, draws=5, seed=3)
+    again = intervene(models, test, ATTRIBUTED, ACTIVE, draws=5, seed=3)
+    other = intervene(models, test, ATTRIBUTED, ACTIVE, draws=5, seed=4)
     pd.testing.assert_frame_equal(first, again)
     assert list(row(first, A, A, "random").units) != list(row(other, A, A, "random").units)
 
 
 def test_too_few_other_active_units_widen_the_control_pool_and_say_so():
     models, test = toy()
-    random = row(intervene(models, test, SPECIFIC, ACTIVE, draws=2), B, B, "random")
+    random = row(intervene(models, test, ATTRIBUTED, ACTIVE, draws=2), B, B, "random")
     assert (random.n_units == 2).all()
-    assert all("only 0 non-specific active units" in note for note in random.note)
+    assert all("only 0 other active units" in note for note in random.note)
 
 
-def test_a_mode_without_specific_units_gets_rows_saying_so():
+def test_a_mode_without_attributed_units_gets_rows_saying_so():
     models, test = toy()
-    rows = intervene(models, test, SPECIFIC, ACTIVE)
+    rows = intervene(models, test, ATTRIBUTED, ACTIVE)
     empty = rows[rows.silenced == C]
-    assert len(empty) == 2 * 3  # one specific and one random row per evaluated mode
+    assert len(empty) == 2 * 3  # one attributed and one random row per evaluated mode
     assert (empty.n_units == 0).all() and empty.acc_after.isna().all() and empty["drop"].isna().all()
-    assert all("no unit specific" in note for note in empty.note)
+    assert all("no unit attributed" in note for note in empty.note)
     assert (empty.acc_before == 1.0).all()
 
 
 def test_intervention_leaves_the_models_as_they_were():
     models, test = toy()
     before = {a: {k: v.clone() for k, v in m.state_dict().items()} for a, m in models.items()}
-    intervene(models, test, SPECIFIC, ACTIVE)
+    intervene(models, test, ATTRIBUTED, ACTIVE)
     for angle, model in models.items():
         assert all(torch.equal(model.state_dict()[k], v) for k, v in before[angle].items())
         assert not model.activations[0]._forward_hooks and model.activations[0].hard is False
@@ -143,11 +144,11 @@ def test_intervention_leaves_the_models_as_they_were():
 # --- summarise and its causal rule ------------------------------------------------------------
 
 
-def rows_of(seed: int, specific_drop: float, random_drops: list[float], other_drop: float = 0.0) -> list[dict]:
+def rows_of(seed: int, attributed_drop: float, random_drops: list[float], other_drop: float = 0.0) -> list[dict]:
     common = {"seed": seed, "silenced": A, "n_units": 2}
-    out = [{**common, "evaluated": A, "control": "specific", "draw": 0, "drop": specific_drop}]
+    out = [{**common, "evaluated": A, "control": "attributed", "draw": 0, "drop": attributed_drop}]
     out += [{**common, "evaluated": A, "control": "random", "draw": d, "drop": v} for d, v in enumerate(random_drops)]
-    out.append({**common, "evaluated": B, "control": "specific", "draw": 0, "drop": other_drop})
+    out.append({**common, "evaluated": B, "control": "attributed", "draw": 0, "drop": other_drop})
     return out
 
 
@@ -158,14 +159,26 @@ def test_summary_averages_draws_before_seeds_and_states_the_rule():
         + rows_of(2, 0.55, [0.03, 0.03], other_drop=0.0)
     )
     summary = summarise(rows).set_index("silenced").loc[A]
-    assert (summary.seeds, summary.n_units, summary.own_drop_specific_n) == (3, 2.0, 3)
-    assert summary.own_drop_specific_mean == pytest.approx(0.5)
-    assert summary.own_drop_specific_std == pytest.approx(np.std([0.5, 0.45, 0.55], ddof=1))
+    assert (summary.seeds, summary.n_units, summary.own_drop_attributed_n) == (3, 2.0, 3)
+    assert summary.own_drop_attributed_mean == pytest.approx(0.5)
+    assert summary.own_drop_attributed_std == pytest.approx(np.std([0.5, 0.45, 0.55], ddof=1))
     assert summary.own_drop_random_mean == pytest.approx((0.05 + 0.1 + 0.03) / 3)
     assert summary.own_drop_random_std == pytest.approx(np.std([0.05, 0.1, 0.03], ddof=1))
-    assert summary.other_drop_specific_mean == pytest.approx(0.02)
+    assert summary.other_drop_attributed_mean == pytest.approx(0.02)
+    # the paired difference per seed (attributed drop - mean random drop), checked against scipy's own test
+    differences = np.array([0.50 - 0.05, 0.45 - 0.10, 0.55 - 0.03])
+    attributed, random = np.array([0.50, 0.45, 0.55]), np.array([0.05, 0.10, 0.03])
+    assert summary.n_seeds == 3 and summary.difference_mean == pytest.approx(differences.mean())
+    half = stats.t.ppf(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
+    assert (summary.difference_ci_low, summary.difference_ci_high) == pytest.approx(
+        (differences.mean() - half, differences.mean() + half)
+    )
+    assert summary.d_z == pytest.approx(differences.mean() / differences.std(ddof=1))
+    assert summary.p == pytest.approx(stats.ttest_rel(attributed, random, alternative="greater").pvalue)
+    assert summary.p_holm == pytest.approx(summary.p)  # a family of one: nothing to correct
     assert summary.causal_holds is True and summary.causal.startswith("holds")
-    assert "p <" in CAUSAL_RULE and "paired" in CAUSAL_RULE
+    assert "Holm-corrected p = " in summary.causal and "d_z = " in summary.causal and "95% CI" in summary.causal
+    assert "p <" in CAUSAL_RULE and "paired" in CAUSAL_RULE and "Holm-corrected" in CAUSAL_RULE
 
 
 def test_the_rule_fails_when_the_random_control_drops_as_much():
@@ -176,11 +189,11 @@ def test_the_rule_fails_when_the_random_control_drops_as_much():
 
 def test_one_seed_is_not_testable_and_seeds_without_units_are_left_out():
     models, test = toy()
-    summary = summarise(intervene(models, test, SPECIFIC, ACTIVE).assign(seed=0)).set_index("silenced")
+    summary = summarise(intervene(models, test, ATTRIBUTED, ACTIVE).assign(seed=0)).set_index("silenced")
     assert summary.loc[A].causal_holds is None and summary.loc[A].causal.startswith("not testable")
-    assert summary.loc[A].own_drop_specific_mean == 0.5 and summary.loc[A].own_drop_random_mean == 0.0
-    assert summary.loc[C].n_units == 0 and summary.loc[C].own_drop_specific_n == 0
-    assert math.isnan(summary.loc[C].own_drop_specific_mean)
+    assert summary.loc[A].own_drop_attributed_mean == 0.5 and summary.loc[A].own_drop_random_mean == 0.0
+    assert summary.loc[C].n_units == 0 and summary.loc[C].own_drop_attributed_n == 0
+    assert math.isnan(summary.loc[C].own_drop_attributed_mean)
 
 
 # --- end to end on a tiny study folder ---------------------------------------------------------
@@ -240,10 +253,10 @@ def test_study_analysis_structure_and_invariants(tiny_study: Path, tmp_path: Pat
     assert (matrix.diagonal() == 1).all() and (matrix == matrix.T).all()
     assert ((matrix >= 0) & (matrix <= 1)).all()
     for a in angles:
-        assert found.specific[a] <= found.sets[a] and found.attributed[a] <= found.sets[a]
+        assert found.exclusive[a] <= found.sets[a] and found.attributed[a] <= found.sets[a]
         assert len(found.attributed[a]) <= round(0.05 * 32)
         for b in angles:
-            assert a == b or not found.specific[a] & found.specific[b]
+            assert a == b or not found.exclusive[a] & found.exclusive[b]
     assert found.common_core == common_core(found.sets)
 
     rows = result.interventions
@@ -252,7 +265,7 @@ def test_study_analysis_structure_and_invariants(tiny_study: Path, tmp_path: Pat
     }
     assert (rows.seed == 0).all() and (rows.foundation == found.foundation).all()
     for (silenced, evaluated), pair in rows.groupby(["silenced", "evaluated"]):
-        assert pair.n_units.nunique() == 1  # random controls as large as the specific set
+        assert pair.n_units.nunique() == 1  # random controls as large as the attributed set
         assert pair.n_units.iloc[0] == len(found.attributed[silenced])  # the attributed units are silenced
         # measured on test digits: before any silencing, the trial's own hard-gated test accuracy
         own = found.trials[evaluated]
@@ -267,13 +280,13 @@ def test_study_analysis_structure_and_invariants(tiny_study: Path, tmp_path: Pat
     assert plot_jaccard(result.jaccard_mean, tmp_path / "jaccard.png").stat().st_size > 0
     assert plot_core_by_gap(result.core_by_gap, tmp_path / "core.png").stat().st_size > 0
     drawn = plot_intervention(result.summary, tmp_path / "drop.png")
-    assert drawn is None if result.summary.own_drop_specific_mean.isna().all() else drawn.stat().st_size > 0
+    assert drawn is None if result.summary.own_drop_attributed_mean.isna().all() else drawn.stat().st_size > 0
 
 
 def test_plots_with_nothing_to_draw_return_none(tmp_path: Path):
     assert plot_jaccard(pd.DataFrame(), tmp_path / "a.png") is None
     assert plot_core_by_gap(pd.DataFrame(columns=["gap"]), tmp_path / "b.png") is None
-    no_units = pd.DataFrame([{"silenced": 0.0, "n_units": 0.0, "own_drop_specific_mean": math.nan}])
+    no_units = pd.DataFrame([{"silenced": 0.0, "n_units": 0.0, "own_drop_attributed_mean": math.nan}])
     assert plot_intervention(no_units, tmp_path / "c.png") is None
     assert not list(tmp_path.iterdir())
 

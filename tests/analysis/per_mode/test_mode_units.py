@@ -7,19 +7,19 @@ import pytest
 
 from analysis.per_mode.mode_units import (
     EMPTY_JACCARD,
+    EXCLUSIVE_OFF,
+    EXCLUSIVE_ON,
     GAP_COLUMNS,
-    SPECIFIC_OFF,
-    SPECIFIC_ON,
     UNIT_THRESHOLD,
     angular_gap,
     attributed_units,
     by_layer,
     common_core,
     core_by_gap,
+    exclusive_units,
     jaccard,
     jaccard_matrix,
     pair_overlaps,
-    specific_units,
     summarise_gaps,
     unit_sets,
 )
@@ -39,7 +39,7 @@ SETS = {  # at threshold 0.1 (a rate of exactly 0.1 is in, 0.09 is out)
 
 
 def test_defaults_make_exclusive_units_fire_broadly_on_their_mode_and_rarely_elsewhere():
-    assert UNIT_THRESHOLD == 0.5 and SPECIFIC_ON == UNIT_THRESHOLD and SPECIFIC_OFF == 0.1
+    assert UNIT_THRESHOLD == 0.5 and EXCLUSIVE_ON == UNIT_THRESHOLD and EXCLUSIVE_OFF == 0.1
 
 
 def test_attributed_units_are_the_ones_a_mode_uses_most_beyond_the_others():
@@ -99,26 +99,26 @@ def test_two_empty_sets_are_the_same_set():
     assert (matrix.to_numpy().diagonal() == 1.0).all()
 
 
-def test_specific_units_fire_broadly_for_one_mode_and_rarely_for_every_other():
+def test_exclusive_units_fire_broadly_for_one_mode_and_rarely_for_every_other():
     # 0: unit (0,0) fires on 0.9 and on 0.0 / 0.09 elsewhere; (0,1) is used by mode 10 too.
     # 10: (0,2) at exactly `on` counts; others fire on 0.05 and 0.0 of their digits.
     # 350: its only broad unit (1,0) fires on 0.2 / 0.3 of the others' digits: none specific.
-    assert specific_units(RATES, on=0.5, off=0.1) == {
+    assert exclusive_units(RATES, on=0.5, off=0.1) == {
         0.0: frozenset({(0, 0)}),
         10.0: frozenset({(0, 2)}),
         350.0: frozenset(),
     }
     # a looser `off` lets (1,0) through for 350 (others at 0.2 and 0.3 < 0.35)
-    assert specific_units(RATES, on=0.5, off=0.35)[350.0] == frozenset({(1, 0)})
+    assert exclusive_units(RATES, on=0.5, off=0.35)[350.0] == frozenset({(1, 0)})
 
 
-def test_specific_units_of_a_single_mode_are_its_broad_units():
-    assert specific_units({45.0: [[0.6, 0.4]]}) == {45.0: frozenset({(0, 0)})}
+def test_exclusive_units_of_a_single_mode_are_its_broad_units():
+    assert exclusive_units({45.0: [[0.6, 0.4]]}) == {45.0: frozenset({(0, 0)})}
 
 
 def test_an_off_above_on_is_refused_since_a_unit_could_be_specific_to_two_modes():
     with pytest.raises(ValueError, match="off"):
-        specific_units(RATES, on=0.3, off=0.4)
+        exclusive_units(RATES, on=0.3, off=0.4)
 
 
 @pytest.mark.parametrize(

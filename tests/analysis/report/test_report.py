@@ -105,6 +105,24 @@ def test_verdicts_one_per_claim(report) -> None:
     assert all("2·sqrt(σ_ours² + σ_ref²) = " in row[1] for row in rows if row[2] != "not testable" and "acc" in row[1])
 
 
+def test_every_spread_label_says_which_spread_and_which_n(report) -> None:
+    """The verdicts' tolerance is an equivalence margin on single runs, the fidelity z comes in both scales,
+    the reference's n is stated as assumed, and the significance tables name their correction."""
+    paths, page = report
+    markdown, html = (" ".join(paths[kind].read_text(encoding="utf-8").split()) for kind in ("markdown", "html"))
+    for text in (markdown, html):  # whitespace folded: the templates wrap their lines
+        assert "equivalence margin 2·sqrt(σ_ours² + σ_ref²), 2 × the spread of a difference of single runs" in text
+        assert "sqrt(σ_ours²/n_ours + σ_ref²/n_ref)" in text and "n_ref = 5 assumed" in text
+        assert "σ of a difference of two means" not in text  # the old label: a single-run spread called a mean's
+        assert "no multiple-comparison" not in text.lower() and "Holm-corrected p" in text
+    _, *rows = page.tables["verdicts-table"]
+    judged = [row[1] for row in rows if row[2] != "not testable" and "acc" in row[1]]
+    assert judged and all("n_ours = 4 seeds" in rule and "n_ref = 5 assumed" in rule for rule in judged)
+    header = page.tables["fidelity-table"][0]
+    assert "z (single runs)" in header and "z (means, n_ref assumed)" in header
+    assert "spread of a difference of single runs" in markdown and "n_ref = 5 assumed" in markdown
+
+
 def test_front_members_are_highlighted(report) -> None:
     paths, _ = report
     html = paths["html"].read_text(encoding="utf-8")

@@ -15,6 +15,7 @@ from analysis.aggregate.stats import seed_statistics
 from analysis.paper.paper_table import PAPER_TABLE
 from analysis.paper.reference import ReferenceError, load_reference
 from analysis.reproduction.fidelity import choose_by_ratio, choose_protocol, fidelity_cells, protocol_scores
+from analysis.reproduction.spread import ASSUMED_REFERENCE_N
 
 
 def cells(acc_0: tuple[float, float], acc_45: tuple[float, float]) -> dict:
@@ -63,6 +64,11 @@ def test_cells_and_score_by_hand(tmp_path: Path) -> None:
     assert acc_45["abs_diff"] == pytest.approx(0.02)
     assert acc_45["relative_diff"] == pytest.approx((0.76 - 0.70) - (0.78 - 0.70))  # -0.02
     assert acc_45["z"] == pytest.approx(-0.02 / math.sqrt(0.0008 + 0.0009))  # -0.48507
+    # z_means: in standard errors of the difference of means, our n = 2 seeds, the reference's n assumed
+    assert (acc_0["n"], acc_0["reference_n"]) == (2, ASSUMED_REFERENCE_N)
+    assert acc_0["z_means"] == pytest.approx(0.02 / math.sqrt(0.0002 / 2 + 0.0001 / ASSUMED_REFERENCE_N))
+    assert acc_45["z_means"] == pytest.approx(-0.02 / math.sqrt(0.0008 / 2 + 0.0009 / ASSUMED_REFERENCE_N))
+    assert abs(acc_0["z_means"]) > abs(acc_0["z"])  # means are tighter than single runs
     assert list(table["method"]) == ["taugate", "taugate"]  # the baseline has no cells of its own
 
     scores = protocol_scores(seed_statistics(tiny_study()), reference, validation=False)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from analysis.aggregate.stats import seed_statistics
+from analysis.reproduction.spread import ASSUMED_REFERENCE_N
 from analysis.reproduction.verdicts import DIRECTION_ONLY, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, check_claims
 
 PARAMS = {"frozen": 0, "bitfit": 266, "taugate": 512, "lora": 10448, "full": 118282}
@@ -50,6 +52,25 @@ def test_the_papers_own_numbers_reproduce_every_claim() -> None:
     sigma_ref = math.hypot(0.010, 0.016)
     assert f"= {2 * math.hypot(sigma_ours, sigma_ref):.3f}" in results[BEATS].rule
     assert "+0.017" in results[BEATS].numbers
+
+
+def test_the_rule_names_its_margin_and_gives_the_standard_error_of_the_means_with_each_n() -> None:
+    results = check_claims(seed_statistics(study(PAPER, seeds=5)))
+    rule = results[BEATS].rule
+    # the tolerance is an equivalence margin on single runs, named as such
+    assert "equivalence margin 2·sqrt(σ_ours² + σ_ref²)" in rule
+    assert "2 × the spread of a difference of single runs" in rule
+    # beside it, the standard error of the difference of means, with our n and the reference's assumed n
+    std = np.std([0.001 * (s - 1) for s in range(5)], ddof=1)
+    se_ours = math.sqrt(2 * std**2 / 5)
+    se_ref = math.sqrt((0.010**2 + 0.016**2) / ASSUMED_REFERENCE_N)
+    assert f"sqrt(σ_ours²/n_ours + σ_ref²/n_ref) per side = {math.hypot(se_ours, se_ref):.3f}" in rule
+    assert "n_ours = 5 seeds" in rule and f"n_ref = {ASSUMED_REFERENCE_N} assumed" in rule
+    assert "σ of a difference of two means" not in rule  # the old, wrong label
+    assert " SE of the means" in results[BEATS].numbers
+    # the margin is wider than two standard errors of the means: it is not a test of the means
+    margin = 2 * math.hypot(math.hypot(std, std), math.hypot(0.010, 0.016))
+    assert margin > 2 * math.hypot(se_ours, se_ref)
 
 
 def test_sign_fails_is_not_reproduced() -> None:

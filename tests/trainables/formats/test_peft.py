@@ -12,6 +12,7 @@ non-zero (LoRA's B too) and the gains include negative ones.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import subprocess
@@ -26,7 +27,16 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import FAST
 from trainables.config import parse_config
 from trainables.engine.trial import run_trial, shared
-from trainables.formats.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, CheckpointError, load_adapter, save_adapter
+from trainables.formats.checkpoints import (
+    ADAPTER_CONFIG,
+    ADAPTER_TENSORS,
+    CheckpointError,
+    foundation_for,
+    load_adapter,
+    load_foundation,
+    save_adapter,
+    save_foundation,
+)
 from trainables.formats.peft import PEFT_CONFIG, PEFT_TENSORS, ExportError, export_gain_only, export_lora, export_peft
 from trainables.methods import adapt
 from trainables.model import MLP
@@ -237,3 +247,83 @@ def _drop_tensor(folder: Path, name: str) -> None:
     tensors = load_file(str(folder / ADAPTER_TENSORS))
     del tensors[name]
     save_file(tensors, str(folder / ADAPTER_TENSORS))
+
+
+# ------------------------------------------------------------------------------------------
+# The README's PEFT snippet on a real trial: which foundation an adapter belongs to, loaded from a
+# string path without its widths, exported, and loaded by real PEFT.
+
+STUDY_SPEC = """
+name: peftstudy
+foundation: {epochs: 1, hidden: [24, 12]}
+epochs: 1
+seeds: [0]
+methods:
+  lora: {lora_rank: [3]}
+"""
+
+
+@pytest.fixture(scope="module")
+def study_adapter(tmp_path_factory) -> Path:
+    from tests.support.cli import run_spec
+
+    study_dir = run_spec(tmp_path_factory.mktemp("peftstudy"), STUDY_SPEC)
+    [adapter] = (study_dir / "trials").glob("*/adapter")
+    return adapter
+
+
+def readme_snippet(adapter: str, out: str, digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The README's block, word for word in spirit: every path a string, no widths given."""
+    foundation_path = str(foundation_for(adapter))
+    export_peft(adapter, out)
+    peft_model = PeftModel.from_pretrained(load_foundation(foundation_path), out).eval()
+    ours = load_adapter(load_foundation(foundation_path), adapter).eval()
+    with torch.no_grad():
+        return peft_model(digits), ours(digits)
+
+
+def test_a_study_trials_adapter_names_its_foundation_and_loads_in_peft_from_string_paths(study_adapter, tmp_path,
+                                                                                         digits):  # fmt: skip
+    study_dir = study_adapter.parent.parent.parent
+    record = json.loads((study_adapter / ADAPTER_CONFIG).read_text())["foundation"]
+    found = foundation_for(str(study_adapter))
+    trial_config = parse_config(json.loads((study_adapter.parent / "config.json").read_text()))
+    assert found == study_dir / "foundations" / f"{trial_config.foundation_id()}.safetensors" and found.is_file()
+    assert record == {"file": found.name, "sha256": hashlib.sha256(found.read_bytes()).hexdigest()}
+    assert load_foundation(str(found)).hidden == [24, 12]  # read from the tensors
+    theirs, ours = readme_snippet(str(study_adapter), str(tmp_path / "peft"), digits)
+    torch.testing.assert_close(theirs, ours, **TOLERANCE)
+    plain = load_foundation(str(found)).eval()(digits)
+    assert (ours - plain).abs().max() > 1e-3  # the adapter is trained: the comparison means something
+
+
+def test_taugate_trial_artifacts_keep_the_foundation_the_adapter_needs(tmp_path, digits):
+    from tests.support.cli import taugate
+
+    artifacts = tmp_path / "artifacts"
+    result = taugate("trial", "--method", "gain_only", "--device", "cpu", "--config", str(tiny_config(tmp_path)),
+                     "--artifacts", str(artifacts))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert foundation_for(str(artifacts / "adapter")) == artifacts / "foundation.safetensors"
+    theirs, ours = readme_snippet(str(artifacts / "adapter"), str(tmp_path / "peft"), digits)
+    torch.testing.assert_close(theirs, ours, **TOLERANCE)
+
+
+def test_a_missing_or_replaced_foundation_is_a_clear_error_naming_both_files(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    run_trial({**FAST, "method": "lora", "hidden": [8]}, artifact_dir=artifacts)
+    foundation, adapter = artifacts / "foundation.safetensors", artifacts / "adapter"
+    save_foundation(small_foundation([8]), foundation)  # retrained: same shape, other weights
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(foundation))}: sha256 \w+ is not the \w+ recorded "
+                                              rf"in {re.escape(str(adapter / ADAPTER_CONFIG))}"):  # fmt: skip
+        foundation_for(adapter)
+    foundation.unlink()
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(foundation))}: file not found \(the foundation of "
+                                              rf"the adapter {re.escape(str(adapter))}\)"):  # fmt: skip
+        foundation_for(str(adapter))
+
+
+def tiny_config(folder: Path) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps({"foundation_epochs": 1, "epochs": 1, "hidden": [16, 8]}))
+    return path
