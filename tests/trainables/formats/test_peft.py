@@ -253,23 +253,17 @@ def _drop_tensor(folder: Path, name: str) -> None:
 # The README's PEFT snippet on a real trial: which foundation an adapter belongs to, loaded from a
 # string path without its widths, exported, and loaded by real PEFT.
 
-STUDY_SPEC = """
-name: peftstudy
-foundation: {epochs: 1, hidden: [24, 12]}
-epochs: 1
-seeds: [0]
-methods:
-  lora: {lora_rank: [3]}
-"""
+
+def lora_trial(study_dir: Path) -> Path:
+    """The folder of a LoRA trial of a finished study (its ledger's config.json names the method)."""
+    configs = sorted((study_dir / "trials").glob("*/config.json"))
+    return next(c.parent for c in configs if json.loads(c.read_text())["config"]["method"] == "lora")
 
 
 @pytest.fixture(scope="module")
-def study_adapter(tmp_path_factory) -> Path:
-    from tests.support.cli import run_spec
-
-    study_dir = run_spec(tmp_path_factory.mktemp("peftstudy"), STUDY_SPEC)
-    [adapter] = (study_dir / "trials").glob("*/adapter")
-    return adapter
+def study_adapter(smoke_study) -> Path:
+    """A LoRA trial's adapter in the session's smoke study (configs/smoke.yaml)."""
+    return lora_trial(smoke_study) / "adapter"
 
 
 def readme_snippet(adapter: str, out: str, digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,7 +284,7 @@ def test_a_study_trials_adapter_names_its_foundation_and_loads_in_peft_from_stri
     trial_config = parse_config(json.loads((study_adapter.parent / "config.json").read_text()))
     assert found == study_dir / "foundations" / f"{trial_config.foundation_id()}.safetensors" and found.is_file()
     assert record == {"file": found.name, "sha256": hashlib.sha256(found.read_bytes()).hexdigest()}
-    assert load_foundation(str(found)).hidden == [24, 12]  # read from the tensors
+    assert load_foundation(str(found)).hidden == trial_config.hidden  # read from the tensors
     theirs, ours = readme_snippet(str(study_adapter), str(tmp_path / "peft"), digits)
     torch.testing.assert_close(theirs, ours, **TOLERANCE)
     plain = load_foundation(str(found)).eval()(digits)
