@@ -21,7 +21,7 @@ from tests.support.paths import CONFIGS
         ("optuna.yaml", 60, 3),
         ("calibrate.yaml", 720, 15),
         ("budget.yaml", 135, 3),
-        ("modes.yaml", 195, 3),
+        ("modes.yaml", 325, 5),
     ],  # optuna: 20 configurations x 3 seeds
 )
 def test_plan_json_totals_of_the_shipped_specs(spec, trials, foundations):
