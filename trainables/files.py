@@ -15,6 +15,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from trainables.errors import TauGateError
+
+
+class DamagedFile(TauGateError, ValueError):
+    """A file the product wrote earlier is missing a part, truncated or not what it should be. The message
+    is `<file>: <what is wrong>; <what to do>`; the parts stay readable for a report of every damaged file."""
+
+    def __init__(self, file: Path | str, problem: str, fix: str):
+        self.file, self.problem, self.fix = str(file), problem, fix
+        super().__init__(f"{file}: {problem}; {fix}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "problem": self.problem, "what_to_do": self.fix}
+
 
 def staging_path(path: Path) -> Path:
     """A hidden sibling of `path`, unique to this process and call, to write before renaming."""
@@ -63,8 +77,18 @@ def read_json(path: Path | str, error: type[Exception], want: type = dict) -> An
     except OSError as err:
         raise error(f"{path}: unreadable ({err})") from None
     if not isinstance(data, want):
-        raise error(f"{path}: expected a JSON {'object' if want is dict else want.__name__}")
+        found = _JSON_TYPES.get(type(data), type(data).__name__)
+        raise error(f"{path}: expected a JSON {_JSON_TYPES.get(want, want.__name__)}, found {found} {_brief(data)}")
     return data
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}  # fmt: skip
+
+
+def _brief(data: Any) -> str:
+    text = json.dumps(data)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_tensors(path: Path | str, error: type[Exception]) -> dict[str, torch.Tensor]:

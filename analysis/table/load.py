@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 
 from analysis.table.results import BOOKKEEPING_COLUMNS, OUTCOME_COLUMNS, is_metric
-from trainables.config import ConfigError, TrialConfig, accuracy_name, parse_config
-from trainables.engine.resume import read_history
-from trainables.files import read_json
+from trainables.config import (
+    TrialConfig,
+    TrialMetrics,
+    accuracy_name,
+    parse_config,
+)
+from trainables.engine.resume import HISTORY_FILE, read_history
+from trainables.files import DamagedFile, read_json
 
 TUNE_DIR, TRIALS_DIR, GATE_STATS = "tune", "trials", "gate_stats.json"
 METRICS_FILE, CONFIG_FILE = "metrics.json", "config.json"  # a ledger entry (study/folder/storage.py)
@@ -73,16 +79,111 @@ def _ledger(study_dir: Path) -> tuple[list[dict[str, Any]], set[str]]:
     record and metrics, metrics written last), and the variants they ran (as canonical JSON)."""
     rows, ran = [], set()
     for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
-        config_file = metrics_file.parent / CONFIG_FILE
         try:
-            metrics, record = read_json(metrics_file, ValueError), read_json(config_file, ValueError)
-        except (OSError, ValueError):
-            continue  # a torn entry is not a result: the trial shows as not run
+            record, metrics, _ = ledger_entry(metrics_file.parent)
+        except DamagedFile:
+            continue  # a damaged entry is not a result: the trial shows as not run (`ledger_damage` says why)
         key = metrics_file.parent.name
         rows.append(_row(key, record.get("run_name", key), metrics.get("status", "ok"), record.get("columns", {}),
                          metrics, None))  # fmt: skip
         ran.add(_canonical(record.get("variant", {})))
     return rows, ran
+
+
+def _retrain(folder: Path) -> str:
+    study = shlex.quote(str(folder.parent.parent.resolve()))
+    return f"the trial counts as not run: `taugate resume {study}` trains it again"
+
+
+# the fields every ledger metrics.json holds (`TrialMetrics`' required ones; the ledger adds bookkeeping such as
+# node_id, so only these are checked, each for its type)
+_REQUIRED_METRICS = {
+    "status": str,
+    "method": str,
+    "seed": int,
+    "trainable_params": int,
+    "train_seconds": (int, float, type(None)),
+}
+_STATUSES = get_args(TrialMetrics.model_fields["status"].annotation)
+
+
+def _metrics_problem(metrics: dict[str, Any], config: TrialConfig) -> str | None:
+    missing = [name for name in _REQUIRED_METRICS if name not in metrics]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for name, kind in _REQUIRED_METRICS.items():
+        if isinstance(metrics[name], bool) or not isinstance(metrics[name], kind):
+            return f"{name} is {type(metrics[name]).__name__} {metrics[name]!r}, not a {name} value"
+    if metrics["status"] not in _STATUSES:
+        return f"status {metrics['status']!r} is none of {', '.join(_STATUSES)}"
+    for field in ("method", "seed"):
+        if metrics[field] != getattr(config, field):
+            return f"{field} {metrics[field]!r} is not its config.json's {getattr(config, field)!r}"
+    target = accuracy_name(config.target_angle)
+    if metrics["status"] == "ok" and not isinstance(metrics.get(target), int | float):
+        return f"status ok without its test accuracy {target}"
+    return None
+
+
+def ledger_entry(folder: Path, complete: bool = True) -> tuple[dict[str, Any], dict[str, Any], TrialConfig] | None:
+    """A ledger entry (`trials/<key>/`): its config record, metrics and parsed config, None when it holds no
+    metrics.json (not finished). A damaged entry (invalid JSON, another type, a missing field, a status
+    without its metrics, a config that does not parse) raises `DamagedFile` naming the file: it is not a result.
+    `complete=False` checks the files and the config only, not the metrics' fields (`ledger_trials`)."""
+    folder = Path(folder)
+    metrics_file, config_file = folder / METRICS_FILE, folder / CONFIG_FILE
+    if not metrics_file.is_file():
+        return None
+    try:
+        metrics = read_json(metrics_file, ValueError)
+    except ValueError as err:
+        raise DamagedFile(metrics_file, str(err).removeprefix(f"{metrics_file}: "), _retrain(folder)) from None
+    try:
+        record = read_json(config_file, ValueError)
+        if not isinstance(record.get("config"), dict):
+            raise ValueError("no `config` mapping")
+        config = parse_config(record["config"])
+        if not isinstance(record.get("variant", {}), dict) or not isinstance(record.get("run_name", ""), str):
+            raise ValueError("variant or run_name of another type")
+    except (ValueError, TypeError) as err:
+        problem = str(err).removeprefix(f"{config_file}: ")
+        raise DamagedFile(config_file, problem, _retrain(folder)) from None
+    if complete and (problem := _metrics_problem(metrics, config)) is not None:
+        raise DamagedFile(metrics_file, problem, _retrain(folder))
+    return record, metrics, config
+
+
+def ledger_damage(study_dir: Path) -> list[DamagedFile]:
+    """Every damaged entry of the study's ledger (each counts as not run)."""
+    damage = []
+    for folder in sorted(p.parent for p in Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
+        try:
+            ledger_entry(folder)
+        except DamagedFile as err:
+            damage.append(err)
+    return damage
+
+
+def history_damage(folder: Path) -> DamagedFile | None:
+    """What is wrong with a trial's `history.json` (None when it is fine or absent: an old study, no epoch)."""
+    path = Path(folder) / HISTORY_FILE
+    if not path.is_file():
+        return None
+    fix = (
+        "the report has no learning curve for this trial, its results are kept; "
+        f"delete {path.name} to accept that, or its metrics.json and `taugate resume` to train it again"
+    )
+    try:
+        data = read_json(path, ValueError)
+    except ValueError as err:
+        return DamagedFile(path, str(err).removeprefix(f"{path}: "), fix)
+    epochs = data.get("epochs")
+    if not isinstance(epochs, list):
+        return DamagedFile(path, "no list of epochs", fix)
+    bad = [i for i, e in enumerate(epochs) if not (isinstance(e, dict) and isinstance(e.get("epoch"), int))]
+    if bad:
+        return DamagedFile(path, f"epoch record {bad[0]} is not an epoch", fix)
+    return None
 
 
 def _canonical(variant: dict[str, Any]) -> str:
@@ -125,10 +226,24 @@ def load_tune(study_dir: Path) -> pd.DataFrame:
 
 def _plan(study_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     """`<study>/plan.json` (grid studies) by canonical variant: (trial key, its record)."""
+    return {_canonical(record["variant"]): (key, record) for key, record in read_plan(study_dir).items()}
+
+
+def read_plan(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """`<study>/plan.json`, every planned trial's record by key ({} when there is none: an Optuna study);
+    a damaged file raises `DamagedFile`."""
     path = Path(study_dir, PLAN_FILE)
     if not path.is_file():
         return {}
-    return {_canonical(record["variant"]): (key, record) for key, record in read_json(path, ValueError).items()}
+    fix = f"delete it: `taugate resume {shlex.quote(str(Path(study_dir).resolve()))}` writes it again from the spec"
+    try:
+        plan = read_json(path, ValueError)
+    except ValueError as err:
+        raise DamagedFile(path, str(err).removeprefix(f"{path}: "), fix) from None
+    for key, record in plan.items():
+        if not isinstance(record, dict) or not isinstance(record.get("variant"), dict):
+            raise DamagedFile(path, f"trial {key}: no variant mapping", fix)
+    return plan
 
 
 def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
@@ -153,18 +268,32 @@ def load_mlflow(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
 
 
 def load_gate_stats(study_dir: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per-neuron firing statistics of each trial that wrote them."""
+    """Per-neuron firing statistics of each trial that wrote them (a damaged file, which `gate_stats_damage`
+    names, loses that trial's firing map: they describe, nothing is selected on them)."""
     stats = {}
     for trial_id in trial_ids:
         path = Path(study_dir, TRIALS_DIR, trial_id, GATE_STATS)
-        if path.is_file():
+        if path.is_file() and gate_stats_damage(path.parent) is None:
             stats[trial_id] = read_json(path, ValueError)
     return stats
 
 
+def gate_stats_damage(folder: Path) -> DamagedFile | None:
+    """What is wrong with a trial's gate_stats.json (None when it is fine or absent)."""
+    path = Path(folder) / GATE_STATS
+    if not path.is_file():
+        return None
+    try:
+        read_json(path, ValueError)
+    except ValueError as err:
+        fix = "the report has no firing map for this trial, its results are kept; delete it to accept that"
+        return DamagedFile(path, str(err).removeprefix(f"{path}: "), fix)
+    return None
+
+
 def load_histories(study_dir: Path, trial_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Each trial's per-epoch reports (`history.json`'s "epochs"), for the trials that wrote them: an old
-    study, a trial with no epochs and a torn or foreign file have none."""
+    study, a trial with no epochs and a damaged file (`history_damage` says what is wrong) have none."""
     histories = {str(t): read_history(Path(study_dir, TRIALS_DIR, str(t))) for t in trial_ids}
     return {trial_id: epochs for trial_id, epochs in histories.items() if epochs}
 
@@ -195,10 +324,10 @@ def ledger_trials(study_dir: Path) -> tuple[list[LedgerTrial], list[str]]:
     for metrics_file in sorted(Path(study_dir, TRIALS_DIR).glob(f"*/{METRICS_FILE}")):
         folder = metrics_file.parent
         try:
-            metrics = read_json(metrics_file, ValueError)
-            config = parse_config(read_json(folder / CONFIG_FILE, ValueError)["config"])
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-            unreadable.append(f"trial {folder.name}: skipped, unreadable record ({err})")
+            # the files and the config only: per-mode choices skip a trial without the metric they select on
+            _, metrics, config = ledger_entry(folder, complete=False)
+        except DamagedFile as err:
+            unreadable.append(f"trial {folder.name}: skipped, damaged record ({err})")
             continue
         trials.append(LedgerTrial(folder.name, folder, config, metrics))
     return trials, unreadable

@@ -12,7 +12,10 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
+from study.commands import study_command
+
 console = Console(stderr=True, soft_wrap=True)
+WARN_AT_MOST = 10  # damaged files named one by one before the rest are counted
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -33,16 +36,35 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def warn(message: str) -> None:
+    console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
+
+
 def study_or_exit(study_dir: Path):
-    """The (spec, metadata) of a study folder, or a clear error and exit code 2."""
+    """The (spec, metadata) of a study folder, read through its validating readers (study.folder.validate),
+    or a clear error and exit code 2: a damaged study.json, spec.yaml, plan.json or optuna.db stops the
+    command naming the file and the fix. A damaged ledger entry (the trial counts as not run) or history (its
+    curve is missing) or foundation (set aside and trained again by the trial that needs it) is a warning
+    naming the file."""
     from study.folder.metadata import load_study
     from study.folder.storage import StorageError
+    from study.folder.validate import DamagedFile, check_optuna, entry_warnings, foundation_damage, read_plan
     from study.spec.loader import SpecError
 
     try:
-        return load_study(study_dir)
-    except (SpecError, StorageError) as err:
+        spec, study = load_study(study_dir)
+        read_plan(study_dir)
+        if spec.search.kind == "optuna":
+            check_optuna(study_dir, study)
+    except (SpecError, StorageError, DamagedFile) as err:
         fail(str(err))
+    damage = entry_warnings(study_dir) + foundation_damage(study_dir)
+    for found in damage[:WARN_AT_MOST]:
+        warn(str(found))
+    if len(damage) > WARN_AT_MOST:
+        more = study_command("status", study_dir, "--check")
+        warn(f"{len(damage) - WARN_AT_MOST} more damaged files in {study_dir}: `{more}` lists them all")
+    return spec, study
 
 
 def spec_or_exit(path: Path):

@@ -186,10 +186,26 @@ def resume(
         _run_study(study_spec, study, study_dir, address, absolute_sqlite(tracking_uri), report)
 
 
-def status(study_dir: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
+def status(
+    study_dir: Annotated[Path, typer.Argument(help="a study folder")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="check every file of the folder instead and print each damaged one as JSON (file, problem, "
+            "what_to_do), changing nothing; exit code 0 when all are sound, 2 when any is damaged",
+        ),
+    ] = False,
+) -> None:
     """Trials finished (ok, diverged or stopped early), failed and still to run."""
     from study.folder.progress import study_progress
 
+    if check:
+        from study.folder.validate import check_folder
+
+        damage = check_folder(study_dir)
+        print(json.dumps({"study": str(study_dir), "damaged": [d.as_dict() for d in damage]}, indent=1))
+        raise typer.Exit(2 if damage else 0)
     spec, study = study_or_exit(study_dir)
     print(json.dumps({"name": study["name"]} | study_progress(study_dir, spec, study).as_dict()))
 
@@ -217,3 +233,8 @@ def track(
                  f"nothing was lost: the study folder holds every result, run `{again}` again "
                  "once the store is reachable", code=1)  # fmt: skip
     console.print(f"logged {added} new trial runs to {tracker.uri} (experiment {study['experiment_name']})")
+    if tracker.completed:  # runs a killed driver or a lost server left half-logged
+        console.print(f"completed {len(tracker.completed)} half-logged trial runs from the study folder: "
+                      + ", ".join(tracker.completed), highlight=False)  # fmt: skip
+    if tracker.merged:
+        console.print(f"deleted {tracker.merged} duplicate trial runs (one run per trial kept)", highlight=False)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import subprocess
@@ -19,7 +18,8 @@ import yaml
 from study.commands import study_command
 from study.folder.filenames import SPEC_FILE, STUDY_FILE
 from study.folder.storage import StorageError, check_writable
-from study.spec.loader import SpecError, parse_spec
+from study.folder.validate import read_spec, read_study_json
+from study.spec.loader import SpecError
 from study.spec.plan import summary
 from study.spec.study_spec import StudySpec
 from trainables.files import write_json
@@ -43,11 +43,12 @@ def environment() -> dict[str, str]:
 
 
 def load_study(study_dir: Path) -> tuple[StudySpec, dict[str, Any]]:
-    """The spec and metadata of an existing study folder."""
+    """The spec and metadata of an existing study folder; `DamagedFile` when either is damaged."""
     study_file, spec_file = study_dir / STUDY_FILE, study_dir / SPEC_FILE
     if not study_file.is_file() or not spec_file.is_file():
         raise StorageError(f"{study_dir} is not a study folder (no {STUDY_FILE} / {SPEC_FILE})")
-    return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file)), json.loads(study_file.read_text())
+    # each file read and checked by its validating reader: a damaged one raises `DamagedFile` naming it
+    return read_spec(study_dir), read_study_json(study_dir)
 
 
 def prepare(spec: StudySpec, study_dir: Path, yes: bool = False, tracking_uri: str | None = None) -> dict[str, Any]:

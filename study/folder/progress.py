@@ -13,13 +13,13 @@ results table and MLflow's runs; `draws` and `repeated_draws` say how Optuna's d
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.folder.filenames import OPTUNA_DB, PLAN_FILE
 from study.folder.storage import TrialLedger
+from study.folder.validate import read_plan
 from study.spec.study_spec import StudySpec
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def study_progress(
         return Progress(finished + failed + remaining, finished, diverged, failed, remaining, stopped,
                         draws.drawn, draws.repeated)  # fmt: skip
     plan_file = Path(study_dir) / PLAN_FILE
-    planned_keys = set(json.loads(plan_file.read_text())) if plan_file.is_file() else set(ledger)
+    planned_keys = set(read_plan(Path(study_dir))) if plan_file.is_file() else set(ledger)
     planned = max(len(planned_keys), int(study.get("trials_planned", 0)))
     done = {key: m for key, m in ledger.items() if key in planned_keys}
     diverged = sum(m.get("status") == "diverged" for m in done.values())

@@ -10,21 +10,23 @@ Layout (every node of a cluster must see the same folder):
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from analysis.table.load import ledger_damage, ledger_entry
 from study.folder.filenames import CONFIG_FILE, METRICS_FILE
+from study.folder.validate import quarantine
 from study.spec.plan import foundation_key, run_name, table_columns
 from trainables.config import TrialConfig
 from trainables.data import Mode
 from trainables.engine.fit import train_foundation
 from trainables.errors import TauGateError
-from trainables.files import write_json
-from trainables.formats.checkpoints import load_foundation, save_foundation
+from trainables.files import DamagedFile, write_json
+from trainables.formats.checkpoints import CheckpointError, load_foundation, save_foundation
 from trainables.model import MLP
 
 
@@ -67,12 +69,20 @@ class FoundationStore:
             return self._loaded[key]
         device = next(iter(modes.values())).train_x.device
         self.folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path(key)) + ".lock"):
-            if self.path(key).is_file():
-                model = load_foundation(self.path(key), config.hidden).to(device)
-            else:
+        path = self.path(key)
+        with FileLock(str(path) + ".lock"):
+            model = None
+            if path.is_file():
+                try:
+                    model = load_foundation(path, config.hidden).to(device)
+                except CheckpointError as err:
+                    # a damaged foundation fails every trial that loads it the same way: set it aside and train
+                    # it again, once (the next trial finds the new file), instead of Tune's retries of a certain failure
+                    kept = quarantine(path)
+                    print(f"warning: {err}; set aside as {kept.name} and trained again", file=sys.stderr, flush=True)
+            if model is None:
                 model = train_foundation(config, modes)
-                save_foundation(model, self.path(key))
+                save_foundation(model, path)
         self._loaded[key] = model
         while len(self._loaded) > self.KEEP:  # keep memory flat: drop the longest unused
             del self._loaded[next(iter(self._loaded))]
@@ -96,16 +106,22 @@ class TrialLedger:
         return self.folder / key
 
     def finished(self, key: str) -> dict[str, Any] | None:
-        path = self.trial_dir(key) / METRICS_FILE
+        """The trial's metrics when its entry is complete and valid; None when it is absent or damaged (the
+        trial is trained again: `analysis.table.load.ledger_entry` checks both files; `damaged` lists them)."""
         try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            entry = ledger_entry(self.trial_dir(key))
+        except DamagedFile:
             return None
+        return None if entry is None else entry[1]
 
     def record(self, key: str, config: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Atomic writes: a reader (another trial, `taugate status`) never sees half a file."""
         write_json(self.trial_dir(key) / CONFIG_FILE, config)
         write_json(self.trial_dir(key) / METRICS_FILE, metrics)  # written last: its presence means done
+
+    def damaged(self) -> list[DamagedFile]:
+        """Every damaged entry of the ledger: each counts as not run."""
+        return ledger_damage(self.folder.parent)
 
     def all_finished(self) -> dict[str, dict[str, Any]]:
         if not self.folder.is_dir():

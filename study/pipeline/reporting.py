@@ -93,4 +93,6 @@ def log_report(study_dir: Path, tracking_uri: str | None) -> None:
 
     _, study = load_study(study_dir)
     tracker = Tracker(study_dir, tracking_uri or study.get("tracking_uri"), study["experiment_name"])
-    tracker.client.log_artifacts(tracker.parent(study), str(Path(study_dir) / REPORT_DIR), artifact_path=REPORT_DIR)
+    # the parent run's own artifact store (`Tracker.artifacts`), never the client's log_artifacts: that caches
+    # artifact stores by run id for the whole process, and a copied study's runs have the original's ids
+    tracker.artifacts(tracker.parent(study)).log_artifacts(str(Path(study_dir) / REPORT_DIR), artifact_path=REPORT_DIR)

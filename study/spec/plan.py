@@ -6,6 +6,7 @@ multiplied by axes they ignore. Each variant is the part of a trial config that 
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import itertools
@@ -55,6 +56,15 @@ def variants(spec: StudySpec) -> list[dict[str, Any]]:
 
 def _method_grid(spec: StudySpec, name: str, grid: MethodSpec, fixed: dict[str, Any]) -> list[dict[str, Any]]:
     """One grid of a method: its seeds times its own axes and budget, on the protocol and target `fixed`."""
+    fixed, axes = _grid_parts(spec, name, grid, fixed)
+    return [fixed | dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _grid_parts(
+    spec: StudySpec, name: str, grid: MethodSpec, fixed: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list]]:
+    """One grid of a method as what each of its points shares (`fixed`, the method, a per-method lr and its
+    `OWN` list) and its axes (seed, the method's own axes and budget): its points are every combination."""
     axes = {"seed": grid.seeds or spec.seeds}
     for axis in registry.get(name).dimensions:
         values = getattr(grid, axis)
@@ -63,8 +73,46 @@ def _method_grid(spec: StudySpec, name: str, grid: MethodSpec, fixed: dict[str, 
     budget = grid.budget()
     axes |= budget
     overrides = {"lr": grid.lr} if grid.lr is not None else {}
-    fixed = fixed | {"method": name} | overrides | ({OWN: list(budget)} if budget else {})
-    return [fixed | dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    return fixed | {"method": name} | overrides | ({OWN: list(budget)} if budget else {}), axes
+
+
+def method_trials(spec: StudySpec, name: str) -> int:
+    """How many distinct points a method's grids hold together (as `variants` keeps them: a point two grids
+    share counts once), counted without listing them: grids whose points set other fields share none; among
+    the rest, `_union_size`."""
+    shapes: dict[str, list[list[list[str]]]] = {}
+    for grid in spec.methods[name].grids():
+        fixed, axes = _grid_parts(spec, name, grid, {})
+        shape = json.dumps([fixed, list(axes)], sort_keys=True, default=str)
+        shapes.setdefault(shape, []).append([[_canonical(v) for v in values] for values in axes.values()])
+    return sum(_union_size(boxes) for boxes in shapes.values())
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)  # as `_unique` compares points
+
+
+def _union_size(boxes: list[list[list[str]]]) -> int:
+    """How many points the union of grids (each a list of axes, each axis a list of distinct values, the same
+    axes in the same order) holds: split on the first axis, its values grouped by which grids hold them. One
+    grid is the product of its axes' lengths."""
+    if len(boxes) == 1:
+        return math.prod(len(values) for values in boxes[0])
+    if not boxes[0]:
+        return 1  # every axis fixed: the grids' one point
+    holders: dict[str, list[int]] = {}
+    for index, box in enumerate(boxes):
+        for value in box[0]:
+            holders.setdefault(value, []).append(index)
+    groups = collections.Counter(tuple(indices) for indices in holders.values())
+    return sum(count * _union_size([boxes[i][1:] for i in indices]) for indices, count in groups.items())
+
+
+def grid_trials(spec: StudySpec) -> dict[str, int]:
+    """Per method, how many grid trials `variants` lists for it (the protocol grid and the target angles times
+    its own points), counted arithmetically: a grid of millions is counted, and refused, without expanding it."""
+    combos = len(protocols(spec)) * len(spec.target_angles)
+    return {name: combos * method_trials(spec, name) for name in spec.methods}
 
 
 def _unique(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -176,19 +224,19 @@ def run_name(variant: dict[str, Any]) -> str:
 
 
 def summary(spec: StudySpec) -> dict[str, Any]:
-    """The totals `taugate plan --json` prints."""
-    grid = variants(spec)
-    configs = [trial_config(spec, v) for v in grid]
-    per_method: dict[str, int] = {}
-    for v in grid:
-        per_method[v["method"]] = per_method.get(v["method"], 0) + 1
+    """The totals `taugate plan --json` prints, counted without expanding the grid (`grid_trials`), so that
+    the `max_trials` check (study.folder.metadata.prepare) costs as little for a grid of millions as for ten.
+    The foundations: one per seed any grid uses and per swept foundation_epochs (the rest of a foundation's
+    settings, `TrialConfig.foundation_key`, is the study's own)."""
+    per_method = grid_trials(spec)
     optuna = spec.search.kind == "optuna"
+    seeds = {seed for method in spec.methods.values() for grid in method.grids() for seed in grid.seeds or spec.seeds}
     return {
         "name": spec.name,
         "search": spec.search.kind,
         # an Optuna trial is one configuration evaluated on every seed: one study trial per seed
-        "trials": spec.search.num_samples * len(spec.seeds) if optuna else len(grid),
-        "foundations": len({foundation_key(c) for c in configs}),
+        "trials": spec.search.num_samples * len(spec.seeds) if optuna else sum(per_method.values()),
+        "foundations": len(seeds) * len(spec.protocol_values()["foundation_epochs"]),
         "per_method": {} if optuna else per_method,  # Optuna draws the methods: no fixed count each
         "target_angles": spec.target_angles,
         "evaluated_angles": spec.evaluated_angles,

@@ -18,6 +18,15 @@ A trial's child run carries what its ledger entry holds: the config as params, t
 metrics, each epoch's `loss` / `val_acc` as metric histories (step = epoch, from `history.json`),
 the trial's own start and end on its worker, and its training data as an MLflow dataset input
 (split sizes computed from the dataset's per-class counts, no data loaded on the driver).
+
+A child run is created first (with its identity tags) and ended last, so a driver killed, or a
+server lost, part-way through logging a trial leaves a run that is RUNNING, with no end time and
+perhaps no params, metrics, dataset input or artifacts. `sync` (`taugate track`, and the end of
+every `taugate run` / `resume`) finds such half-logged runs and completes them from the ledger as a
+normal run is logged (what is there already is not logged twice: MLflow keeps one copy of an
+identical metric, param or dataset input), then ends them with the ledger's status and end time.
+Two runs of one trial (a create call retried after its answer was lost) are one: the most complete
+is kept, the others deleted.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ PARENT_TAG, KIND_TAG = "mlflow.parentRunId", "taugate.kind"
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # A trial's ledger status -> its MLflow run status: a scheduler's stop is neither success nor failure.
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}
+# What a child run carries from its ledger entry as artifacts.
+TRIAL_ARTIFACTS = ("gate_stats.json", "adapter")
 # MLflow's batch limits (mlflow.utils.validation): entities per call, params per call.
 BATCH_ENTITIES, BATCH_PARAMS = 1000, 100
 
@@ -126,6 +137,9 @@ class Tracker:
         self._experiment_id: str | None = None
         self._parent: str | None = None
         self._logged: set[str] | None = None
+        self._runs: dict[str, list[Any]] = {}  # trial key -> its child runs found in the store
+        self.completed: list[str] = []  # runs `sync` completed (their names)
+        self.merged = 0  # duplicate runs of one trial `sync` deleted
         self._datasets: dict[str, Any] = {}  # one dataset entity per distinct training data
 
     @property
@@ -167,15 +181,28 @@ class Tracker:
         self._parent = run.info.run_id
         spec_file = self.study_dir / "spec.yaml"
         if spec_file.is_file():
-            self.client.log_artifact(self._parent, str(spec_file))
+            self.artifacts(run).log_artifact(str(spec_file))
         self.client.log_param(self._parent, "trials_planned", study.get("trials_planned", ""))
         return self._parent
 
+    def artifacts(self, run: Any):
+        """A run's artifact store (`run`: a Run or a run id), from the run's artifact URI as the store records it
+        now. Never the client's `log_artifact(s)`: MLflow caches artifact stores by run id alone for the whole
+        process, and a copied study's runs have the original's run ids (its artifacts would go to the original)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run = self.client.get_run(run) if isinstance(run, str) else run
+        return get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+
     def logged_trials(self, parent: str) -> set[str]:
+        """Trial keys with a child run in the store, complete or not (`sync` completes the others)."""
         if self._logged is None:
             query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{KIND_TAG}` = 'trial'"
             runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
-            self._logged = {r.data.tags.get(TRIAL_TAG) for r in runs}
+            self._runs = {}
+            for run in runs:
+                self._runs.setdefault(run.data.tags.get(TRIAL_TAG), []).append(run)
+            self._logged = set(self._runs)
         return self._logged
 
     def log_trial(
@@ -184,9 +211,6 @@ class Tracker:
     ) -> bool:  # fmt: skip
         """One child run for a finished trial; False when it was already logged. `history` defaults to
         the ledger entry's `history.json`."""
-        from mlflow.entities import Param
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
         parent = self.parent(study)
         if key in self.logged_trials(parent):
             return False
@@ -203,26 +227,74 @@ class Tracker:
                 tags[f"taugate.{name}"] = str(source[name])
         run = self.client.create_run(self.experiment_id, start_time=_ms(record.get("started_at")), tags=tags,
                                      run_name=record["run_name"])  # fmt: skip
+        self._fill(run, trial_dir, record, metrics, history)
+        self._logged.add(key)
+        return True
+
+    def _fill(
+        self, run: Any, trial_dir: Path, record: dict[str, Any], metrics: dict[str, Any],
+        history: list[dict[str, Any]], artifacts: bool = True,
+    ) -> None:  # fmt: skip
+        """Log a trial's params, metrics, dataset input and artifacts to its run, then end it with the
+        ledger's status and end time (last: a run interrupted before this stays RUNNING, for `sync`)."""
+        from mlflow.entities import Param
+
         run_id, start_ms = run.info.run_id, run.info.start_time
-        end_ms = _ms(record.get("ended_at")) or int(time.time() * 1000)
-        params = [Param(k, v) for k, v in flat_params(record["config"]).items()]
+        end_ms = _ms(record.get("ended_at")) or run.info.end_time or int(time.time() * 1000)
+        # params a run has already are not sent again (MLflow refuses a param logged twice with another text)
+        params = [Param(k, v) for k, v in flat_params(record["config"]).items() if k not in run.data.params]
         for chunk_params, chunk_metrics in batches(params, run_metrics(metrics, history, start_ms, end_ms)):
             self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params)
         self._log_dataset(run_id, record["config"])
-        # the run's artifact store straight from the new run's URI: the client's log_artifact(s) would
-        # read the whole run back (tags, params, metrics) for each call just to find that URI
-        artifacts = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
-        for artifact in ("gate_stats.json", "adapter"):
+        if artifacts:
+            # the run's artifact store straight from the run's URI (`artifacts`): the client's log_artifact(s)
+            # would read the whole run back (tags, params, metrics) for each call just to find that URI
+            store = self.artifacts(run)
+            for artifact in TRIAL_ARTIFACTS:
+                path = trial_dir / artifact
+                if path.is_dir():
+                    store.log_artifacts(str(path), artifact_path=artifact)
+                elif path.is_file():
+                    store.log_artifact(str(path))
+        self.client.set_terminated(run_id, status=RUN_STATUS.get(metrics["status"], "FAILED"), end_time=end_ms)
+
+    def missing(self, run: Any, trial_dir: Path, record: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+        """What a trial's existing run lacks against its ledger entry ([] for a complete run): its end
+        (RUNNING or no end time), the ledger's status, params, final metrics, dataset input, artifacts."""
+        lacks = []
+        if run.info.status == "RUNNING" or not run.info.end_time:
+            lacks.append("end")
+        elif run.info.status != RUN_STATUS.get(metrics["status"], "FAILED"):
+            lacks.append("status")
+        if set(flat_params(record["config"])) - set(run.data.params):
+            lacks.append("params")
+        if set(numeric_metrics(metrics)) - set(run.data.metrics):
+            lacks.append("metrics")
+        if not (run.inputs and run.inputs.dataset_inputs):
+            lacks.append("dataset input")
+        if not self._has_artifacts(run, trial_dir):
+            lacks.append("artifacts")
+        return lacks
+
+    def _has_artifacts(self, run: Any, trial_dir: Path) -> bool:
+        """Every artifact file of the ledger entry (`gate_stats.json`, `adapter/...`) is in the run, same size."""
+        expected = {}
+        for artifact in TRIAL_ARTIFACTS:
             path = trial_dir / artifact
-            if path.is_dir():
-                artifacts.log_artifacts(str(path), artifact_path=artifact)
-            elif path.is_file():
-                artifacts.log_artifact(str(path))
-        self.client.set_terminated(
-            run_id, status=RUN_STATUS.get(status, "FAILED"), end_time=_ms(record.get("ended_at"))
-        )
-        self._logged.add(key)
-        return True
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            expected |= {f.relative_to(trial_dir).as_posix(): f.stat().st_size for f in files if f.is_file()}
+        if not expected:
+            return True
+        store = self.artifacts(run)
+        found: dict[str, int | None] = {}
+        folders = [None]
+        while folders:
+            for info in store.list_artifacts(folders.pop()):
+                if info.is_dir:
+                    folders.append(info.path)
+                else:
+                    found[info.path] = info.file_size
+        return all(name in found and found[name] in (size, None) for name, size in expected.items())
 
     def _log_dataset(self, run_id: str, config: dict[str, Any]) -> None:
         """The trial's training data as the run's dataset input (context "training")."""
@@ -243,6 +315,7 @@ class Tracker:
             for run in self.client.search_runs([self.experiment_id], filter_string=query, max_results=10):
                 self.client.delete_run(run.info.run_id)
             self._logged.discard(failure)
+            self._runs.pop(failure, None)
 
     def log_failure(
         self, study: dict[str, Any], trial: str, name: str, config: dict[str, Any], columns: dict[str, Any],
@@ -283,10 +356,42 @@ class Tracker:
         return True
 
     def sync(self, study: dict[str, Any]) -> int:
-        """Log every finished trial of the study folder that the store lacks; returns how many."""
+        """Log every finished trial of the study folder that the store lacks, and complete its half-logged
+        runs (`complete`); returns how many runs were added. `self.completed` / `self.merged` count the rest."""
         ledger = TrialLedger(self.study_dir)
-        added = 0
+        parent = self.parent(study)
+        logged = self.logged_trials(parent)
+        added, self.completed, self.merged = 0, [], 0
         for key, metrics in ledger.all_finished().items():
             record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
-            added += self.log_trial(study, key, record, metrics)
+            if key in logged:
+                self.complete(key, record, metrics)
+            else:
+                added += self.log_trial(study, key, record, metrics)
+        for key, runs in self._runs.items():  # a failed trial's run cut off before it was ended
+            if key and key.startswith("error:"):
+                for run in runs:
+                    if run.info.status == "RUNNING" or not run.info.end_time:
+                        self.client.set_terminated(run.info.run_id, status="FAILED")
+                        self.completed.append(run.info.run_name or run.info.run_id)
         return added
+
+    def complete(self, key: str, record: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+        """Complete a finished trial's existing run from the ledger when it lacks anything (`missing`), one run
+        per trial kept; what was missing ([] when the run was complete)."""
+        runs = self._runs.get(key, [])
+        if not runs:
+            return []
+        trial_dir = self.study_dir / "trials" / key
+        lacking = {r.info.run_id: self.missing(r, trial_dir, record, metrics) for r in runs}
+        run, *extra = sorted(runs, key=lambda r: (len(lacking[r.info.run_id]), r.info.start_time or 0))
+        for duplicate in extra:  # one trial, one run: a create retried after its answer was lost made two
+            self.client.delete_run(duplicate.info.run_id)
+            self.merged += 1
+        self._runs[key] = [run]
+        lacks = lacking[run.info.run_id]
+        if lacks:
+            log.info("completing run %s of trial %s: it lacked %s", run.info.run_id, key, ", ".join(lacks))
+            self._fill(run, trial_dir, record, metrics, read_history(trial_dir), artifacts="artifacts" in lacks)
+            self.completed.append(run.info.run_name or key)
+        return lacks

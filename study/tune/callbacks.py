@@ -1,4 +1,4 @@
-"""Ray Tune callbacks on the driver: MLflow logging and live progress.
+"""Ray Tune callbacks on the driver: MLflow logging, live progress and where trials resumed.
 
 Tune pickles its run config (callbacks included) into the experiment folder, so each callback
 keeps only plain settings and builds its clients and console on first use.
@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import tune
 from rich.console import Console
+from rich.text import Text
 
 from study.folder.filenames import CONFIG_FILE
 from study.folder.storage import TrialLedger
@@ -65,6 +66,24 @@ class SchedulerStops(tune.Callback):
             base, variant = split_config(trial.config)
             members = [(member, member_config(base, member)) for member in variant.get("members", [variant])]
             record_stopped(self.study_dir, members, result, base)
+
+
+class ResumeNotes(_Lazy):
+    """Says on the driver's console where a trial resumed from a checkpoint and which checkpoints it
+    passed over (damaged, another trial's): the trainable notes it in its first result
+    (study.tune.epoch_reports.TuneProgress), as the workers' own output does not reach the driver."""
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if "resumed_after_epoch" not in result:
+            return
+        for skipped in result.get("checkpoints_skipped", []):
+            self.console.print(Text.assemble(("warning:", "yellow"), f" trial {trial}: checkpoint skipped: {skipped}"),
+                               highlight=False)  # fmt: skip
+        if result.get("resumed_from"):
+            said = f"resumed after epoch {result['resumed_after_epoch']} from {result['resumed_from']}"
+        else:
+            said = "no usable checkpoint; it starts at epoch 1"
+        self.console.print(f"trial {trial}: {said}", highlight=False, markup=False)
 
 
 class TrackingCallback(_Lazy):

@@ -9,7 +9,17 @@ group). After every epoch it
 - once the trial has run longer than `checkpoint_after` seconds, attaches a Tune checkpoint
   (`trainables.engine.resume.TrainState` + the histories) so a retried trial resumes after that epoch.
 The last epoch is not reported on its own: its values join the trial's final result, so a trial
-of E epochs reports exactly E results.
+of E epochs reports exactly E results; `training_iteration` is the epoch, also in a resumed trial.
+
+Resuming (`TuneProgress.resume`): a trial retried within its Tune experiment gets its newest checkpoint
+from Tune (`tune.get_checkpoint`). Each `taugate run` or `resume` is a new experiment (`tune/run-N`), so
+a trial that an interrupted experiment left unfinished also looks for its checkpoints in the earlier
+experiments (`EarlierRuns`: its trial folders there, recognised by the trial keys a checkpoint holds)
+and resumes from the newest that loads and fits it (`trainables.engine.resume.Resumption`): a damaged or
+foreign one is passed over with a note, and without one the trial starts at epoch 1. Its first result
+says where it resumed (`resumed_after_epoch`, `resumed_from`, `checkpoints_skipped`; the driver prints
+them, study.tune.callbacks.ResumeNotes). Once it has a checkpoint of its own in the new experiment, or
+has finished, its checkpoints in the earlier ones are deleted: a trial keeps `CHECKPOINTS_KEPT` in all.
 
 A scheduler that stops a trial ends it inside `tune.report`; the driver then writes each member's
 ledger entry with status `stopped` from the last result (`record_stopped`).
@@ -17,11 +27,14 @@ ledger entry with status `stopped` from the last result (`record_stopped`).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +42,12 @@ from ray import tune
 
 from study.folder.storage import TrialLedger, record_of
 from trainables.config import TrialConfig, accuracy_name
-from trainables.engine.resume import HISTORY_FILE, EpochRecord, TrainState
+from trainables.engine.resume import HISTORY_FILE, STATE_JSON, EpochRecord, Resumption, TrainState
 from trainables.files import write_json
 
-HISTORIES_IN_CHECKPOINT = "histories.json"
+HISTORIES_IN_CHECKPOINT = "histories.json"  # in a checkpoint: {trial key: its learning curve so far}, in member order
+CHECKPOINTS_KEPT = 2  # per trial: Tune's `num_to_keep`, and what `trim_checkpoints` leaves of an ended experiment
+CHECKPOINT_FOLDERS = "checkpoint_*"  # Tune's name for a trial's checkpoint folders: checkpoint_<zero-padded index>
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -40,32 +55,164 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+class SavedCheckpoint:
+    """A checkpoint folder of a Tune trial (`TrainState` + `HISTORIES_IN_CHECKPOINT`), as a state the trial
+    may resume from: `load` reads it and checks that it is this trial's (the same trial keys, in order)
+    and whole (a learning curve of every epoch up to the saved one, before the last), else raises."""
+
+    def __init__(self, folder: Path, keys: list[str], epochs: int, name: str | None = None) -> None:
+        self.folder, self.keys, self.epochs, self.name = Path(folder), keys, epochs, name or str(folder)
+        self.histories: list[list[dict[str, Any]]] = []  # the members' learning curves, once loaded
+
+    def __str__(self) -> str:
+        return self.name
+
+    def load(self) -> TrainState:
+        return self._load(self.folder)
+
+    def _load(self, folder: Path) -> TrainState:
+        saved = json.loads((folder / HISTORIES_IN_CHECKPOINT).read_text())
+        if not isinstance(saved, dict) or list(saved) != self.keys:
+            found = list(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"a checkpoint of trial(s) {found}, not of {self.keys}")
+        state = TrainState.load(folder)
+        if not 0 < state.epoch < self.epochs:
+            raise ValueError(f"saved after epoch {state.epoch}, the trial has {self.epochs} epochs")
+        for key in self.keys:
+            if [e.get("epoch") if isinstance(e, dict) else None for e in saved[key]] != list(range(1, state.epoch + 1)):
+                raise ValueError(f"the learning curve of {key} is not epochs 1..{state.epoch}")
+        self.histories = [list(saved[key]) for key in self.keys]
+        return state
+
+
+class TuneCheckpoint(SavedCheckpoint):
+    """The checkpoint Tune hands a trial it retries within one experiment (`tune.get_checkpoint`)."""
+
+    def __init__(self, checkpoint: tune.Checkpoint, keys: list[str], epochs: int) -> None:
+        super().__init__(Path(checkpoint.path), keys, epochs, name=f"Tune's checkpoint {checkpoint.path}")
+        self.checkpoint = checkpoint
+
+    def load(self) -> TrainState:
+        with self.checkpoint.as_directory() as folder:
+            return self._load(Path(folder))
+
+
+def _saved_epoch(folder: Path) -> int:
+    """The epoch a checkpoint folder says it was saved after (-1: unreadable, tried last)."""
+    try:
+        epoch = json.loads((folder / STATE_JSON).read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+    return epoch if isinstance(epoch, int) else -1
+
+
+def _checkpoint_keys(folder: Path) -> list[str] | None:
+    try:
+        saved = json.loads((folder / HISTORIES_IN_CHECKPOINT).read_text())
+    except (OSError, ValueError):
+        return None
+    return list(saved) if isinstance(saved, dict) else None
+
+
+@dataclass(frozen=True)
+class EarlierRuns:
+    """What a Tune trial left in the study's earlier Tune experiments. Each `taugate run` or `resume` is an
+    experiment `<study>/tune/run-N`, whose trial folders are `<trial name>_<trial id>` (study.tune.runner);
+    a trial name (`run_name`) may be shared, so a folder is this trial's when a checkpoint in it holds
+    exactly this trial's keys, in order (a fused group: its members')."""
+
+    tune_dir: Path
+    experiment: str  # this experiment's name: its own checkpoints come from Tune
+    trial_name: str
+
+    def trial_folders(self, keys: list[str]) -> list[Path]:
+        pattern = f"run-*/{glob.escape(self.trial_name)}_*"
+        return sorted(
+            folder for folder in self.tune_dir.glob(pattern)
+            if folder.is_dir() and folder.parent.name != self.experiment
+            and any(_checkpoint_keys(c) == keys for c in folder.glob(CHECKPOINT_FOLDERS))
+        )  # fmt: skip
+
+    def checkpoints(self, folders: list[Path], keys: list[str], epochs: int) -> list[SavedCheckpoint]:
+        """Every checkpoint in these folders, the newest epoch first (unreadable ones last: tried, and noted)."""
+        found = [c for folder in folders for c in folder.glob(CHECKPOINT_FOLDERS) if c.is_dir()]
+        found.sort(key=lambda c: (_saved_epoch(c), c.parent.parent.name, c.name), reverse=True)
+        study = self.tune_dir.parent
+        return [SavedCheckpoint(c, keys, epochs, name=str(c.relative_to(study))) for c in found]
+
+
+def trim_checkpoints(experiment: Path, keep: int = CHECKPOINTS_KEPT) -> int:
+    """Leave each trial folder of an ended Tune experiment its newest `keep` checkpoints; returns how many
+    folders it deleted. Tune deletes the older checkpoints it registered, but a function trainable writes
+    a checkpoint inside `tune.report`, before the driver sees the result: a trial the driver stopped
+    (Ctrl-C, SIGTERM) or lost (a killed driver) may have written one that Tune never registered, a
+    third folder. It is the newest, so it stays and the oldest goes."""
+    deleted = 0
+    trials = [folder for folder in experiment.iterdir() if folder.is_dir()] if experiment.is_dir() else []
+    for trial in trials:
+        found = sorted(c for c in trial.glob(CHECKPOINT_FOLDERS) if c.is_dir())  # zero-padded index: oldest first
+        for old in found[: max(0, len(found) - keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+            deleted += 1
+    return deleted
+
+
 class TuneProgress:
     def __init__(self, ledger: TrialLedger, keys: list[str], configs: list[TrialConfig],
-                 checkpoint_after: float | None) -> None:  # fmt: skip
+                 checkpoint_after: float | None, earlier: EarlierRuns | None = None) -> None:  # fmt: skip
         self.ledger, self.keys, self.configs = ledger, keys, configs
         self.checkpoint_after = checkpoint_after
+        self.earlier = earlier
         self.started_at = time.time()  # the trial's own start (MLflow shows it), resumed or not
         self.started = time.monotonic()
         self.histories: list[list[dict[str, Any]]] = [[] for _ in keys]
         self.last: dict[str, Any] = {}  # the last epoch's values: part of the final result
+        self.resumption: Resumption | None = None  # until the first epoch: where training resumed
+        self.earlier_folders: list[Path] = []  # this trial's folders in earlier experiments
 
-    def resume(self) -> TrainState | None:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            state = TrainState.load(folder)
-            saved = json.loads((Path(folder) / HISTORIES_IN_CHECKPOINT).read_text())
-        self.histories = [list(saved.get(key, [])) for key in self.keys]
-        return state
+    def resume(self) -> Resumption | None:
+        """The states this trial may resume from, best first: Tune's checkpoint (a retry in this
+        experiment), then its checkpoints in earlier experiments, newest first."""
+        epochs = self.configs[0].epochs
+        candidates: list[SavedCheckpoint] = []
+        if (checkpoint := tune.get_checkpoint()) is not None:
+            candidates.append(TuneCheckpoint(checkpoint, self.keys, epochs))
+        if self.earlier is not None:
+            self.earlier_folders = self.earlier.trial_folders(self.keys)
+            candidates += self.earlier.checkpoints(self.earlier_folders, self.keys, epochs)
+        self.resumption = Resumption(candidates) if candidates else None
+        return self.resumption
+
+    def forget_earlier(self) -> None:
+        """Delete this trial's checkpoints in earlier experiments: it has a newer one in this experiment,
+        or it has finished."""
+        for folder in self.earlier_folders:
+            for checkpoint in folder.glob(CHECKPOINT_FOLDERS):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+        self.earlier_folders = []
+
+    def _resumed(self) -> dict[str, Any]:
+        """Once, on the first epoch after `resume`: take the restored checkpoint's learning curves, and
+        say where training resumed (the first result's `resumed_after_epoch`, `resumed_from`,
+        `checkpoints_skipped`)."""
+        resumption, self.resumption = self.resumption, None
+        if resumption is None:
+            return {}
+        note: dict[str, Any] = {"resumed_after_epoch": resumption.epoch}
+        if isinstance(resumption.chosen, SavedCheckpoint):
+            self.histories = [list(history) for history in resumption.chosen.histories]
+            note["resumed_from"] = str(resumption.chosen)
+        if resumption.skipped:
+            note["checkpoints_skipped"] = resumption.skipped
+        return note
 
     def report(self, records: list[EpochRecord], snapshot) -> None:
         epoch = records[0].epoch
+        note = self._resumed()
         for key, history, record in zip(self.keys, self.histories, records, strict=True):
             history.append(record.to_dict())
             write_json(self.ledger.trial_dir(key) / HISTORY_FILE, {"epochs": history})
-        result = self.result(records)
+        result = self.result(records) | note
         if epoch >= self.configs[0].epochs:
             self.last = result  # joins the final result: one Tune result per epoch
             return
@@ -77,13 +224,17 @@ class TuneProgress:
                 histories = dict(zip(self.keys, self.histories, strict=True))
                 Path(folder, HISTORIES_IN_CHECKPOINT).write_text(json.dumps(histories))
                 tune.report(result, checkpoint=Checkpoint.from_directory(folder))
+            self.forget_earlier()  # the checkpoint above is in this experiment's folder now
         else:
             tune.report(result)
 
     def result(self, records: list[EpochRecord]) -> dict[str, Any]:
         first = self.configs[0]
         losses, accuracies = [r.loss for r in records], [r.val_acc for r in records]
-        result: dict[str, Any] = {"epoch": records[0].epoch, "loss": _mean(losses), "val_acc": _mean(accuracies)}
+        # `training_iteration` is Tune's count of results unless given: a trial resumed in a new experiment
+        # counts on from its checkpoint, as a scheduler (`time_attr`) and the results files expect
+        result: dict[str, Any] = {"epoch": records[0].epoch, "training_iteration": records[0].epoch,
+                                  "loss": _mean(losses), "val_acc": _mean(accuracies)}  # fmt: skip
         result[accuracy_name(first.target_angle, validation=True)] = result["val_acc"]
         if first.gated:
             result[accuracy_name(first.target_angle, hard=True, validation=True)] = _mean(

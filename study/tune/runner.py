@@ -1,7 +1,11 @@
 """Run a study on Ray Tune: local Ray by default, or an existing cluster.
 
 Each invocation (`run`, then any `resume`) is one Tune experiment under `<study>/tune/`; the
-ledger of finished trials spans them, so a resumed study schedules only what is not done.
+ledger of finished trials spans them, so a resumed study schedules only what is not done, and a
+trial an earlier experiment left unfinished resumes after its newest epoch checkpoint there
+(study.tune.epoch_reports). Not `Tuner.restore`: it would bring back the old experiment's trials,
+searcher and callbacks whole, while a resume plans again from the ledger (another spec's cap, an
+Optuna searcher that continues from its storage, fused groups of only the members left).
 """
 
 from __future__ import annotations
@@ -99,16 +103,21 @@ def execute(
         from ray import tune
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-        from study.tune.callbacks import ProgressCallback, SchedulerStops, StopOnSignal, TrackingCallback
+        from study.tune.callbacks import ProgressCallback, ResumeNotes, SchedulerStops, StopOnSignal, TrackingCallback
+        from study.tune.epoch_reports import CHECKPOINTS_KEPT, trim_checkpoints
         from study.tune.trainable import split_config, train_trial
 
         callbacks = [SchedulerStops(study_dir), JsonLoggerCallback(), CSVLoggerCallback(),
-                     TrackingCallback(study_dir, uri, study),
+                     TrackingCallback(study_dir, uri, study), ResumeNotes(),
                      ProgressCallback(total, already_done=total - len(todo), drawn=search_alg is not None)]  # fmt: skip
         param_space = {"base": spec.base_config(), "variant": tune.grid_search(units)} if units else {}
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
+        for earlier in previous:  # one a killed driver left with a checkpoint Tune never registered
+            trim_checkpoints(earlier, CHECKPOINTS_KEPT)
+        experiment = f"run-{len(previous) + 1}"
+        # an unfinished trial resumes from its newest checkpoint in an earlier experiment (epoch_reports)
         trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives,
-                                         checkpoint_after=spec.checkpoint_after_s)  # fmt: skip
+                                         checkpoint_after=spec.checkpoint_after_s, experiment=experiment)  # fmt: skip
         resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
 
         def name(trial) -> str:
@@ -127,10 +136,10 @@ def execute(
                 trial_dirname_creator=lambda trial: f"{name(trial)}_{trial.trial_id}",
             ),  # fmt: skip
             run_config=tune.RunConfig(
-                name=f"run-{len(previous) + 1}",
+                name=experiment,
                 storage_path=str(study_dir / TUNE_DIR),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # long trials' epoch checkpoints
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),  # long trials' epoch checkpoints
                 callbacks=callbacks,
                 stop=StopOnSignal(),
                 verbose=0,
@@ -140,6 +149,7 @@ def execute(
             tuner.fit()
         finally:
             shutdown_local_ray(address)  # no Ray process of a local study outlives its driver
+            trim_checkpoints(study_dir / TUNE_DIR / experiment, CHECKPOINTS_KEPT)  # an interrupted trial's extra one
 
     progress = study_progress(study_dir, spec, study)  # the one account of the study's trials
     # planned, not asked for: an Optuna configuration drawn twice is one configuration's seed runs

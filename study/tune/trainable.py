@@ -12,9 +12,10 @@ from typing import Any
 import ray
 from ray import tune
 
+from study.folder.filenames import TUNE_DIR
 from study.folder.storage import FoundationStore, TrialLedger, record_of
 from study.spec.plan import member_config, run_name, table_columns, trial_key
-from study.tune.epoch_reports import TuneProgress
+from study.tune.epoch_reports import EarlierRuns, TuneProgress
 from trainables.config import TrialConfig, accuracy_name
 from trainables.engine.trial import run_trial
 
@@ -58,9 +59,16 @@ def member_report(
     return report
 
 
+def earlier_runs(study_dir: str, experiment: str | None, variant: dict[str, Any]) -> EarlierRuns | None:
+    """Where the Tune trial of `variant` finds the checkpoints it left in the study's earlier Tune
+    experiments (None: not run by the study's runner, which names its experiment)."""
+    return EarlierRuns(Path(study_dir) / TUNE_DIR, experiment, run_name(variant)) if experiment else None
+
+
 def train_group(
-    base: dict[str, Any], members: list[dict[str, Any]], study_dir: str, checkpoint_after: float | None = None
-) -> dict[str, Any]:
+    base: dict[str, Any], members: list[dict[str, Any]], study_dir: str, checkpoint_after: float | None = None,
+    experiment: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A fused group: the members the ledger lacks train together (`trainables.engine.fused.run_fused`);
     each member is still its own ledger entry, MLflow run and results row."""
     from trainables.engine.fused import run_fused
@@ -71,7 +79,8 @@ def train_group(
     todo = [i for i, metrics in enumerate(found) if metrics is None]
     last: dict[str, Any] = {}
     if todo:
-        progress = TuneProgress(ledger, [keys[i] for i in todo], [configs[i] for i in todo], checkpoint_after)
+        progress = TuneProgress(ledger, [keys[i] for i in todo], [configs[i] for i in todo], checkpoint_after,
+                                earlier_runs(study_dir, experiment, {"members": members}))  # fmt: skip
         results = run_fused([configs[i] for i in todo], foundation=_store(study_dir).get,
                             artifact_dirs=[ledger.trial_dir(keys[i]) for i in todo], progress=progress)  # fmt: skip
         node, last = ray.get_runtime_context().get_node_id(), progress.last
@@ -79,6 +88,7 @@ def train_group(
             found[i] = metrics | {"node_id": node}
             record = record_of(members[i], configs[i], base=base, fused_with=len(todo), **progress.record_extras())
             ledger.record(keys[i], record, found[i])
+        progress.forget_earlier()  # finished: no checkpoint of an earlier experiment is needed
     reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo, base)
                for i in range(len(members))]  # fmt: skip
     return last | {"members": reports, "member_keys": keys, "fused": len(members)}
@@ -98,14 +108,16 @@ def seed_means(reports: list[dict[str, Any]], objectives: tuple[str, ...], name:
 
 
 def train_trial(
-    config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = (), checkpoint_after: float | None = None
-) -> None:
+    config: dict[str, Any], study_dir: str, objectives: tuple[str, ...] = (), checkpoint_after: float | None = None,
+    experiment: str | None = None,
+) -> None:  # fmt: skip
     """One Tune trial: a single study trial or a fused group (an Optuna configuration over its seeds,
     or same-shape grid trials). Every epoch is a Tune result (study.tune.epoch_reports); the final result
-    holds the last epoch's values and the metrics dict."""
+    holds the last epoch's values and the metrics dict. `experiment` is the Tune experiment's name
+    (`run-N`): an unfinished trial resumes from what it left in the study's earlier ones."""
     base, variant = split_config(config)
     if "members" in variant:
-        result = train_group(base, variant["members"], study_dir, checkpoint_after)
+        result = train_group(base, variant["members"], study_dir, checkpoint_after, experiment)
         if objectives:  # an Optuna trial: one configuration over the study's seeds
             result |= seed_means(result["members"], objectives, run_name(variant))
         # Tune keeps every trial's last result in the driver's memory and rewrites them all in each
@@ -118,11 +130,13 @@ def train_trial(
     metrics = ledger.finished(key)
     reused, last = metrics is not None, {}
     if metrics is None:
-        progress = TuneProgress(ledger, [key], [trial_config], checkpoint_after)
+        progress = TuneProgress(ledger, [key], [trial_config], checkpoint_after,
+                                earlier_runs(study_dir, experiment, variant))  # fmt: skip
         metrics = run_trial(trial_config, foundation=_store(study_dir).get, artifact_dir=ledger.trial_dir(key),
                             progress=progress)  # fmt: skip
         metrics["node_id"], last = ray.get_runtime_context().get_node_id(), progress.last
         ledger.record(key, record_of(variant, trial_config, base=base, **progress.record_extras()), metrics)
+        progress.forget_earlier()  # finished: no checkpoint of an earlier experiment is needed
     report = last | member_report(key, variant, trial_config, metrics, reused, base)
     missing = [name for name in objectives if name not in report]
     if missing:  # a diverged trial has no accuracy: a searcher must see a failed trial, not a made-up value

@@ -5,7 +5,8 @@ SQLite tracking store, loaded with `mlflow.pyfunc.load_model`, and served by a r
 One tiny study folder and bank (built without Ray, as tests/trainables/bank/test_bank.py builds them), logged once;
 one served model answers every HTTP assertion and is stopped by its PID. Then `taugate bank` on the same study,
 twice: the second logs nothing new, and the `serve:` line the first printed, pasted into a shell from another
-folder without this environment on PATH, serves the bank (issue 27, items 3 and 7)."""
+folder without this environment on PATH, serves the bank (issue 27, items 3 and 7). Garbage in is a 400 whose
+message is one line naming the problem, in process and served, and the server goes on answering (issue 28, item 5)."""
 
 from __future__ import annotations
 
@@ -24,19 +25,23 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking._tracking_service import utils as tracking_utils
+from mlflow.types import Schema
 
 from study.folder.metadata import load_study, prepare
 from study.pipeline.mode_banks import build_bank
 from study.serving import (
     CLASS_COLUMN,
     DIGEST_TAG,
+    MAX_ROWS,
     PIXEL_COLUMNS,
     PROB_COLUMNS,
+    InputError,
     bank_digest,
     log_bank_model,
     request_frame,
@@ -146,9 +151,15 @@ def test_the_model_carries_its_signature_and_an_input_example(logged: Logged):
     model = load(logged)
     signature = model.metadata.signature
     assert signature is not None
-    inputs = {spec.name: spec.type.name for spec in signature.inputs.inputs}
+    # no input schema in the signature: MLflow would enforce it before `predict` and drop an unexpected
+    # column without a word; the model checks its input itself, and its metadata documents it
+    assert signature.inputs is None
+    documented = model.metadata.metadata
+    inputs = {spec.name: spec.type.name for spec in Schema.from_json(documented["taugate.input_schema"]).inputs}
     assert list(inputs) == [*PIXEL_COLUMNS, "mode"] and len(PIXEL_COLUMNS) == 784
     assert inputs["mode"] == "string" and {inputs[c] for c in PIXEL_COLUMNS} == {"double"}
+    assert documented["taugate.max_rows"] == MAX_ROWS == 4096
+    assert f"1 to {MAX_ROWS} rows a request" in documented["taugate.input"]
     outputs = {spec.name: spec.type.name for spec in signature.outputs.inputs}
     assert outputs == {"class": "long"} | {f"prob_{c}": "double" for c in range(10)}
     assert list(outputs) == [CLASS_COLUMN, *PROB_COLUMNS]
@@ -157,6 +168,83 @@ def test_the_model_carries_its_signature_and_an_input_example(logged: Logged):
     assert list(example.columns) == [*PIXEL_COLUMNS, "mode"] and list(example["mode"]) == [MODES[0], MODES[-1]]
     predicted = model.predict(example)
     assert list(predicted.columns) == [CLASS_COLUMN, *PROB_COLUMNS] and len(predicted) == 2
+
+
+# --- garbage in: refused, each with one line naming the problem -------------------------------------------------
+
+
+def good_rows(data) -> tuple[list, list[list]]:
+    """Three digits of three modes as the JSON `dataframe_split` of a request: its columns and rows."""
+    frame = request_frame(data[45.0].test_x[:3], MODES)
+    return list(frame.columns), frame.to_numpy().tolist()
+
+
+def with_cell(rows: list[list], row: int, column: int, value) -> list[list]:
+    changed = [list(r) for r in rows]
+    changed[row][column] = value
+    return changed
+
+
+MODES_NAMED = ", ".join(MODES)
+EXACTLY = "the input is exactly pixel_0 .. pixel_783 and mode"
+# each bad request: (columns, rows) from the good ones -> the whole message the model answers with
+BAD = {
+    "nan-pixel": (lambda c, r: (c, with_cell(r, 1, 5, float("nan"))),
+                  "pixel_5 of row 1 is NaN or null: a pixel is a finite number (1 such value(s) in 1 row(s))"),
+    "inf-pixel": (lambda c, r: (c, with_cell(with_cell(r, 0, 7, float("inf")), 2, 3, float("-inf"))),
+                  "pixel_7 of row 0 is Infinity: a pixel is a finite number (2 such value(s) in 2 row(s))"),
+    "null-pixel": (lambda c, r: (c, with_cell(r, 2, 0, None)),  # a column of numbers: pandas makes it NaN
+                   "pixel_0 of row 2 is NaN or null: a pixel is a finite number (1 such value(s) in 1 row(s))"),
+    "null-pixel-among-strings": (lambda c, r: (c, with_cell(with_cell(r, 0, 4, None), 1, 4, "x")),
+                                 "pixel_4 of row 0 is null: a pixel is a number"),
+    "huge-pixel": (lambda c, r: (c, with_cell(r, 0, 9, 1e30)),
+                   "pixel_9 of row 0 is 1e+30: a pixel is a number within +-1,000,000 (1 such value(s) in 1 row(s))"),
+    "string-pixel": (lambda c, r: (c, with_cell(r, 1, 783, "0.5")),
+                     "pixel_783 of row 1 is '0.5' (str): a pixel is a number"),
+    "boolean-pixel": (lambda c, r: (c, with_cell(r, 0, 0, True)),
+                      "pixel_0 of row 0 is True (bool): a pixel is a number"),
+    "number-mode": (lambda c, r: (c, with_cell(r, 1, 784, 45)),
+                    f"mode of row 1 is 45 (int): a mode is a string, one of {MODES_NAMED}"),
+    "null-mode": (lambda c, r: (c, with_cell(r, 0, 784, None)),
+                  f"mode of row 0 is null: a mode is a string, one of {MODES_NAMED}"),
+    "extra-column": (lambda c, r: ([*c, "pixel_784"], [[*row, 0.0] for row in r]),
+                     f"unexpected column(s) pixel_784: {EXACTLY}"),
+    "missing-mode": (lambda c, r: (c[:-1], [row[:-1] for row in r]), f"missing column(s) mode: {EXACTLY}"),
+    "700-pixels": (lambda c, r: ([*c[:700], "mode"], [[*row[:700], row[-1]] for row in r]),
+                   f"missing column(s) pixel_700, pixel_701, pixel_702, ..., pixel_783 (84 columns): {EXACTLY}"),
+    "renamed-column": (lambda c, r: ([*c[:-1], "Mode"], r),
+                       f"missing column(s) mode; unexpected column(s) Mode: {EXACTLY}"),
+    "repeated-column": (lambda c, r: ([*c, "mode"], [[*row, row[-1]] for row in r]),
+                        f"column(s) given more than once: mode: {EXACTLY}"),
+    "no-rows": (lambda c, r: (c, []), "the request has no rows"),
+    "over-the-batch-limit": (lambda c, r: (c, [[0] * 784 + [MODES[0]]] * (MAX_ROWS + 1)),
+                             f"the request has {MAX_ROWS + 1} rows; a request holds at most {MAX_ROWS}: split it"),
+    "unknown-mode": (lambda c, r: (c, with_cell(r, 1, 784, UNKNOWN)),
+                     f"mode '{UNKNOWN}' is not in the bank; modes: {MODES_NAMED}"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(logged: Logged):
+    return load(logged)
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_garbage_is_refused_in_process_naming_the_problem(model, data, case: str):
+    """The table as MLflow's scoring server builds it from a JSON `dataframe_split` (pandas, no schema)."""
+    columns, rows = BAD[case][0](*good_rows(data))
+    with pytest.raises(InputError) as refused:
+        model.predict(pd.DataFrame(data=rows, columns=columns))
+    assert refused.value.message == str(refused.value) == BAD[case][1]
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE" and refused.value.get_http_status_code() == 400
+
+
+def test_a_full_batch_and_values_inside_the_limits_are_answered(model, data):
+    columns, rows = good_rows(data)
+    rows = with_cell(with_cell(rows, 0, 0, 1_000_000.0), 1, 1, -1_000_000)  # at the limit: a (silly) number
+    full = pd.DataFrame(data=(rows * MAX_ROWS)[:MAX_ROWS], columns=columns)
+    out = model.predict(full)
+    assert len(out) == MAX_ROWS and np.isfinite(out[PROB_COLUMNS].to_numpy()).all()
 
 
 def test_the_model_belongs_to_the_study_parent_run(logged: Logged):
@@ -313,6 +401,35 @@ def test_the_served_model_answers_a_mixed_batch_and_names_an_unknown_mode(server
     message = answer["message"]
     assert f"mode '{UNKNOWN}' is not in the bank; modes: {', '.join(MODES)}" in message
     assert http("GET", f"{server.url}/ping")[0] == 200  # a refused request leaves the server serving
+
+
+def strict_json(text: str):
+    """JSON as a strict parser reads it: NaN and Infinity (which Python's json accepts) are refused."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_served_model_refuses_garbage_with_a_400_naming_the_problem_and_keeps_serving(server: Server, data):
+    """NaN, Inf, an extra column, a missing column, wrong types and a batch over the limit (and the rest of BAD):
+    each a 400 whose body is JSON and whose message's first line is the problem; a good request after each
+    is answered."""
+    columns, rows = good_rows(data)
+    good = {"dataframe_split": {"columns": columns, "data": rows}}
+    for case, (make, message) in BAD.items():
+        bad_columns, bad_rows = make(columns, rows)
+        status, text = http("POST", f"{server.url}/invocations",
+                            {"dataframe_split": {"columns": bad_columns, "data": bad_rows}})  # fmt: skip
+        assert status == 400, (case, status, text[:2000])
+        answer = strict_json(text)
+        assert answer["error_code"] == "INVALID_PARAMETER_VALUE", case
+        assert answer["message"].splitlines()[0] == message, case  # the whole message, one line
+        status, text = http("POST", f"{server.url}/invocations", good)
+        assert status == 200, (case, text[:2000])
+        predictions = strict_json(text)["predictions"]
+        assert len(predictions) == 3 and all(np.isfinite(row[c]) for row in predictions for c in PROB_COLUMNS)
 
 
 def test_the_server_stops_by_its_pid_and_frees_its_port(server: Server):

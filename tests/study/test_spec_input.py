@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from study.spec.axes import FoundationSpec, MethodSpec, ProtocolSpec, Resources
 from study.spec.calibration_spec import CalibrateSpec, NextStudy
-from study.spec.loader import SpecError, load_spec, parse_spec
-from study.spec.plan import summary
+from study.spec.loader import MAX_SPEC_BYTES, SpecError, load_spec, parse_spec
+from study.spec.plan import summary, trial_config, variants
 from study.spec.search_space import PLAIN_OBJECTIVES, Objective, Range, SearchSpec
 from study.spec.study_spec import StudySpec
 from tests.support.cli import assert_spec_refused, taugate
@@ -379,7 +379,9 @@ def assert_spec_or_spec_error(load) -> None:
     except SpecError:
         return
     assert isinstance(spec, StudySpec)
-    summary(spec)  # every grid trial's config passes the trial contract (raises ConfigError otherwise)
+    summary(spec)  # counted, not listed: it checks no trial config
+    for variant in variants(spec):  # every grid trial's config passes the trial contract (ConfigError otherwise)
+        trial_config(spec, variant)
     for angle in spec.angles:
         angle_key(angle)  # each angle can name its metrics
 
@@ -434,3 +436,32 @@ def test_plan_warns_when_the_grid_exceeds_max_trials_and_run_would_need_yes(tmp_
     spec.write_text(spec_text("seeds: [0, 1]", "max_trials: 4", methods="{frozen: {}, bitfit: {}}"))
     within = taugate("plan", str(spec))
     assert within.returncode == 0 and "warning" not in within.stderr and "max_trials" not in within.stderr
+
+
+# ---- size ---------------------------------------------------------------------------------------
+
+
+def padded_spec(size: int) -> str:
+    """A valid spec of exactly `size` bytes (a YAML comment fills it)."""
+    text = spec_text("seeds: [0, 1]")
+    return text + "#" + "x" * (size - len(text) - 2) + "\n"
+
+
+def test_a_spec_of_64_kib_loads_and_one_byte_more_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "padded.yaml"
+    path.write_text(padded_spec(MAX_SPEC_BYTES))
+    assert path.stat().st_size == MAX_SPEC_BYTES == 65_536
+    assert load_spec(path).seeds == [0, 1]
+    path.write_text(padded_spec(MAX_SPEC_BYTES + 1))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert str(caught.value).startswith(f"{path}: 65,537 bytes; a spec holds at most 65,536 bytes (64 KiB): list "
+                                        "fewer values")  # fmt: skip
+
+
+def test_a_spec_on_standard_input_is_held_to_the_same_size(tmp_path):
+    within = taugate("plan", "-", "--json", input=padded_spec(MAX_SPEC_BYTES))
+    assert within.returncode == 0 and json.loads(within.stdout)["trials"] == 2, within.stderr
+    refused = taugate("plan", "-", "--json", input=padded_spec(MAX_SPEC_BYTES) + "# one line more\n")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "-: more than 65,536 bytes; a spec holds at most 65,536 bytes (64 KiB)" in " ".join(refused.stderr.split())

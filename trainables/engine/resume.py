@@ -6,6 +6,8 @@ validation digits and hands an `EpochRecord` per model to whoever runs it (the s
 them to Ray Tune). A hook may return a saved `TrainState` from `resume()`, and training then
 continues after that epoch exactly as if it had never stopped: the trainable tensors, Adam's
 moments and step count, every batch-order generator and the divergence bookkeeping are restored.
+It may instead return a `Resumption` (several saved states, best first): the first that loads and
+fits is restored, the others are noted and passed over, and without one training starts at epoch 1.
 
 A `TrainState` is saved as `state.safetensors` (tensors, generator states as uint8) plus
 `state.json` (epoch counters), so a checkpoint is readable without pickle.
@@ -73,28 +75,50 @@ class TrainState:
             sparsity_weights=control.state() if control is not None else None,
         )  # fmt: skip
 
-    def restore(
+    def check(
         self, optimizer: Adam, generators: Sequence[torch.Generator], control: SparsityControl | None = None
     ) -> None:
-        """Put the saved tensors into the live optimiser's tensors (in place: models share them)."""
+        """Raise ValueError unless this state fits the trial whole (tensor counts and shapes, generators,
+        sparsity control): `restore` checks before it copies anything, so a state that does not fit
+        leaves the trial untouched."""
         if len(self.params) != len(optimizer.params) or len(self.generators) != len(generators):
             raise ValueError(
                 f"checkpoint: {len(self.params)} tensors and {len(self.generators)} generators, but the trial has "
                 f"{len(optimizer.params)} and {len(generators)} (another method or model shape?)"
             )
+        for name, saved_series in (("tensor", self.params), ("Adam moment", self.exp_avg),
+                                   ("Adam moment", self.exp_avg_sq)):  # fmt: skip
+            if len(saved_series) != len(optimizer.params):
+                raise ValueError(f"checkpoint: {len(saved_series)} {name}s, the trial has {len(optimizer.params)}")
+            for live, saved in zip(optimizer.params, saved_series, strict=True):
+                if live.shape != saved.shape:
+                    raise ValueError(f"checkpoint: a {name} of shape {tuple(saved.shape)}, the trial's is "
+                                     f"{tuple(live.shape)}")  # fmt: skip
+        for generator, state in zip(generators, self.generators, strict=True):
+            if state.dtype != torch.uint8 or state.numel() != generator.get_state().numel():
+                raise ValueError("checkpoint: a batch-order generator state of another size or type")
+        if (control is None) != (self.sparsity_weights is None):
+            raise ValueError("checkpoint: saved with and resumed without a sparsity target (or the reverse)")
+        if control is not None and len(self.sparsity_weights) != 2 * control.members:
+            raise ValueError(f"checkpoint: sparsity control of {len(self.sparsity_weights) // 2} members, the trial "
+                             f"has {control.members}")  # fmt: skip
+        if len(self.final) != len(generators) or len(self.diverged) != len(generators):
+            raise ValueError(f"checkpoint: {len(self.final)} models' losses, the trial has {len(generators)}")
+
+    def restore(
+        self, optimizer: Adam, generators: Sequence[torch.Generator], control: SparsityControl | None = None
+    ) -> None:
+        """Put the saved tensors into the live optimiser's tensors (in place: models share them), once
+        `check` found that the whole state fits."""
+        self.check(optimizer, generators, control)
         with torch.no_grad():
             for live, saved in zip(optimizer.params, self.params, strict=True):
-                if live.shape != saved.shape:
-                    raise ValueError(f"checkpoint: a tensor of shape {tuple(saved.shape)}, the trial's is "
-                                     f"{tuple(live.shape)}")  # fmt: skip
                 live.copy_(saved)
             for live, saved in zip(optimizer.exp_avg, self.exp_avg, strict=True):
                 live.copy_(saved)
             for live, saved in zip(optimizer.exp_avg_sq, self.exp_avg_sq, strict=True):
                 live.copy_(saved)
         optimizer.steps = self.adam_steps
-        if (control is None) != (self.sparsity_weights is None):
-            raise ValueError("checkpoint: saved with and resumed without a sparsity target (or the reverse)")
         if control is not None:
             control.load_state(self.sparsity_weights)
         for generator, state in zip(generators, self.generators, strict=True):
@@ -132,6 +156,42 @@ class TrainState:
         )  # fmt: skip
 
 
+class SavedState(Protocol):
+    """A saved state a trial may resume from, loaded only when tried; `str()` names it in a note."""
+
+    def load(self) -> TrainState: ...
+
+
+class Resumption:
+    """Where a trial may resume: saved states, best first (e.g. the newest checkpoint, then older ones).
+    `restore` (what `fit` calls on a `TrainState`) loads them in turn and restores the first that
+    loads and fits the trial whole; each one it passes over (a damaged file, another trial's shapes) is
+    noted in `skipped`, never raised. When none fits, the trial starts at epoch 1 (`epoch` stays 0)."""
+
+    def __init__(self, candidates: Sequence[SavedState]) -> None:
+        self.candidates = list(candidates)
+        self.chosen: SavedState | None = None
+        self.skipped: list[str] = []  # "<candidate>: <why>"
+        self.epoch, self.step = 0, 0
+        self.final: list[float | None] = []
+        self.diverged: list[int | None] = []
+
+    def restore(
+        self, optimizer: Adam, generators: Sequence[torch.Generator], control: SparsityControl | None = None
+    ) -> None:
+        for candidate in self.candidates:
+            try:
+                state = candidate.load()
+                state.restore(optimizer, generators, control)  # checks the whole state before it copies
+            except Exception as err:  # noqa: BLE001 - any damaged or foreign state is passed over, never fatal
+                self.skipped.append(f"{candidate}: {type(err).__name__}: {str(err)[:300]}")
+                continue
+            self.chosen = candidate
+            self.epoch, self.step, self.final, self.diverged = state.epoch, state.step, state.final, state.diverged
+            return
+        self.final, self.diverged = [None] * len(generators), [None] * len(generators)
+
+
 def read_history(folder: Path | str) -> list[dict[str, Any]]:
     """A trial folder's epochs (`HISTORY_FILE`); none for old studies, trials that trained no epoch,
     and a torn or foreign file."""
@@ -149,7 +209,7 @@ class EpochHook(Protocol):
     then `after_epoch(epoch, losses, snapshot)` after each epoch with one loss per model (None
     for a model that diverged) and a function that captures the training state on demand."""
 
-    def resume(self) -> TrainState | None: ...
+    def resume(self) -> TrainState | Resumption | None: ...
 
     def after_epoch(self, epoch: int, losses: list[float | None], snapshot: Callable[[], TrainState]) -> None: ...
 
@@ -159,6 +219,6 @@ class Progress(Protocol):
     (a saved state or None), then `report(records, snapshot)` after each epoch with one
     `EpochRecord` per model, in the order of the trial's configs."""
 
-    def resume(self) -> TrainState | None: ...
+    def resume(self) -> TrainState | Resumption | None: ...
 
     def report(self, records: list[EpochRecord], snapshot: Callable[[], TrainState]) -> None: ...
