@@ -40,15 +40,23 @@ def warn(message: str) -> None:
     console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
 
 
-def study_or_exit(study_dir: Path):
+def study_or_exit(study_dir: Path, *, needs_mlflow: bool = False):
     """The (spec, metadata) of a study folder, read through its validating readers (study.folder.validate),
     or a clear error and exit code 2: a damaged study.json, spec.yaml, plan.json or optuna.db stops the
-    command naming the file and the fix. A damaged ledger entry (the trial counts as not run) or history (its
-    curve is missing) or foundation (set aside and trained again by the trial that needs it) is a warning
-    naming the file."""
+    command naming the file and the fix, and so does a damaged mlflow.db for a command that `needs_mlflow`
+    and logs to the study's own store (track; for the others it is a warning: tracking is best effort). A
+    damaged ledger entry (the trial counts as not run) or history (its curve is missing) or foundation (set
+    aside and trained again by the trial that needs it) is a warning naming the file."""
     from study.folder.metadata import load_study
     from study.folder.storage import StorageError
-    from study.folder.validate import DamagedFile, check_optuna, entry_warnings, foundation_damage, read_plan
+    from study.folder.validate import (
+        DamagedFile,
+        check_optuna,
+        entry_warnings,
+        foundation_damage,
+        mlflow_damage,
+        read_plan,
+    )
     from study.spec.loader import SpecError
 
     try:
@@ -58,7 +66,10 @@ def study_or_exit(study_dir: Path):
             check_optuna(study_dir, study)
     except (SpecError, StorageError, DamagedFile) as err:
         fail(str(err))
-    damage = entry_warnings(study_dir) + foundation_damage(study_dir)
+    store = mlflow_damage(study_dir)
+    if store is not None and needs_mlflow and not study.get("tracking_uri"):  # the command writes to this store
+        fail(str(store))
+    damage = ([store] if store is not None else []) + entry_warnings(study_dir) + foundation_damage(study_dir)
     for found in damage[:WARN_AT_MOST]:
         warn(str(found))
     if len(damage) > WARN_AT_MOST:

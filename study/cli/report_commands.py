@@ -48,6 +48,10 @@ def ui(
 
     if not (study_dir / "mlflow.db").is_file():
         fail(f"{study_dir}: no mlflow.db (was the study tracked on a server? open that server instead)")
+    from study.folder.validate import mlflow_damage
+
+    if (damaged := mlflow_damage(study_dir)) is not None:
+        fail(str(damaged))
     uri, address = default_tracking_uri(study_dir), f"http://{host}:{port}"
     study_file = study_dir / STUDY_FILE  # a bare store (no study.json) opens on MLflow's own start page
     name = json.loads(study_file.read_text()).get("experiment_name") if study_file.is_file() else None

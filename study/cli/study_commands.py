@@ -218,7 +218,7 @@ def track(
     from study.folder.progress import study_progress
     from study.tracking.tracker import Tracker
 
-    spec, study = study_or_exit(study_dir)
+    spec, study = study_or_exit(study_dir, needs_mlflow=tracking_uri is None)
     uri = tracking_uri or study.get("tracking_uri")
     with one_driver(study_dir, read_only_ok=True):
         try:

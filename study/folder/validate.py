@@ -5,6 +5,8 @@ Each reader returns the file's content or raises `DamagedFile` (`<file>: <what i
 --check`). What a damaged file costs:
 
 - study.json, spec.yaml, plan.json, optuna.db: the command stops (exit 2) naming the file and the fix;
+- mlflow.db (the study's own MLflow store): `taugate track` and `taugate ui` stop naming it and the fix, every
+  other command warns (tracking is best effort: the folder holds every result);
 - a ledger entry (trials/<key>/config.json, metrics.json): the trial counts as not run, so `resume`
   trains it again (`analysis.table.load.ledger_entry` decides, for the study and its report alike);
 - a history or firing statistics (trials/<key>/history.json, gate_stats.json): that trial's learning curve or
@@ -32,6 +34,7 @@ from trainables.files import DamagedFile, read_json
 from trainables.formats.checkpoints import CheckpointError, load_foundation
 
 FOUNDATIONS_DIR, BANK_DIR, BANK_INDEX = "foundations", "bank", "bank.json"
+MLFLOW_DB = "mlflow.db"  # the study's own MLflow store (study.tracking.mlflow_store.default_tracking_uri)
 STUDY_FIELDS = ("name",)  # what every command reads (an Optuna study's also needs OPTUNA_FIELD)
 OPTUNA_FIELD = "optuna_study_name"
 
@@ -119,6 +122,36 @@ def optuna_problem(path: Path, study_name: str) -> str | None:
     return None if found else f"holds no Optuna study {study_name!r}"
 
 
+def mlflow_damage(study_dir: Path) -> DamagedFile | None:
+    """The study's own MLflow store (`<study>/mlflow.db`) when it exists and is damaged: not a readable SQLite
+    database, or one without MLflow's tables."""
+    path = Path(study_dir) / MLFLOW_DB
+    if not path.is_file():
+        return None
+    try:  # read only: a damaged file is never "repaired" by MLflow creating its tables in it
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            result = db.execute("PRAGMA quick_check").fetchone()
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        db.close()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # a live driver writing it: busy, not damaged
+            return None
+        problem = f"not a readable SQLite database ({err})"
+    except sqlite3.DatabaseError as err:
+        problem = f"not a readable SQLite database ({err})"
+    else:
+        if result is None or result[0] != "ok":
+            problem = f"SQLite integrity check failed ({result[0] if result else 'no answer'})"
+        elif not {"experiments", "runs"} <= tables:
+            problem = "not an MLflow tracking store (no experiments and runs tables)"
+        else:
+            return None
+    aside = shlex.quote(str(path.resolve())) + " " + shlex.quote(str(path.resolve()) + ".damaged")
+    return DamagedFile(path, problem, f"the study folder holds every result: `mv {aside}`, then "
+                       f"`taugate track {_quoted(study_dir)}` logs the study to a new store from it "
+                       f"(and `taugate report {_quoted(study_dir)}` its report)")  # fmt: skip
+
+
 def foundation_damage(study_dir: Path) -> list[DamagedFile]:
     """Every foundation that cannot be loaded (truncated, corrupted, not a foundation)."""
     damage = []
@@ -192,4 +225,6 @@ def check_folder(study_dir: Path) -> list[DamagedFile]:
             check_optuna(study_dir, study)
         except DamagedFile as err:
             damage.append(err)
+    if (store := mlflow_damage(study_dir)) is not None:
+        damage.append(store)
     return damage + entry_warnings(study_dir) + foundation_damage(study_dir)

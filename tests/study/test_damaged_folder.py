@@ -190,3 +190,21 @@ def test_a_damaged_optuna_store_is_named_not_blamed_on_mlflow(tmp_path):
     checked = taugate("status", str(study), "--check")
     assert checked.returncode == 2
     assert [d["file"] for d in json.loads(checked.stdout)["damaged"]] == [str(study / "optuna.db")]
+
+
+def test_a_damaged_mlflow_store_stops_track_naming_it_and_track_rebuilds_it_once_set_aside(smoke_study, tmp_path):
+    study = copy_of(smoke_study, tmp_path)
+    store = study / "mlflow.db"
+    store.write_bytes(b"this is not a database" * 100)
+    refused = taugate("track", str(study))
+    assert_refused_naming(refused, store)
+    assert "not a readable SQLite database" in refused.stderr and "taugate track" in refused.stderr
+    status = taugate("status", str(study))  # tracking is best effort: other commands warn and go on
+    assert status.returncode == 0 and f"warning: {store}: " in status.stderr
+    checked = taugate("status", str(study), "--check")
+    assert checked.returncode == 2 and str(store) in [d["file"] for d in json.loads(checked.stdout)["damaged"]]
+    store.rename(study / "mlflow.db.damaged")  # the fix the message gives
+    rebuilt = taugate("track", str(study))
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "logged 8 new trial runs" in rebuilt.stderr
+    assert taugate("status", str(study), "--check").returncode == 0
