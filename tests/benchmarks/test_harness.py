@@ -36,16 +36,19 @@ def cli_stderr(spec: Path, trials: int, every: float, seconds: float) -> str:
     import study.tune.runner
     from study.cli.study_commands import _run_study
     from study.tune.callbacks import ProgressCallback
+    from study.tune.runner import StudyOutcome
 
     def execute(spec, study, study_dir, **_):
         callback = ProgressCallback(trials)
         trial = SimpleNamespace(config={"base": {}, "variant": {"seed": 0}}, last_result={"trial_key": "key"})
         callback.on_trial_start(0, [], trial)
-        for _ in range(trials):
+        for done in range(1, trials + 1):
             callback.started -= every  # `every` seconds pass before each trial finishes
             callback.on_trial_complete(0, [], trial)
-        return SimpleNamespace(interrupted=None, finished=trials, total=trials, stopped=0, failed=0, seconds=seconds,
-                               study_dir=study_dir)  # fmt: skip
+            if done < trials:
+                callback.on_trial_start(0, [], trial)  # as Tune does: the next trial takes its place
+        callback.on_experiment_end([])
+        return StudyOutcome(study_dir, finished=trials, failed=0, total=trials, seconds=seconds)
 
     parsed = parse_spec(yaml.safe_load(spec.read_text()), source=str(spec))
     written = io.StringIO()
