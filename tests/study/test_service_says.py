@@ -72,9 +72,13 @@ def test_retried_attempts_do_not_inflate_the_running_count():
 # ---- 2. the ledger is the report's source of truth ----------------------------------------------
 
 
+def _resumed_spec():
+    return parse_spec(TINY | {"name": "resumed", "seeds": [0, 1], "methods": {"lora": {"lora_rank": [8]}}})
+
+
 def _study_folder(tmp_path: Path) -> tuple[Path, list[dict], list[str]]:
     """A grid study's folder as the service writes it: plan.json and the ledger of finished trials."""
-    spec = parse_spec(TINY | {"name": "resumed", "seeds": [0, 1], "methods": {"lora": {"lora_rank": [8]}}})
+    spec = _resumed_spec()
     grid = variants(spec)
     study_dir = tmp_path / "study"
     plan = planned_trials(spec, grid)
@@ -87,8 +91,11 @@ def _study_folder(tmp_path: Path) -> tuple[Path, list[dict], list[str]]:
 def _ledger_entry(study_dir: Path, key: str, record: dict) -> None:
     folder = study_dir / "trials" / key
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(record))
-    (folder / "metrics.json").write_text(json.dumps({"status": "ok", "acc_45": 0.9, "val_acc_45": 0.88}))
+    config = trial_config(_resumed_spec(), record["variant"]).model_dump()  # a whole ledger entry, as the study writes
+    (folder / "config.json").write_text(json.dumps({"config": config} | record))
+    metrics = {"status": "ok", "method": config["method"], "seed": config["seed"], "trainable_params": 0,
+               "train_seconds": 0.1, "acc_45": 0.9, "val_acc_45": 0.88}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
 def _failed_tune_trial(study_dir: Path, run: str, variant: dict, result: str = "") -> None:
