@@ -9,15 +9,18 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from study.serving import use_tracking_uri
 from tests.support.cli import taugate
 from tests.support.study_folder import ledger_metrics as ledger
 
 pytestmark = pytest.mark.slow
 
 
-def runs_of(study_dir: Path, experiment: str):
-    mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
+def runs_of(study_dir: Path, experiment: str, uri: str | None = None):
+    """The experiment's runs in the study's own store (or `uri`). MLflow's process-wide tracking URI, and the
+    MLFLOW_TRACKING_URI it sets for subprocesses, are restored afterwards: later commands must not log there."""
+    with use_tracking_uri(uri or f"sqlite:///{study_dir / 'mlflow.db'}"):
+        return mlflow.search_runs(experiment_names=[experiment])
 
 
 def test_study_writes_every_trial_and_the_tune_experiment(smoke_study):
@@ -87,5 +90,4 @@ def test_track_twice_leaves_the_same_runs(smoke_study, tmp_path):
     for expected in ("logged 8 new", "logged 0 new"):
         result = taugate("track", str(smoke_study), "--tracking-uri", other)
         assert result.returncode == 0 and expected in result.stderr
-    mlflow.set_tracking_uri(other)
-    assert len(mlflow.search_runs(experiment_names=["smoke"])) == 9
+    assert len(runs_of(smoke_study, "smoke", other)) == 9
