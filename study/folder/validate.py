@@ -96,23 +96,30 @@ def optuna_fix(study_dir: Path) -> str:
     )
 
 
-def optuna_problem(path: Path, study_name: str) -> str | None:
-    """What is wrong with an Optuna SQLite store (None: it opens and holds `study_name`)."""
-    try:  # SQLite's own check first: Optuna would otherwise try to create its tables in a damaged file
+def sqlite_problem(path: Path, tables: set[str], kind: str) -> str | None:
+    """What is wrong with a SQLite store that must hold `tables` (None: it reads, passes SQLite's quick check and
+    has them, or a live driver holds it locked: busy, not damaged). Read only: a damaged file is never "repaired"
+    by a library creating its tables in it."""
+    try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             result = db.execute("PRAGMA quick_check").fetchone()
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            found = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         db.close()
     except sqlite3.OperationalError as err:
-        if "locked" in str(err):  # a live driver writing it: busy, not damaged
-            return None
-        return f"not a readable SQLite database ({err})"
+        return None if "locked" in str(err) else f"not a readable SQLite database ({err})"
     except sqlite3.DatabaseError as err:
         return f"not a readable SQLite database ({err})"
     if result is None or result[0] != "ok":
         return f"SQLite integrity check failed ({result[0] if result else 'no answer'})"
-    if not {"studies", "trials"} <= tables:
-        return "not an Optuna storage (no studies and trials tables)"
+    if not tables <= found:
+        return f"not {kind} (no {' and '.join(sorted(tables))} tables)"
+    return None
+
+
+def optuna_problem(path: Path, study_name: str) -> str | None:
+    """What is wrong with an Optuna SQLite store (None: it opens and holds `study_name`)."""
+    if problem := sqlite_problem(path, {"studies", "trials"}, "an Optuna storage"):
+        return problem
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             found = db.execute("SELECT 1 FROM studies WHERE study_name = ?", (study_name,)).fetchone()
@@ -126,26 +133,8 @@ def mlflow_damage(study_dir: Path) -> DamagedFile | None:
     """The study's own MLflow store (`<study>/mlflow.db`) when it exists and is damaged: not a readable SQLite
     database, or one without MLflow's tables."""
     path = Path(study_dir) / MLFLOW_DB
-    if not path.is_file():
+    if not path.is_file() or (problem := sqlite_problem(path, {"experiments", "runs"}, "an MLflow store")) is None:
         return None
-    try:  # read only: a damaged file is never "repaired" by MLflow creating its tables in it
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            result = db.execute("PRAGMA quick_check").fetchone()
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        db.close()
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err):  # a live driver writing it: busy, not damaged
-            return None
-        problem = f"not a readable SQLite database ({err})"
-    except sqlite3.DatabaseError as err:
-        problem = f"not a readable SQLite database ({err})"
-    else:
-        if result is None or result[0] != "ok":
-            problem = f"SQLite integrity check failed ({result[0] if result else 'no answer'})"
-        elif not {"experiments", "runs"} <= tables:
-            problem = "not an MLflow tracking store (no experiments and runs tables)"
-        else:
-            return None
     aside = shlex.quote(str(path.resolve())) + " " + shlex.quote(str(path.resolve()) + ".damaged")
     return DamagedFile(path, problem, f"the study folder holds every result: `mv {aside}`, then "
                        f"`taugate track {_quoted(study_dir)}` logs the study to a new store from it "
