@@ -75,7 +75,7 @@ def test_mlflow_holds_the_parent_and_every_child_with_params_and_metrics(smoke_s
     assert taugate_run["metrics.trainable_params"] == 512 and 0.5 < taugate_run["metrics.acc_45"] <= 1
     ledger_metrics = next(m for m in ledger(smoke_study).values() if m["method"] == "taugate" and m["seed"] == 0)
     assert taugate_run["metrics.acc_45"] == pytest.approx(ledger_metrics["acc_45"])
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(f"sqlite:///{smoke_study / 'mlflow.db'}")  # the study's own store, named
     artifacts = {a.path for a in client.list_artifacts(taugate_run["run_id"])}
     assert {"gate_stats.json", "adapter"} <= artifacts
 
