@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from study.cli.common import cluster_options, console, fail
-from study.commands import shell_command
+from study.commands import study_command
 from study.tracking.mlflow_store import tracking_options
 
 
@@ -79,11 +79,11 @@ def interrupted(
     took = f", {seconds:.1f}s" if seconds is not None else ""
     folder = Path(study_dir).resolve()
     tracking = tracking_options(folder, tracking_uri, study.get("tracking_uri"))
-    resume = shell_command("taugate", "resume", folder, *cluster_options(address), *tracking)
+    resume = study_command("resume", folder, *cluster_options(address), *tracking)
     console.print(
         f"study {spec.name} interrupted ({name(signum)}): {progress.finished}/{progress.planned} trials finished, "
         f"{progress.failed} failed, {progress.remaining} remaining{took}; no report written "
-        f"(`{shell_command('taugate', 'report', folder, *tracking)}` writes one for the partial study)"
+        f"(`{study_command('report', folder, *tracking)}` writes one for the partial study)"
         f"\ncontinue with: {resume}",
         highlight=False,
     )

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from study.cli.common import cluster_options, console, fail, spec_or_exit, study_or_exit
 from study.cli.driver import interrupted, one_driver, stop_on_signals
-from study.commands import shell_command
+from study.commands import study_command
 from study.tracking.mlflow_store import absolute_sqlite, tracking_options
 
 
@@ -111,7 +111,7 @@ def _run_study(
         outcome = runner.execute(spec, study, study_dir, address=address, tracking_uri=tracking_uri, console=console)
     except ClusterError as err:
         folder = study_dir.resolve()
-        resume = shell_command("taugate", "resume", folder, *cluster_options(address),
+        resume = study_command("resume", folder, *cluster_options(address),
                                *tracking_options(folder, tracking_uri, study.get("tracking_uri")))  # fmt: skip
         fail(f"{err}; the study folder {folder} is kept, `{resume}` continues it", code=1)
     except KeyboardInterrupt:  # a second signal (or Ctrl-C before the handlers): stop at once
@@ -227,7 +227,7 @@ def track(
             # a study stopped part-way stays KILLED until `taugate resume` completes it
             tracker.finish(study, "KILLED" if study_progress(study_dir, spec, study).remaining else "FINISHED")
         except Exception as err:  # noqa: BLE001 - any store failure is the user's to fix; the folder keeps everything
-            again = shell_command("taugate", "track", study_dir.resolve(),
+            again = study_command("track", study_dir,
                                   *tracking_options(study_dir, tracking_uri, study.get("tracking_uri")))  # fmt: skip
             fail(f"MLflow tracking at {uri or 'the study folder'} failed ({type(err).__name__}: {str(err)[:300]}); "
                  f"nothing was lost: the study folder holds every result, run `{again}` again "
