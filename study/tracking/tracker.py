@@ -44,6 +44,7 @@ from study.folder.filenames import CONFIG_FILE
 from study.folder.storage import TrialLedger
 from study.tracking.datasets import training_dataset
 from study.tracking.mlflow_store import client_for, resolve_uri
+from study.tracking.sqlite_runs import SqliteRuns, TrialRun, sqlite_path
 from trainables.engine.resume import read_history
 
 log = logging.getLogger("taugate.tracking")
@@ -141,6 +142,7 @@ class Tracker:
         self.completed: list[str] = []  # runs `sync` completed (their names)
         self.merged = 0  # duplicate runs of one trial `sync` deleted
         self._datasets: dict[str, Any] = {}  # one dataset entity per distinct training data
+        self._bulk: Path | bool | None = None  # the SQLite file `log_trials` writes directly (False: the client)
 
     @property
     def experiment_id(self) -> str:
@@ -205,31 +207,72 @@ class Tracker:
             self._logged = set(self._runs)
         return self._logged
 
+    def _trial_tags(self, study: dict[str, Any], parent: str, key: str, record: dict[str, Any],
+                    metrics: dict[str, Any]) -> dict[str, str]:  # fmt: skip
+        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
+                "taugate.status": metrics["status"]}  # fmt: skip
+        if "columns" in record:
+            tags["taugate.columns"] = json.dumps(record["columns"])
+        for name, source in (("node_id", metrics), ("stopped_at_epoch", metrics), ("worker_pid", record)):
+            if source.get(name) is not None:
+                tags[f"taugate.{name}"] = str(source[name])
+        return tags
+
     def log_trial(
         self, study: dict[str, Any], key: str, record: dict[str, Any], metrics: dict[str, Any],
         history: list[dict[str, Any]] | None = None,
     ) -> bool:  # fmt: skip
-        """One child run for a finished trial; False when it was already logged. `history` defaults to
-        the ledger entry's `history.json`."""
+        """One child run for a finished trial through MLflow's client; False when it was already logged.
+        `history` defaults to the ledger entry's `history.json`."""
         parent = self.parent(study)
         if key in self.logged_trials(parent):
             return False
         self._drop_failure(parent, key)  # a trial that failed before and finished since is one run
         trial_dir = self.study_dir / "trials" / key
         history = read_history(trial_dir) if history is None else history
-        status = metrics["status"]
-        tags = {PARENT_TAG: parent, TRIAL_TAG: key, STUDY_TAG: study["study_id"], KIND_TAG: "trial",
-                "taugate.status": status}  # fmt: skip
-        if "columns" in record:
-            tags["taugate.columns"] = json.dumps(record["columns"])
-        for name, source in (("node_id", metrics), ("stopped_at_epoch", metrics), ("worker_pid", record)):
-            if source.get(name) is not None:
-                tags[f"taugate.{name}"] = str(source[name])
-        run = self.client.create_run(self.experiment_id, start_time=_ms(record.get("started_at")), tags=tags,
+        run = self.client.create_run(self.experiment_id, start_time=_ms(record.get("started_at")),
+                                     tags=self._trial_tags(study, parent, key, record, metrics),
                                      run_name=record["run_name"])  # fmt: skip
         self._fill(run, trial_dir, record, metrics, history)
         self._logged.add(key)
         return True
+
+    def log_trials(self, study: dict[str, Any], finished: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]) -> int:
+        """A child run for each finished trial (key, ledger record, metrics) the store lacks; how many were added.
+        A SQLite store MLflow's schema of which `sqlite_runs` knows gets them all in one transaction
+        (`SqliteRuns`), any other store one by one through MLflow's client (`log_trial`)."""
+        parent = self.parent(study)
+        logged, fresh = self.logged_trials(parent), {}
+        for key, record, metrics in finished:
+            if key not in logged:
+                fresh[key] = (record, metrics)
+        if not fresh:
+            return 0
+        if self._bulk is None:
+            self._bulk = sqlite_path(self.uri) or False
+        if not self._bulk:
+            return sum(self.log_trial(study, key, record, metrics) for key, (record, metrics) in fresh.items())
+        for key in fresh:
+            self._drop_failure(parent, key)
+        runs = [self._describe(study, parent, key, record, metrics) for key, (record, metrics) in fresh.items()]
+        SqliteRuns(self._bulk, self.experiment_id).write(runs)
+        self._logged.update(fresh)
+        return len(runs)
+
+    def _describe(self, study: dict[str, Any], parent: str, key: str, record: dict[str, Any],
+                  metrics: dict[str, Any]) -> TrialRun:  # fmt: skip
+        """A finished trial's whole run, as `log_trial` logs it through the client."""
+        trial_dir = self.study_dir / "trials" / key
+        now = int(time.time() * 1000)
+        start_ms = _ms(record.get("started_at")) or now
+        end_ms = _ms(record.get("ended_at")) or now
+        history = read_history(trial_dir)
+        return TrialRun(
+            key=key, name=record["run_name"], tags=self._trial_tags(study, parent, key, record, metrics),
+            params=flat_params(record["config"]), metrics=run_metrics(metrics, history, start_ms, end_ms),
+            start_ms=start_ms, end_ms=end_ms, status=RUN_STATUS.get(metrics["status"], "FAILED"),
+            dataset=self._dataset(record["config"]), artifacts=[trial_dir / name for name in TRIAL_ARTIFACTS],
+        )  # fmt: skip
 
     def _fill(
         self, run: Any, trial_dir: Path, record: dict[str, Any], metrics: dict[str, Any],
@@ -301,12 +344,16 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+        dataset = DatasetInput(self._dataset(config), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+        self.client.log_inputs(run_id, datasets=[dataset])
+
+    def _dataset(self, config: dict[str, Any]) -> Any:
+        """The training data's dataset entity, one per distinct data in this tracker."""
         fields = ("dataset", "data_root", "target_angle", "test_fraction", "val_fraction")
         identity = json.dumps([config.get(name) for name in fields])
         if identity not in self._datasets:
             self._datasets[identity] = training_dataset(config)
-        dataset = DatasetInput(self._datasets[identity], tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
-        self.client.log_inputs(run_id, datasets=[dataset])
+        return self._datasets[identity]
 
     def _drop_failure(self, parent: str, key: str) -> None:
         failure = f"error:{key}"
@@ -361,13 +408,14 @@ class Tracker:
         ledger = TrialLedger(self.study_dir)
         parent = self.parent(study)
         logged = self.logged_trials(parent)
-        added, self.completed, self.merged = 0, [], 0
+        self.completed, self.merged, missing = [], 0, []
         for key, metrics in ledger.all_finished().items():
             record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
             if key in logged:
                 self.complete(key, record, metrics)
             else:
-                added += self.log_trial(study, key, record, metrics)
+                missing.append((key, record, metrics))
+        added = self.log_trials(study, missing)
         for key, runs in self._runs.items():  # a failed trial's run cut off before it was ended
             if key and key.startswith("error:"):
                 for run in runs:

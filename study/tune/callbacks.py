@@ -7,8 +7,9 @@ keeps only plain settings and builds its clients and console on first use.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,55 @@ class ResumeNotes(_Lazy):
         self.console.print(f"trial {trial}: {said}", highlight=False, markup=False)
 
 
+class Batches:
+    """A background thread that hands what is put to it to `flush` in batches of at most `most`, in order: a
+    batch closes `wait_s` after its first item, at `most` items, or when the queue is closed (`close` waits
+    for the last)."""
+
+    def __init__(self, flush: Callable[[list[Any]], None], wait_s: float, most: int, name: str):
+        self.flush, self.wait_s, self.most = flush, wait_s, most
+        self._items: list[Any] = []
+        self._closed = False
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _take(self) -> list[Any] | None:
+        with self._ready:
+            while not self._items and not self._closed:
+                self._ready.wait()
+            if not self._items:
+                return None
+            deadline = time.monotonic() + self.wait_s
+            while len(self._items) < self.most and not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(left)
+            batch, self._items = self._items[: self.most], self._items[self.most :]
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            self.flush(batch)
+
+
 class TrackingCallback(_Lazy):
-    """Logs each finished trial as an MLflow child run, on a background thread so that Tune's
-    event loop never waits for the tracking store. A tracking outage is one warning, never a failed
-    study: after the first failure logging stops, the ledger keeps every result, and the end of the
-    run (or `taugate track`) backfills."""
+    """Logs each finished trial as an MLflow child run, off Tune's event loop: finished trials queue up
+    and a background thread logs them in batches (`Tracker.log_trials`: one transaction per batch in a
+    SQLite store), so a run appears in MLflow within about `WAIT_S` of its trial's end. A tracking
+    outage is one warning, never a failed study: after the first failure logging stops, the ledger keeps
+    every result, and the end of the run (or `taugate track`) backfills."""
+
+    WAIT_S, MOST = 2.0, 500  # a batch closes this long after its first trial, or at this many trials
 
     def __init__(self, study_dir: Path, tracking_uri: str | None, study: dict[str, Any]):
         self.study_dir, self.tracking_uri, self.study = Path(study_dir), tracking_uri, study
@@ -101,39 +146,49 @@ class TrackingCallback(_Lazy):
         return Tracker(self.study_dir, self.tracking_uri, self.study["experiment_name"])
 
     @cached_property
-    def worker(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="taugate-tracking")
+    def worker(self) -> Batches:
+        return Batches(self._flush, self.WAIT_S, self.MOST, name="taugate-tracking")
 
-    def _guard(self, action: str, *args) -> None:
-        """Run `self.tracker.<action>(*args)` on the tracking thread; building the client (a URI
-        whose driver is missing, an unreachable server) fails inside the guard too."""
-
-        def attempt() -> None:
-            if self.down:
-                return
-            try:
-                getattr(self.tracker, action)(*args)
-            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
-                self.down = True
-                self.console.print(
-                    f"[yellow]warning:[/] MLflow tracking at {self.tracker.uri} failed ({type(err).__name__}: "
-                    f"{str(err)[:200]}); the study goes on, results stay in the study folder, and "
-                    "`taugate track` backfills the runs",
-                    highlight=False,
-                )
-
-        self.worker.submit(attempt)
+    def _flush(self, batch: list[tuple[str, tuple]]) -> None:
+        """Log a batch in order: runs of consecutive finished trials together, each failure on its own. Building
+        the client (a URI whose driver is missing, an unreachable server) fails inside the guard too."""
+        finished: list[tuple] = []
+        try:
+            for kind, args in [*batch, ("end", ())]:
+                if self.down:
+                    return
+                if kind == "trial":
+                    finished.append(args)
+                    continue
+                if finished:
+                    self.tracker.log_trials(self.study, finished)
+                    finished = []
+                if kind == "failure":
+                    self.tracker.log_failure(self.study, *args)
+        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
+            self.down = True
+            self.console.print(
+                f"[yellow]warning:[/] MLflow tracking at {self.tracker.uri} failed ({type(err).__name__}: "
+                f"{str(err)[:200]}); the study goes on, results stay in the study folder, and "
+                "`taugate track` backfills the runs",
+                highlight=False,
+            )
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        self.worker.shutdown(wait=True)
+        self.worker.close()
+
+    def _finished(self, ledger: TrialLedger, key: str) -> bool:
+        metrics = ledger.finished(key)
+        if metrics is None:
+            return False
+        record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
+        self.worker.put(("trial", (key, record, metrics)))
+        return True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        keys, ledger = finished_keys(trial.last_result or {}), TrialLedger(self.study_dir)
-        for key in keys:  # a fused trial: one MLflow run per member
-            metrics = ledger.finished(key)
-            if metrics is not None:
-                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
-                self._guard("log_trial", self.study, key, record, metrics)
+        ledger = TrialLedger(self.study_dir)
+        for key in finished_keys(trial.last_result or {}):  # a fused trial: one MLflow run per member
+            self._finished(ledger, key)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         """A FAILED run for each member that never reached the ledger, keyed by its trial key (so a
@@ -148,12 +203,8 @@ class TrackingCallback(_Lazy):
                 key, columns = trial_key(config), table_columns(config, member, base)
             except ConfigError:
                 key, columns = f"error:{run_name(member)}", member
-            metrics = ledger.finished(key)
-            if metrics is not None:
-                record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
-                self._guard("log_trial", self.study, key, record, metrics)
-            else:
-                self._guard("log_failure", self.study, key, run_name(member), base | member, columns, error)
+            if not self._finished(ledger, key):
+                self.worker.put(("failure", (key, run_name(member), base | member, columns, error)))
 
 
 class ProgressCallback(_Lazy):
