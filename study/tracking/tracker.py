@@ -143,6 +143,7 @@ class Tracker:
         self.merged = 0  # duplicate runs of one trial `sync` deleted
         self._datasets: dict[str, Any] = {}  # one dataset entity per distinct training data
         self._bulk: Path | bool | None = None  # the SQLite file `log_trials` writes directly (False: the client)
+        self.written: set[str] = set()  # trial keys whose runs this tracker wrote whole (`sync` skips them)
 
     @property
     def experiment_id(self) -> str:
@@ -235,6 +236,7 @@ class Tracker:
                                      run_name=record["run_name"])  # fmt: skip
         self._fill(run, trial_dir, record, metrics, history)
         self._logged.add(key)
+        self.written.add(key)
         return True
 
     def log_trials(self, study: dict[str, Any], finished: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]) -> int:
@@ -257,6 +259,7 @@ class Tracker:
         runs = [self._describe(study, parent, key, record, metrics) for key, (record, metrics) in fresh.items()]
         SqliteRuns(self._bulk, self.experiment_id).write(runs)
         self._logged.update(fresh)
+        self.written.update(fresh)
         return len(runs)
 
     def _describe(self, study: dict[str, Any], parent: str, key: str, record: dict[str, Any],
@@ -382,6 +385,7 @@ class Tracker:
             self.client.log_param(run.info.run_id, k, v)
         self.client.set_terminated(run.info.run_id, status="FAILED")
         self._logged.add(key)
+        self.written.add(key)
 
     def finish(self, study: dict[str, Any], status: str = "FINISHED", summary: dict[str, Any] | None = None) -> None:
         parent = self.parent(study)
@@ -404,12 +408,16 @@ class Tracker:
 
     def sync(self, study: dict[str, Any]) -> int:
         """Log every finished trial of the study folder that the store lacks, and complete its half-logged
-        runs (`complete`); returns how many runs were added. `self.completed` / `self.merged` count the rest."""
+        runs (`complete`); returns how many runs were added. `self.completed` / `self.merged` count the rest.
+        Runs this tracker wrote whole itself (`written`: the study's tracking thread, when `taugate run` syncs
+        with its tracker) are not read back: only runs found in the store are checked."""
         ledger = TrialLedger(self.study_dir)
         parent = self.parent(study)
         logged = self.logged_trials(parent)
         self.completed, self.merged, missing = [], 0, []
         for key, metrics in ledger.all_finished().items():
+            if key in self.written:
+                continue
             record = json.loads((ledger.trial_dir(key) / CONFIG_FILE).read_text())
             if key in logged:
                 self.complete(key, record, metrics)

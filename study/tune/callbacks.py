@@ -177,6 +177,11 @@ class TrackingCallback(_Lazy):
     def on_experiment_end(self, trials: list, **info) -> None:
         self.worker.close()
 
+    def sound_tracker(self) -> Tracker | None:
+        """The tracker that logged this experiment's runs when nothing failed (its `written` spares the
+        end-of-study `sync` reading them back), else None."""
+        return None if self.down or "tracker" not in self.__dict__ else self.tracker
+
     def _finished(self, ledger: TrialLedger, key: str) -> bool:
         metrics = ledger.finished(key)
         if metrics is None:

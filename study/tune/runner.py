@@ -60,6 +60,7 @@ def execute(
     open_in_background(uri)  # MLflow opens its store while Ray starts
     objectives: tuple[str, ...] = ()
 
+    tracking = None  # the study's tracking callback, once Tune runs
     units: list[dict[str, Any]] = []  # grid: the Tune trials, single variants or fused groups
     if spec.search.kind == "grid":
         grid = variants(spec)
@@ -107,8 +108,8 @@ def execute(
         from study.tune.epoch_reports import CHECKPOINTS_KEPT, trim_checkpoints
         from study.tune.trainable import split_config, train_trial
 
-        callbacks = [SchedulerStops(study_dir), JsonLoggerCallback(), CSVLoggerCallback(),
-                     TrackingCallback(study_dir, uri, study), ResumeNotes(),
+        tracking = TrackingCallback(study_dir, uri, study)
+        callbacks = [SchedulerStops(study_dir), JsonLoggerCallback(), CSVLoggerCallback(), tracking, ResumeNotes(),
                      ProgressCallback(total, already_done=total - len(todo), drawn=search_alg is not None)]  # fmt: skip
         param_space = {"base": spec.base_config(), "variant": tune.grid_search(units)} if units else {}
         previous = sorted((study_dir / TUNE_DIR).glob("run-*")) if (study_dir / TUNE_DIR).is_dir() else []
@@ -119,6 +120,11 @@ def execute(
         trainable = tune.with_parameters(train_trial, study_dir=str(study_dir), objectives=objectives,
                                          checkpoint_after=spec.checkpoint_after_s, experiment=experiment)  # fmt: skip
         resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+        concurrent = spec.max_concurrent_trials
+        if search_alg is not None and concurrent is None:  # else Tune asks a searcher for one trial at a time
+            from study.tune.search import trial_slots
+
+            concurrent = trial_slots(resources)
 
         def name(trial) -> str:
             return run_name(split_config(trial.config)[1])
@@ -129,7 +135,7 @@ def execute(
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
                 num_samples=num_samples,
-                max_concurrent_trials=spec.max_concurrent_trials,
+                max_concurrent_trials=concurrent,
                 reuse_actors=spec.reuse_actors,
                 scheduler=trial_scheduler(spec, longest),
                 trial_name_creator=name,
@@ -148,6 +154,8 @@ def execute(
         try:
             tuner.fit()
         finally:
+            if search_alg is not None:
+                search_alg.close()  # no draw asked ahead, or stopped with the study, is left RUNNING
             shutdown_local_ray(address)  # no Ray process of a local study outlives its driver
             trim_checkpoints(study_dir / TUNE_DIR / experiment, CHECKPOINTS_KEPT)  # an interrupted trial's extra one
 
@@ -160,7 +168,8 @@ def execute(
     try:
         from study.tracking.tracker import Tracker
 
-        tracker = Tracker(study_dir, uri, study["experiment_name"])
+        # the tracker that logged the trials knows which runs it wrote whole: sync reads back only the others
+        tracker = (tracking and tracking.sound_tracker()) or Tracker(study_dir, uri, study["experiment_name"])
         tracker.sync(study)  # anything the callback could not log (an outage) is logged now if possible
         status = "KILLED" if outcome.interrupted and outcome.remaining else "FINISHED"
         summary = {"trials_finished": outcome.finished, "wall_seconds": outcome.seconds}

@@ -189,3 +189,16 @@ def test_a_batch_waits_its_time_for_more():
         time.sleep(0.01)
     batches.close()
     assert flushed[0][1] == [1, 2] and flushed[0][0] - first >= 0.3
+
+
+def test_sync_reads_back_only_runs_it_did_not_write_itself(smoke_study, tmp_path):
+    """`taugate run` syncs with the tracker that logged its trials: the runs it wrote whole are not read back
+    (2,000 of them took seconds), while a fresh tracker (`taugate track`) checks and completes every run."""
+    tracker = logged(smoke_study, tmp_path / "study", bulk=True)
+    study = json.loads((tracker.study_dir / "study.json").read_text())
+    assert len(tracker.written) == 8
+    gone = next(path for path in (tracker.study_dir / "mlartifacts").rglob("gate_stats.json"))
+    gone.unlink()  # one run now lacks an artifact
+    assert tracker.sync(study) == 0 and tracker.completed == [] and not gone.exists()
+    fresh = Tracker(tracker.study_dir, None, study["experiment_name"])
+    assert fresh.sync(study) == 0 and len(fresh.completed) == 1 and gone.exists()
