@@ -1,13 +1,15 @@
 """Performance at scale (issue 16), run on demand: `python -m benchmarks.scale [--only NAME ...]`.
 
 Each figure is a ratio whose two sides run in one invocation, in fresh processes, as a user runs
-them; results go to benchmarks/scale_results.json and benchmarks/README.md ("At scale") says what
-each one means, its goal and the latest values.
+them, taking turns for `--rounds` rounds (each figure the median, every round kept); results go to
+benchmarks/scale_results.json and benchmarks/README.md ("At scale") says what each one means, its goal
+and the latest values.
 
 - warm: configs/paper.yaml on a warm cluster (`taugate cluster start`, then `taugate run
   --address`), the bare loop (benchmarks/loop.py) and the same study on its own Ray, taking turns.
 - s400: a 400-trial TauGate ablation through `taugate run` as shipped (fuse 5, its own Ray), whole
-  process, against the bare sequential loop over the same 400 trials.
+  process, against the bare sequential loop over the same 400 trials, and against its pure compute
+  (benchmarks/compute.py: its fused groups in one process on one thread) divided by the cores.
 - s2000: a 2,000-trial study (the default max_trials) and a 25-trial one of the same family: wall,
   trials per minute, and the resident memory of the driver and of every Ray process, sampled.
 - optuna: configs/optuna.yaml with 40 configurations (seeds trained together in each Optuna trial)
@@ -242,44 +244,83 @@ def bench_warm(folder: Path, rounds: int) -> dict[str, Any]:
     return out
 
 
-def bench_400(folder: Path) -> dict[str, Any]:
+def medians(samples: dict[str, list[float]]) -> dict[str, Any]:
+    """Each figure's median over the rounds, and every round kept beside it (`<name>_samples`)."""
+    out: dict[str, Any] = {}
+    for name, values in samples.items():
+        out[name] = statistics.median(values)
+        out[f"{name}_samples"] = [round(v, 2) for v in values]
+    return out
+
+
+def compute_seconds(spec: Path) -> dict[str, Any]:
+    """The spec's fused groups run in one process on one thread (benchmarks/compute.py)."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.compute", str(spec)], cwd=ROOT, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_400(folder: Path, rounds: int) -> dict[str, Any]:
+    """The 400-trial ablation: the bare loop, the study and its pure compute take turns `rounds` times."""
     spec = ablation_spec(folder, 400)
-    loop = loop_seconds(trial_configs(spec), folder)
-    study = run_study(spec, folder / "s400")
-    return {"s400_loop_seconds": loop, "s400_study_seconds": study["wall_seconds"],
-            "s400_study_window_seconds": study["window_seconds"],
-            "s400_steady_trials_per_minute": steady_rate(study["progress"]),
-            "study_400_vs_loop": study["wall_seconds"] / loop}  # fmt: skip
+    configs, cores = trial_configs(spec), os.cpu_count() or 1
+    samples: dict[str, list[float]] = {"s400_loop_seconds": [], "s400_study_seconds": [],
+                                       "s400_study_window_seconds": [], "s400_steady_trials_per_minute": [],
+                                       "s400_compute_seconds": [], "s400_foundation_seconds": []}  # fmt: skip
+    for index in range(rounds):
+        samples["s400_loop_seconds"].append(loop_seconds(configs, folder))
+        study = run_study(spec, folder / f"s400-{index}")
+        samples["s400_study_seconds"].append(study["wall_seconds"])
+        samples["s400_study_window_seconds"].append(study["window_seconds"])
+        samples["s400_steady_trials_per_minute"].append(steady_rate(study["progress"]))
+        compute = compute_seconds(spec)
+        samples["s400_compute_seconds"].append(compute["groups_seconds"])
+        samples["s400_foundation_seconds"].append(compute["foundation_seconds"])
+    out = medians(samples) | {"cores": cores}
+    out["study_400_vs_loop"] = out["s400_study_seconds"] / out["s400_loop_seconds"]
+    # the compute on one thread, spread over every core: the least wall time the machine allows
+    out["study_400_vs_compute"] = out["s400_study_seconds"] / (out["s400_compute_seconds"] / cores)
+    return out
 
 
-def bench_2000(folder: Path, trials: int = 2000, small: int = 25) -> dict[str, Any]:
-    few = run_study(ablation_spec(folder, small), folder / f"s{small}")
-    many = run_study(ablation_spec(folder, trials), folder / f"s{trials}", sample=[])
-    rate_few, rate_many = steady_rate(few["progress"]), steady_rate(many["progress"])
-    return {
-        f"s{trials}_wall_seconds": many["wall_seconds"], f"s{trials}_window_seconds": many["window_seconds"],
-        f"s{trials}_trials_per_minute": trials / many["window_seconds"] * 60,
-        f"s{trials}_steady_trials_per_minute": rate_many, f"s{small}_steady_trials_per_minute": rate_few,
-        f"s{small}_window_seconds": few["window_seconds"],
-        "steady_rate_vs_small": rate_many / rate_few,
-        "driver_peak_mib": many["driver_peak_mib"], "worker_peak_mib": many["worker_peak_mib"],
-        "workers_peak_mib": many["workers"], "ray_processes_peak_mib": many["ray_processes_mib"],
-        "driver_growth_mib_per_1000_trials": driver_growth_per_1000(many, 0.0),
-    }  # fmt: skip
+def bench_2000(folder: Path, rounds: int, trials: int = 2000, small: int = 25) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {}
+    kept: dict[str, Any] = {}
+    for index in range(rounds):
+        few = run_study(ablation_spec(folder, small), folder / f"s{small}-{index}")
+        many = run_study(ablation_spec(folder, trials), folder / f"s{trials}-{index}", sample=[])
+        rate_few, rate_many = steady_rate(few["progress"]), steady_rate(many["progress"])
+        figures = {
+            f"s{trials}_wall_seconds": many["wall_seconds"], f"s{trials}_window_seconds": many["window_seconds"],
+            f"s{trials}_trials_per_minute": trials / many["window_seconds"] * 60,
+            f"s{trials}_steady_trials_per_minute": rate_many, f"s{small}_steady_trials_per_minute": rate_few,
+            f"s{small}_window_seconds": few["window_seconds"], "steady_rate_vs_small": rate_many / rate_few,
+            "driver_peak_mib": many["driver_peak_mib"], "worker_peak_mib": many["worker_peak_mib"],
+            "driver_growth_mib_per_1000_trials": driver_growth_per_1000(many, 0.0) or 0.0,
+        }  # fmt: skip
+        for name, value in figures.items():
+            samples.setdefault(name, []).append(value)
+        if many["driver_peak_mib"] >= max(samples["driver_peak_mib"]):  # the processes of the peak round
+            kept = {"workers_peak_mib": many["workers"], "ray_processes_peak_mib": many["ray_processes_mib"]}
+    return medians(samples) | kept
 
 
-def bench_optuna(folder: Path, configurations: int = 40) -> dict[str, Any]:
+def bench_optuna(folder: Path, rounds: int, configurations: int = 40) -> dict[str, Any]:
     spec = yaml.safe_load(OPTUNA.read_text())
     spec["search"]["num_samples"] = configurations
     path = folder / "optuna-40.yaml"
     path.write_text(yaml.safe_dump(spec))
-    study = run_study(path, folder / "optuna")
-    records = sorted((folder / "optuna" / "trials").glob("*/config.json"))
-    configs = [json.loads(record.read_text())["config"] for record in records]
-    loop = loop_seconds(configs, folder)
-    return {"optuna_configurations": configurations, "optuna_trials": len(configs),
-            "optuna_study_seconds": study["wall_seconds"], "optuna_loop_seconds": loop,
-            "optuna_vs_loop": study["wall_seconds"] / loop}  # fmt: skip
+    samples: dict[str, list[float]] = {"optuna_study_seconds": [], "optuna_loop_seconds": [], "optuna_trials": []}
+    for index in range(rounds):
+        study = run_study(path, folder / f"optuna-{index}")
+        records = sorted((folder / f"optuna-{index}" / "trials").glob("*/config.json"))
+        configs = [json.loads(record.read_text())["config"] for record in records]
+        samples["optuna_study_seconds"].append(study["wall_seconds"])
+        samples["optuna_loop_seconds"].append(loop_seconds(configs, folder))
+        samples["optuna_trials"].append(len(configs))
+    out = medians(samples) | {"optuna_configurations": configurations}
+    out["optuna_vs_loop"] = out["optuna_study_seconds"] / out["optuna_loop_seconds"]
+    return out
 
 
 def machine() -> str:
@@ -293,19 +334,24 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=("warm", "s400", "s2000", "optuna"), default=None)
-    parser.add_argument("--rounds", type=int, default=3, help="turns of the warm comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each comparison (each figure: the median)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     chosen = args.only or ["warm", "s400", "s2000", "optuna"]
     results: dict[str, Any] = json.loads(args.output.read_text()) if args.output.is_file() and args.only else {}
-    command = "python -m benchmarks.scale" + (f" --only {' '.join(chosen)}" if args.only else "")
+    command = (
+        "python -m benchmarks.scale"
+        + (f" --only {' '.join(chosen)}" if args.only else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
+    )
     results |= {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "command": command}
     with tempfile.TemporaryDirectory(prefix="taugate-scale-") as tmp:
         folder = Path(tmp)
         for name in chosen:
             started = time.perf_counter()
-            figures = {"warm": lambda: bench_warm(folder, args.rounds), "s400": lambda: bench_400(folder),
-                       "s2000": lambda: bench_2000(folder), "optuna": lambda: bench_optuna(folder)}[name]()  # fmt: skip
+            figures = {"warm": lambda: bench_warm(folder, args.rounds), "s400": lambda: bench_400(folder, args.rounds),
+                       "s2000": lambda: bench_2000(folder, args.rounds),
+                       "optuna": lambda: bench_optuna(folder, args.rounds)}[name]()  # fmt: skip
             results |= figures
             print(f"{name} ({time.perf_counter() - started:.0f}s): " + json.dumps(
                 {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()

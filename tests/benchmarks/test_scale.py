@@ -14,6 +14,7 @@ import yaml
 
 from benchmarks.loop import trial_configs
 from benchmarks.scale import MemorySampler, ablation_spec, driver_growth_per_1000, is_worker, steady_rate
+from benchmarks.studies import sweep_spec
 from study.spec.loader import parse_spec
 from study.spec.plan import planned_trials, trial_key, variants
 from trainables.config import parse_config
@@ -91,3 +92,36 @@ def test_the_memory_sampler_sees_a_child_allocate():
     assert max(rss for _, rss in sampler.peaks.values()) > 250 * 1024 * 1024
     assert summary["driver_peak_mib"] < 250  # the parent itself never held the block
     assert sampler.samples, "the root process was sampled over time"
+
+
+def test_the_compute_figure_trains_each_foundation_once_and_the_studys_fused_groups(tmp_path, monkeypatch):
+    """`python -m benchmarks.compute SPEC`, run in this process on a tiny sweep: 2 seeds x 2 weights, fuse 2."""
+    import trainables.engine.fit
+    import trainables.engine.fused
+    from study.spec.plan import fused_groups, member_config
+
+    path = sweep_spec(tmp_path, "tiny", trials=4, seeds=2, fuse=2)
+    spec = yaml.safe_load(path.read_text())
+    spec["foundation"] |= {"hidden": [8], "epochs": 1}
+    spec["epochs"] = 1
+    path.write_text(yaml.safe_dump(spec))
+    calls: dict[str, list] = {"foundations": [], "groups": []}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name].append(args[0])
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(trainables.engine.fit, "train_foundation",
+                        counted("foundations", trainables.engine.fit.train_foundation))  # fmt: skip
+    monkeypatch.setattr(trainables.engine.fused, "run_fused", counted("groups", trainables.engine.fused.run_fused))
+    monkeypatch.setattr(sys, "argv", ["compute", str(path)])
+    runpy.run_path(str(ROOT / "benchmarks" / "compute.py"), run_name="__main__")
+    planned = fused_groups(spec_of(path), variants(spec_of(path)))
+    assert len(calls["foundations"]) == 2 and {c.seed for c in calls["foundations"]} == {0, 1}
+    assert [[trial_key(c) for c in group] for group in calls["groups"]] == [
+        [trial_key(member_config(spec_of(path).base_config(), member)) for member in group] for group in planned
+    ]
+    assert len(planned) == 2 and all(len(group) == 2 for group in planned)
