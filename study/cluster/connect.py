@@ -67,6 +67,9 @@ def connect(address: str | None) -> None:
     quiet = {"log_to_driver": False, "logging_level": "warning"}
     if address is None and not os.environ.get("RAY_ADDRESS"):
         started_local_ray = True
+        from study.cluster.warm import worker_environment
+
+        os.environ.update(worker_environment())  # the node's workers inherit it: they import torch when born
         with single_node_on_loopback(LOCAL_NODE_IP):
             ray.init(address="local", _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, **quiet)
     else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from study.cluster.cluster_error import ClusterError
+from study.cluster.warm import worker_environment
 from study.processes import descendants, end_processes, session_members, start_time
 
 HOST = "127.0.0.1"
@@ -41,6 +42,8 @@ WORKER_PORTS = range(10002, 20000)  # Ray's default --min/max-worker-port; the G
 # - RAY_enable_worker_prestart=1: Ray prestarts a node's workers for its first driver only; with this
 #   every `taugate run` that joins gets its workers started as it connects, while it sets up Tune,
 #   instead of when the first trial is placed (benchmarks/README.md, "At scale", has the measurement).
+# - PYTHONPATH and TAUGATE_PRELOAD (`study.cluster.warm.worker_environment`): each worker imports torch and
+#   Ray Tune as it is born, before a trial is placed on it.
 ENVIRONMENT = {
     "RAY_AUTH_MODE": "token",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -179,7 +182,7 @@ def start_cluster(port: int, num_cpus: int | None, temp_dir: Path | None) -> dic
     log = path.with_suffix(".log")
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(ray_command(port, num_cpus, temp_dir), stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, env=os.environ | ENVIRONMENT,
+                                   stderr=subprocess.STDOUT, env=os.environ | ENVIRONMENT | worker_environment(),
                                    start_new_session=True)  # fmt: skip
     start = start_time(process.pid) or ""
     problem = wait_until_ready(process, port, log, START_TIMEOUT)

@@ -1,0 +1,73 @@
+"""Warm workers (study.cluster.warm): a Ray node that taugate starts gives each worker process torch, Ray Tune
+and the trainable as it is born, so a study's first trial does not import them; no other process preloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from study.cluster.warm import PRELOADED, worker_environment
+
+PROBE = """
+import json, sys, threading
+preload = [t for t in threading.enumerate() if t.name == "taugate-preload"]
+for thread in preload:
+    thread.join()
+print(json.dumps({"thread": bool(preload), "loaded": [m for m in sys.argv[1:] if m in sys.modules]}))
+"""
+
+
+def probe(folder: Path, name: str, env: dict[str, str]) -> dict:
+    script = folder / name
+    script.write_text(PROBE)
+    done = subprocess.run([sys.executable, str(script), *PRELOADED], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_a_ray_worker_process_imports_what_a_trial_needs_as_it_is_born(tmp_path):
+    env = os.environ | worker_environment()
+    assert probe(tmp_path, "default_worker.py", env) == {"thread": True, "loaded": list(PRELOADED)}
+
+
+def test_no_other_process_preloads(tmp_path):
+    env = os.environ | worker_environment()
+    assert probe(tmp_path, "agent.py", env) == {"thread": False, "loaded": []}  # Ray's agents, a user's Python
+    without = {k: v for k, v in env.items() if k != "TAUGATE_PRELOAD"}
+    assert probe(tmp_path, "default_worker.py", without) == {"thread": False, "loaded": []}
+
+
+def test_a_sitecustomize_it_hides_still_runs(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    marker = tmp_path / "ran"
+    (theirs / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('yes')\n")
+    env = os.environ | worker_environment(os.environ | {"PYTHONPATH": str(theirs)})
+    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.read_text() == "yes"
+
+
+def test_the_warm_clusters_workers_have_torch_before_the_first_task(warm_cluster, tmp_path):
+    """A driver joins `taugate cluster start`'s cluster and asks a worker, in a task that imports nothing,
+    whether torch is loaded: it is, by the time the task runs."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(f"""
+import json, sys
+from study.cluster.connect import connect
+connect({warm_cluster.address!r})
+import ray
+
+@ray.remote
+def loaded():
+    import sys
+    return [m for m in {list(PRELOADED)!r} if m in sys.modules]
+
+print(json.dumps(ray.get(loaded.remote())))
+""")
+    done = subprocess.run([sys.executable, str(driver)], env=os.environ | {"RAY_AUTH_MODE": "token"},
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch" in json.loads(done.stdout.strip().splitlines()[-1])
