@@ -19,7 +19,17 @@ from trainables import registry
 from trainables.errors import TauGateError
 
 DATASETS = ("mnist5k", "mnist")
+# the foundation MLP's input and output widths: 28 x 28 pixels, 10 digit classes (trainables.model.MLP)
+INPUT_WIDTH, CLASSES = 784, 10
+# the digits' splits (trainables.data), here so that a study's driver reads them without torch
+SPLIT_SEED = 20240601  # the train/test split is fixed: every trial evaluates on the same digits
+VAL_SPLIT_SEED = 20240602  # so is the train/validation split: selections compare trials on the same digits
 DEVICES = ("auto", "cpu", "cuda", "mps", "directml")
+
+
+def layer_widths(hidden: list[int] | tuple[int, ...]) -> list[int]:
+    """The foundation MLP's layer widths for these hidden widths: inputs, hidden..., classes."""
+    return [INPUT_WIDTH, *hidden, CLASSES]
 
 
 def one_of(choices: tuple[str, ...], what: str):

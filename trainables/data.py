@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import importlib.util
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from trainables import files
-from trainables.config import ConfigError, TrialConfig
+from trainables.config import SPLIT_SEED, VAL_SPLIT_SEED, ConfigError, TrialConfig
+from trainables.files import cache_dir
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-SPLIT_SEED = 20240601  # the train/test split is fixed: every trial evaluates on the same digits
-VAL_SPLIT_SEED = 20240602  # so is the train/validation split: selections compare trials on the same digits
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,6 @@ class Mode:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TAUGATE_CACHE_DIR", Path.home() / ".cache" / "taugate"))
 
 
 def mnist5k_path() -> Path:

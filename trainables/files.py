@@ -9,13 +9,12 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from trainables.errors import TauGateError
+
+if TYPE_CHECKING:  # the safetensors helpers import torch when called: the JSON ones are a study driver's too
+    import torch
 
 
 class DamagedFile(TauGateError, ValueError):
@@ -28,6 +27,11 @@ class DamagedFile(TauGateError, ValueError):
 
     def as_dict(self) -> dict[str, str]:
         return {"file": self.file, "problem": self.problem, "what_to_do": self.fix}
+
+
+def cache_dir() -> Path:
+    """The product's cache folder (decoded digits, an empty MLflow store): TAUGATE_CACHE_DIR or ~/.cache/taugate."""
+    return Path(os.environ.get("TAUGATE_CACHE_DIR", Path.home() / ".cache" / "taugate"))
 
 
 def staging_path(path: Path) -> Path:
@@ -60,6 +64,8 @@ def write_json(path: Path | str, data: Any, indent: int | None = 1, default: Cal
 
 def write_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A safetensors file of `tensors` (detached, contiguous, on the CPU), written atomically."""
+    from safetensors.torch import save_file
+
     with atomic_path(path) as partial:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial), metadata=metadata)
 
@@ -93,6 +99,9 @@ def _brief(data: Any) -> str:
 
 def read_tensors(path: Path | str, error: type[Exception]) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; a missing or unreadable file raises `error` naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: file not found")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.config import CLASSES, INPUT_WIDTH
+
 
 class FirstLayerCache:
     """Layer 1's output on an evaluation set, computed once and reused while the layer is frozen.
@@ -84,7 +86,9 @@ def _first_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int = 784, hidden: list[int] | tuple[int, ...] = (128, 128), classes: int = 10):
+    def __init__(
+        self, in_features: int = INPUT_WIDTH, hidden: list[int] | tuple[int, ...] = (128, 128), classes: int = CLASSES
+    ):
         super().__init__()
         widths = [in_features, *hidden, classes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))

@@ -3,11 +3,15 @@
 A method's folder (`trainables/methods/<name>/`) builds its `Method` and `register`s it; everything
 else (the trial contract, training, fused groups, studies and their search, the mode bank, PEFT
 export) asks the registry instead of naming methods. Adding a method is writing one folder.
+
+Reading the registry needs no torch: a study's driver plans (validates, expands, orders) its trials
+from these records alone, and a built-in method's folder imports its torch modules (the gate, LoRA's
+layer) inside the functions that build or export a model, which run on the trial's worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +51,12 @@ class GateBanking:
     gamma: bool
 
 
+# The trainable scalars a method's `install` leaves, from the model's layer widths (inputs, *hidden, classes:
+# `trainables.config.layer_widths`) and the trial's config, counted without building the model (without torch):
+# what the study plan orders trials by (study.spec.plan.trainable_count); tests/study/test_light_driver.py
+# checks each against `count_trainable` of the adapted model.
+TrainableCount = Callable[[Sequence[int], Any], int]
+
 # A PEFT exporter: (adapted model, adapter settings) -> (PEFT config fields, tensors named as in the
 # model, e.g. "layers.0.lora_A.weight"); trainables.formats.peft adds PEFT's prefix and common fields.
 PeftExport = Callable[[Any, Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
@@ -64,6 +74,7 @@ class Method:
     bank: GateBanking | None = None  # None: a bank refuses the method (it has no gate to switch)
     peft: PeftExport | None = None  # None: no PEFT counterpart
     peft_note: str = ""  # why it cannot be exported to PEFT, or what it exports as
+    trainable: TrainableCount | None = None  # None: the plan builds the adapted model to count them
 
 
 REGISTRY: dict[str, Method] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
@@ -22,12 +22,12 @@ from study.folder.filenames import CONFIG_FILE, METRICS_FILE
 from study.folder.validate import quarantine
 from study.spec.plan import foundation_key, run_name, table_columns
 from trainables.config import TrialConfig
-from trainables.data import Mode
-from trainables.engine.fit import train_foundation
 from trainables.errors import TauGateError
 from trainables.files import DamagedFile, write_json
-from trainables.formats.checkpoints import CheckpointError, load_foundation, save_foundation
-from trainables.model import MLP
+
+if TYPE_CHECKING:  # torch's: a trial's worker loads and trains foundations, a study's driver only plans and reads
+    from trainables.data import Mode
+    from trainables.model import MLP
 
 
 class StorageError(TauGateError, RuntimeError):
@@ -63,6 +63,9 @@ class FoundationStore:
         return self.folder / f"{key}.safetensors"
 
     def get(self, config: TrialConfig, modes: dict[float, Mode]) -> MLP:
+        from trainables.engine.fit import train_foundation
+        from trainables.formats.checkpoints import CheckpointError, load_foundation, save_foundation
+
         key = foundation_key(config)
         if key in self._loaded:
             self._loaded[key] = self._loaded.pop(key)  # most recently used last

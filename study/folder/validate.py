@@ -31,7 +31,6 @@ from study.folder.filenames import OPTUNA_DB, SPEC_FILE, STUDY_FILE
 from study.spec.loader import SpecError, parse_spec
 from study.spec.study_spec import StudySpec
 from trainables.files import DamagedFile, read_json
-from trainables.formats.checkpoints import CheckpointError, load_foundation
 
 FOUNDATIONS_DIR, BANK_DIR, BANK_INDEX = "foundations", "bank", "bank.json"
 MLFLOW_DB = "mlflow.db"  # the study's own MLflow store (study.tracking.mlflow_store.default_tracking_uri)
@@ -143,6 +142,8 @@ def mlflow_damage(study_dir: Path) -> DamagedFile | None:
 
 def foundation_damage(study_dir: Path) -> list[DamagedFile]:
     """Every foundation that cannot be loaded (truncated, corrupted, not a foundation)."""
+    from trainables.formats.checkpoints import CheckpointError, load_foundation  # torch: only to load them
+
     damage = []
     for path in sorted((Path(study_dir) / FOUNDATIONS_DIR).glob("*.safetensors")):
         try:

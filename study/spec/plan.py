@@ -17,7 +17,7 @@ from typing import Any
 from study.spec.axes import MethodSpec
 from study.spec.study_spec import StudySpec
 from trainables import registry
-from trainables.config import PROTOCOL_FIELDS, TrialConfig, parse_config
+from trainables.config import PROTOCOL_FIELDS, TrialConfig, layer_widths, parse_config
 
 # A variant's fields its method sets for itself beyond the study's protocol (`MethodSpec.budget`: TauGate's
 # own lr_scale and epochs), listed under this key so the results table keeps the study's protocol in
@@ -127,9 +127,9 @@ def _unique(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def fused_groups(spec: StudySpec, grid: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The grid cut into Tune trials: same-shape variants (`trainables.engine.fused.fuse_key`) in groups of
+    """The grid cut into Tune trials: same-shape variants (`trainables.engine.fusable.fuse_key`) in groups of
     at most `spec.fuse`, in grid order; with `fuse: 1` every variant is its own trial."""
-    from trainables.engine.fused import fuse_key
+    from trainables.engine.fusable import fuse_key
 
     by_shape: dict[tuple, list[dict[str, Any]]] = {}
     for variant in grid:
@@ -154,20 +154,24 @@ def longest_first(spec: StudySpec, units: list[dict[str, Any]]) -> list[dict[str
 
 @functools.lru_cache(maxsize=64)
 def _trainable_count(shape: tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]) -> int:
+    method, hidden, fields = shape
+    config = parse_config({"method": method, "hidden": list(hidden), **dict(fields)})
+    count = registry.get(method).trainable
+    if count is not None:  # the method's record counts them: no model, no torch in the driver
+        return count(layer_widths(hidden), config)
     import torch
 
     from trainables.methods import adapt, count_trainable
     from trainables.model import MLP
 
-    method, hidden, fields = shape
-    config = parse_config({"method": method, "hidden": list(hidden), **dict(fields)})
     with torch.random.fork_rng():  # building a model must not move the driver's random state
         return count_trainable(adapt(MLP(hidden=list(hidden)), config))
 
 
 def trainable_count(config: TrialConfig) -> int:
     """A trial's trainable parameters, from its method and shape (its hidden widths and the method's
-    fuse fields, such as LoRA's rank), as its metrics count them."""
+    fuse fields, such as LoRA's rank), as its metrics count them: by the method's `trainable` count
+    (trainables.registry), else by building the adapted model."""
     fields = tuple((name, getattr(config, name)) for name in registry.get(config.method).fuse_fields)
     return _trainable_count((config.method, tuple(config.hidden), fields))
 

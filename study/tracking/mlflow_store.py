@@ -34,8 +34,7 @@ from typing import Any
 
 from study import environment  # noqa: F401 - MLflow's HTTP retries and timeout, before MLflow is imported
 from study.folder.filenames import STUDY_FILE
-from trainables.data import cache_dir
-from trainables.files import atomic_path
+from trainables.files import atomic_path, cache_dir
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()

@@ -2,6 +2,9 @@
 
 A trial whose key is already in the study's ledger is not trained again: it reports the
 recorded metrics. That is what makes `taugate resume` and retries after a lost node safe.
+
+The driver imports this module too (Tune pickles `train_trial` there): the training code, and torch
+with it, is imported inside the trial, on its worker.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from study.folder.storage import FoundationStore, TrialLedger, record_of
 from study.spec.plan import member_config, run_name, table_columns, trial_key
 from study.tune.epoch_reports import EarlierRuns, TuneProgress
 from trainables.config import TrialConfig, accuracy_name
-from trainables.engine.trial import run_trial
 
 # what a fused group's Tune result says of each member (the ledger holds the rest)
 BRIEF = ("trial_key", "run_name", "seed", "status", "reused", "val_acc", "sparsity", "val_sparsity")
@@ -115,6 +117,8 @@ def train_trial(
     or same-shape grid trials). Every epoch is a Tune result (study.tune.epoch_reports); the final result
     holds the last epoch's values and the metrics dict. `experiment` is the Tune experiment's name
     (`run-N`): an unfinished trial resumes from what it left in the study's earlier ones."""
+    from trainables.engine.trial import run_trial
+
     base, variant = split_config(config)
     if "members" in variant:
         result = train_group(base, variant["members"], study_dir, checkpoint_after, experiment)

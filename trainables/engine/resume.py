@@ -19,13 +19,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch comes with a saved state's tensors: a study's driver reads histories without it
+    import torch
 
-from trainables.engine.optim import Adam
-from trainables.methods.taugate.control import SparsityControl
+    from trainables.engine.optim import Adam
+    from trainables.methods.taugate.control import SparsityControl
 
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 HISTORY_FILE = "history.json"  # a trial's learning curve in its folder: {"epochs": [EpochRecord.to_dict(), ...]}
@@ -81,6 +81,8 @@ class TrainState:
         """Raise ValueError unless this state fits the trial whole (tensor counts and shapes, generators,
         sparsity control): `restore` checks before it copies anything, so a state that does not fit
         leaves the trial untouched."""
+        import torch
+
         if len(self.params) != len(optimizer.params) or len(self.generators) != len(generators):
             raise ValueError(
                 f"checkpoint: {len(self.params)} tensors and {len(self.generators)} generators, but the trial has "
@@ -110,6 +112,8 @@ class TrainState:
     ) -> None:
         """Put the saved tensors into the live optimiser's tensors (in place: models share them), once
         `check` found that the whole state fits."""
+        import torch
+
         self.check(optimizer, generators, control)
         with torch.no_grad():
             for live, saved in zip(optimizer.params, self.params, strict=True):
@@ -125,6 +129,8 @@ class TrainState:
             generator.set_state(state)
 
     def save(self, folder: Path | str) -> Path:
+        from safetensors.torch import save_file
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
@@ -140,6 +146,8 @@ class TrainState:
 
     @classmethod
     def load(cls, folder: Path | str, device: torch.device | str = "cpu") -> TrainState:
+        from safetensors.torch import load_file
+
         folder = Path(folder)
         meta = json.loads((folder / STATE_JSON).read_text())
         tensors = load_file(str(folder / STATE_TENSORS))

@@ -1,19 +1,22 @@
 """Adaptation methods: one folder per method, each registering a `Method` (trainables.registry).
 
 `adapt` turns a frozen foundation into a method's trainable model; `count_trainable` counts what the
-paper's table reports.
+paper's table reports. Importing them registers the methods without importing torch (a study's driver
+plans from the records); torch comes with the first model built.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from trainables.config import TrialConfig
-from trainables.model import MLP
 from trainables.registry import REGISTRY, Method, get, register
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 # isort: off
 # the built-in methods, registered in the order reports and messages list them
@@ -26,6 +29,8 @@ __all__ = ["REGISTRY", "Method", "adapt", "count_trainable", "get", "register", 
 
 def adapt(foundation: MLP, config: TrialConfig) -> MLP:
     """A copy of the foundation with every tensor frozen except the method's own."""
+    import torch
+
     model = copy.deepcopy(foundation)
     model.requires_grad_(False)
     torch.manual_seed(config.seed)  # adapter initialisation (LoRA's A) depends on the seed only

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from trainables.config import TrialConfig
-from trainables.model import MLP
+from typing import TYPE_CHECKING
+
 from trainables.registry import Method, register
+
+if TYPE_CHECKING:  # the model is torch's: a method's record is read without it (planning)
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 
 def install(model: MLP, config: TrialConfig) -> None:
@@ -13,4 +17,5 @@ def install(model: MLP, config: TrialConfig) -> None:
 
 METHOD = register(Method(
     "frozen", install, default_lr=1e-3, peft_note="a frozen foundation has no adapter tensors to export",
+    trainable=lambda widths, config: 0,
 ))  # fmt: skip

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from trainables.config import TrialConfig
-from trainables.model import MLP
+from typing import TYPE_CHECKING
+
 from trainables.registry import Method, register
+
+if TYPE_CHECKING:  # the model is torch's: a method's record is read without it (planning)
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 
 def install(model: MLP, config: TrialConfig) -> None:
@@ -14,4 +18,5 @@ def install(model: MLP, config: TrialConfig) -> None:
 METHOD = register(Method(
     "full", install, default_lr=1e-3,
     peft_note="full fine-tuning changes every weight: its result is a model, not an adapter",
+    trainable=lambda widths, config: sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True)),
 ))  # fmt: skip

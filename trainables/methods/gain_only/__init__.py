@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from trainables.config import TrialConfig
-from trainables.methods.taugate.gate import GatedReLU, install_gates
-from trainables.model import MLP
+from trainables.methods.taugate import hidden_units
 from trainables.registry import GateBanking, Method, register
+
+if TYPE_CHECKING:  # torch's, imported where a model is built or exported: the record is read without them
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 
 def install(model: MLP, config: TrialConfig) -> None:
+    from trainables.methods.taugate.gate import install_gates
+
     install_gates(model, config, learn_tau=False, learn_gamma=True)
 
 
@@ -21,6 +25,8 @@ def peft_ia3(model: MLP, settings: Mapping[str, Any]) -> tuple[dict[str, Any], d
     """PEFT IA3: our gain multiplies a hidden unit after its ReLU, `a = gamma * relu(z)`, the input of the
     next Linear layer, so hidden layer i's gamma is the feed-forward IA3 vector of `layers.{i+1}` (IA3 on
     `layers.i` itself would scale z before the ReLU, which differs for negative gains); PEFT keeps it [1, width]."""
+    from trainables.methods.taugate.gate import GatedReLU
+
     tensors = {}
     for index, activation in enumerate(model.activations):
         assert isinstance(activation, GatedReLU) and not activation.has_gate, "gain_only installs ungated gains"
@@ -38,5 +44,5 @@ def peft_ia3(model: MLP, settings: Mapping[str, Any]) -> tuple[dict[str, Any], d
 
 METHOD = register(Method(
     "gain_only", install, default_lr=1e-2, bank=GateBanking(tau=False, gamma=True), peft=peft_ia3,
-    peft_note="as PEFT IA3",
+    peft_note="as PEFT IA3", trainable=hidden_units,
 ))  # fmt: skip

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from trainables.config import TrialConfig
-from trainables.methods.lora.lowrank import LoRALinear
-from trainables.model import MLP
 from trainables.registry import Method, SearchRange, register
+
+if TYPE_CHECKING:  # torch's, imported where a model is built or exported: the record is read without them
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 
 def install(model: MLP, config: TrialConfig) -> None:
+    from trainables.methods.lora.lowrank import LoRALinear
+
     for index, layer in enumerate(model.layers):
         model.layers[index] = LoRALinear(layer, config.lora_rank, config.lora_alpha)
 
@@ -22,6 +25,8 @@ def peft_lora(model: MLP, settings: Mapping[str, Any]) -> tuple[dict[str, Any], 
     """PEFT LoRA: PEFT's `lora_A.weight` [r, in] and `lora_B.weight` [out, r] have our layout (no transpose,
     `fan_in_fan_out` false); PEFT scales by lora_alpha / r as we do (`use_rslora` false); no dropout, no
     LoRA bias; every Linear layer is a target."""
+    from trainables.methods.lora.lowrank import LoRALinear
+
     layers = {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
     tensors = {}
     for name, layer in layers.items():
@@ -49,4 +54,5 @@ def peft_lora(model: MLP, settings: Mapping[str, Any]) -> tuple[dict[str, Any], 
 METHOD = register(Method(
     "lora", install, default_lr=1e-3, dimensions=("lora_rank", "lora_alpha"), fuse_fields=("lora_rank",),
     search={"lora_rank": SearchRange("int", 1, 32, log=True)}, peft=peft_lora, peft_note="as PEFT LoRA",
+    trainable=lambda widths, config: config.lora_rank * sum(widths[:-1]) + config.lora_rank * sum(widths[1:]),
 ))  # fmt: skip

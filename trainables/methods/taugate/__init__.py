@@ -1,12 +1,16 @@
 """TauGate: a learned threshold `tau` and gain `gamma` per hidden neuron gate its activation
-(the gate itself, written once, is `trainables.methods.taugate.gate`)."""
+(the gate itself, written once, is `trainables.methods.taugate.gate`, imported when a model is built:
+the method's record is read without torch)."""
 
 from __future__ import annotations
 
-from trainables.config import TrialConfig
-from trainables.methods.taugate.gate import install_gates
-from trainables.model import MLP
+from typing import TYPE_CHECKING
+
 from trainables.registry import GateBanking, Method, SearchRange, register
+
+if TYPE_CHECKING:
+    from trainables.config import TrialConfig
+    from trainables.model import MLP
 
 # the gate's own dimensions and their default Optuna ranges (its two ablations share them); the budget's
 # ranges (tau's lr multiplier, a sparsity target, the method's own lr_scale and epochs) are optional:
@@ -23,11 +27,19 @@ GATE_SEARCH = {
 NO_PEFT_GATE = "its threshold gate g = 1[z > tau] has no PEFT equivalent"
 
 
+def hidden_units(widths, config) -> int:
+    """One learned scalar per hidden neuron (a gate method's tau, or its gamma)."""
+    return sum(widths[1:-1])
+
+
 def install(model: MLP, config: TrialConfig) -> None:
+    from trainables.methods.taugate.gate import install_gates
+
     install_gates(model, config, learn_tau=True, learn_gamma=True)
 
 
 METHOD = register(Method(
     "taugate", install, default_lr=1e-2, dimensions=GATE_DIMENSIONS, gated=True, search=GATE_SEARCH,
     bank=GateBanking(tau=True, gamma=True), peft_note=NO_PEFT_GATE + " (PEFT's IA3 covers a gain, not a gate)",
+    trainable=lambda widths, config: 2 * hidden_units(widths, config),  # tau and gamma
 ))  # fmt: skip
