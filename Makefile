@@ -31,3 +31,16 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# The images of docker/ (podman, or docker where a Docker engine runs; docker/local/images.sh) and the
+# compose cluster run as containers from them (tests/containers/, about 6 minutes, so not in `make test`).
+PODMAN := /usr/bin/podman
+$(PODMAN):
+	apt-get update -qq && apt-get install -y -qq podman runc debootstrap >/dev/null
+
+.PHONY: images test-containers
+images: $(if $(shell docker info >/dev/null 2>&1 && echo docker),,$(PODMAN))
+	docker/local/images.sh
+
+test-containers: install images
+	$(BIN)/python -m pytest -m containers tests/containers

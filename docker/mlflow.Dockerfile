@@ -8,7 +8,10 @@
 #
 # MLFLOW_VERSION must equal the study image's (docker/Dockerfile): client and server move together.
 
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE: any Debian-based image with Python 3.11 (and its pip) first on PATH; `make images`
+# passes a locally made one (docker/local/base.Containerfile) where no registry can be pulled from.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ARG MLFLOW_VERSION=3.17.2
 ARG PSYCOPG2_VERSION=2.9.13

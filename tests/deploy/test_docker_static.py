@@ -272,11 +272,23 @@ def test_study_image_installs_the_project_and_its_study_specs() -> None:
 
 
 def test_study_image_starts_from_the_ray_image_of_the_pinned_version() -> None:
-    from_line = next(
+    # the base is a build argument (`make images` passes a local one where no registry answers);
+    # a user who passes none gets the official Ray image of the pinned version
+    from_lines = [
         arguments for instruction, arguments in dockerfile_instructions(STUDY_DOCKERFILE) if instruction == "FROM"
-    )
-    assert from_line.startswith("rayproject/ray:${RAY_VERSION}-${RAY_VARIANT}"), from_line
+    ]
+    assert from_lines == ["${BASE_IMAGE}"], from_lines
+    assert dockerfile_arg_default(STUDY_DOCKERFILE, "BASE_IMAGE") == "rayproject/ray:${RAY_VERSION}-${RAY_VARIANT}"
     assert re.fullmatch(r"py311-(cpu|cu\d+|gpu)", dockerfile_arg_default(STUDY_DOCKERFILE, "RAY_VARIANT"))
+    assert dockerfile_arg_default(STUDY_DOCKERFILE, "TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+
+
+def test_mlflow_image_starts_from_the_official_python_image_by_default() -> None:
+    from_lines = [
+        arguments for instruction, arguments in dockerfile_instructions(MLFLOW_DOCKERFILE) if instruction == "FROM"
+    ]
+    assert from_lines == ["${BASE_IMAGE}"], from_lines
+    assert dockerfile_arg_default(MLFLOW_DOCKERFILE, "BASE_IMAGE") == "python:3.11-slim-bookworm"
 
 
 # --- compose ----------------------------------------------------------------------------------
