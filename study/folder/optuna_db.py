@@ -6,6 +6,12 @@ Optuna may draw one configuration twice; every draw stays an Optuna trial, but t
 configurations (`draw_counts`): a configuration drawn twice is one configuration, one set of seed
 runs in the ledger, the results table and MLflow. A repeat is marked with the user attribute
 `repeat_of` (the number of the trial whose results answered it).
+
+A draw that never ran to its end is PRUNED and marked with the user attribute `not_run`: one asked
+ahead for a worker that the study ended (or was interrupted) before needing, one whose Tune trial
+the interrupted study stopped, or one a killed driver left RUNNING (pruned when the study resumes).
+Like every pruned trial it is no draw in `draw_counts`, and no RUNNING trial is left to be taken
+for one still being evaluated (Optuna's constant liar avoids the points of RUNNING trials).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any
 import optuna
 
 REPEAT_OF = "repeat_of"  # user attribute of an Optuna trial that drew an earlier trial's configuration
+NOT_RUN = "not_run"  # user attribute of a pruned draw that never ran to its end: why ("asked ahead", ...)
+ASKED_AHEAD, INTERRUPTED, STALE = "asked ahead", "interrupted", "left running by an ended driver"
 
 
 def storage_url(db_path: Path) -> str:
@@ -57,6 +65,21 @@ class DrawCounts:
     configurations: int  # distinct configurations with a complete draw
     failed: int  # distinct configurations none of whose draws completed
     repeated: int  # finished draws of a configuration drawn before (answered, or failed, once more)
+
+
+def prune_not_run(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, why: str) -> None:
+    """Tell Optuna that a RUNNING draw will never finish: PRUNED (no draw in `draw_counts`), `not_run` saying why."""
+    study._storage.set_trial_user_attr(trial._trial_id, NOT_RUN, why)  # a FrozenTrial has no setter of its own
+    study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+
+
+def prune_stale(study: optuna.Study) -> int:
+    """Prune the draws an earlier driver of this study left RUNNING (one driver per study folder, so none
+    of them is running now: study.folder.lock); how many."""
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        prune_not_run(study, trial, STALE)
+    return len(stale)
 
 
 def draw_counts(db_path: Path, study_name: str) -> DrawCounts:
