@@ -168,7 +168,7 @@ class TrackingCallback(_Lazy):
         except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the study
             self.down = True
             self.console.print(
-                f"[yellow]warning:[/] MLflow tracking at {self.tracker.uri} failed ({type(err).__name__}: "
+                f"[yellow]warning:[/] MLflow tracking at {self.tracking_uri} failed ({type(err).__name__}: "
                 f"{str(err)[:200]}); the study goes on, results stay in the study folder, and "
                 "`taugate track` backfills the runs",
                 highlight=False,

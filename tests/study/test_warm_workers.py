@@ -71,3 +71,27 @@ print(json.dumps(ray.get(loaded.remote())))
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch" in json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_trial_on_a_warm_worker_uses_the_cpus_ray_gave_it(warm_cluster, tmp_path):
+    """torch was imported at the worker's birth, before Ray set the worker's OMP_NUM_THREADS: the trainable sets
+    torch's threads to the trial's CPUs (`use_assigned_cpus`), else each of a node's workers would use every core."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(f"""
+import json
+from study.cluster.connect import connect
+connect({warm_cluster.address!r})
+import ray
+
+@ray.remote(num_cpus=1)
+def threads():
+    import torch
+    from study.tune.trainable import use_assigned_cpus
+    return use_assigned_cpus(), torch.get_num_threads()
+
+print(json.dumps(ray.get(threads.remote())))
+""")
+    done = subprocess.run([sys.executable, str(driver)], env=os.environ | {"RAY_AUTH_MODE": "token"},
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [1, 1]
