@@ -191,25 +191,26 @@ def test_tracking_server_down_mid_study_warns_and_track_backfills(tmp_path, monk
     second call adds nothing.
 
     The outage comes at that exact point, not at a moment the test guesses: a wrapper around
-    `Tracker.log_trial` (on the study's tracking thread) waits for the booting server before the
-    first trial's run and stops the server once that run is in. The server comes back on a fresh
+    `Tracker.log_trials` (on the study's tracking thread) waits for the booting server before the
+    first batch, logs its first trial's run and stops the server once that run is in. The server comes back on a fresh
     port (another program may have taken the old one), booting while the study finishes."""
     store = f"sqlite:///{tmp_path / 'tracking.db'}"
     server = MlflowServer(store, tmp_path / "mlflow-1.log")  # boots while the study starts
     back: list[MlflowServer] = []
-    log_trial = Tracker.log_trial
+    log_trials = Tracker.log_trials
 
-    def then_the_server_goes(self, *args, **kwargs):
+    def then_the_server_goes(self, study, finished):
         if back:
-            return log_trial(self, *args, **kwargs)
-        try:  # the study's first trial
+            return log_trials(self, study, finished)
+        try:  # the study's first batch: its first trial is logged while the server is up
             server.wait_healthy()
-            return log_trial(self, *args, **kwargs)
+            added = log_trials(self, study, finished[:1])
         finally:  # its run is logged: the server goes away
             server.stop()
             back.append(MlflowServer(store, tmp_path / "mlflow-2.log"))
+        return added + log_trials(self, study, finished[1:])
 
-    monkeypatch.setattr(Tracker, "log_trial", then_the_server_goes)
+    monkeypatch.setattr(Tracker, "log_trials", then_the_server_goes)
     spec = tmp_path / "spec.yaml"
     spec.write_text(OUTAGE)
     study_dir = tmp_path / "study"
