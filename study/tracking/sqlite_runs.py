@@ -170,9 +170,13 @@ class SqliteRuns:
             return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        store = get_artifact_repository(run.artifact_uri)
-        for path in run.artifacts:
-            if path.is_dir():
-                store.log_artifacts(str(path), artifact_path=path.name)
-            elif path.is_file():
-                store.log_artifact(str(path))
+        log_paths(get_artifact_repository(run.artifact_uri), run.artifacts)
+
+
+def log_paths(store: Any, paths: list[Path]) -> None:
+    """Log files and folders (those that exist) at the root of a run's artifact store, a folder under its name."""
+    for path in paths:
+        if path.is_dir():
+            store.log_artifacts(str(path), artifact_path=path.name)
+        elif path.is_file():
+            store.log_artifact(str(path))

@@ -44,7 +44,7 @@ from study.folder.filenames import CONFIG_FILE
 from study.folder.storage import TrialLedger
 from study.tracking.datasets import training_dataset
 from study.tracking.mlflow_store import client_for, resolve_uri
-from study.tracking.sqlite_runs import SqliteRuns, TrialRun, sqlite_path
+from study.tracking.sqlite_runs import SqliteRuns, TrialRun, log_paths, sqlite_path
 from trainables.engine.resume import read_history
 
 log = logging.getLogger("taugate.tracking")
@@ -295,13 +295,7 @@ class Tracker:
         if artifacts:
             # the run's artifact store straight from the run's URI (`artifacts`): the client's log_artifact(s)
             # would read the whole run back (tags, params, metrics) for each call just to find that URI
-            store = self.artifacts(run)
-            for artifact in TRIAL_ARTIFACTS:
-                path = trial_dir / artifact
-                if path.is_dir():
-                    store.log_artifacts(str(path), artifact_path=artifact)
-                elif path.is_file():
-                    store.log_artifact(str(path))
+            log_paths(self.artifacts(run), [trial_dir / artifact for artifact in TRIAL_ARTIFACTS])
         self.client.set_terminated(run_id, status=RUN_STATUS.get(metrics["status"], "FAILED"), end_time=end_ms)
 
     def missing(self, run: Any, trial_dir: Path, record: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
