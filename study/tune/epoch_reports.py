@@ -42,7 +42,7 @@ from ray import tune
 
 from study.folder.storage import TrialLedger, record_of
 from trainables.config import TrialConfig, accuracy_name
-from trainables.engine.resume import HISTORY_FILE, STATE_JSON, EpochRecord, Resumption, TrainState
+from trainables.engine.resume import HISTORY_FILE, STATE_JSON, EpochRecord, Resumption, TrainState, read_history
 from trainables.files import write_json
 
 HISTORIES_IN_CHECKPOINT = "histories.json"  # in a checkpoint: {trial key: its learning curve so far}, in member order
@@ -53,6 +53,38 @@ CHECKPOINT_FOLDERS = "checkpoint_*"  # Tune's name for a trial's checkpoint fold
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
+
+
+def epoch_result(first: TrialConfig, records: list[EpochRecord]) -> dict[str, Any]:
+    """One epoch of a Tune trial as its result: the members' means of `loss`, `val_acc` and the target's
+    `val_acc_<angle>[_hard]` (what a scheduler or Optuna reads), at `training_iteration` = the epoch."""
+    losses, accuracies = [r.loss for r in records], [r.val_acc for r in records]
+    # `training_iteration` is Tune's count of results unless given: a trial resumed in a new experiment
+    # counts on from its checkpoint, as a scheduler (`time_attr`) and the results files expect
+    result: dict[str, Any] = {"epoch": records[0].epoch, "training_iteration": records[0].epoch,
+                              "loss": _mean(losses), "val_acc": _mean(accuracies)}  # fmt: skip
+    result[accuracy_name(first.target_angle, validation=True)] = result["val_acc"]
+    if first.gated:
+        result[accuracy_name(first.target_angle, hard=True, validation=True)] = _mean([r.val_acc_hard for r in records])
+    return result
+
+
+def recorded_last_epoch(ledger: TrialLedger, keys: list[str], configs: list[TrialConfig]) -> dict[str, Any]:
+    """The last epoch result of a Tune trial whose members the ledger already holds (an Optuna repeat, a
+    retried trial): what it reported when it trained, read back from the members' learning curves. A
+    scheduler keeps every trial's final result and reads its epoch metrics in the other trials' decisions,
+    so a trial answered from the ledger must carry them too. Empty when a member has no learning curve
+    (a study older than learning curves, a trial that trained no epoch)."""
+    records = []
+    for key in keys:
+        history = read_history(ledger.trial_dir(key))
+        if not history:
+            return {}
+        fields = {k: v for k, v in history[-1].items() if k in EpochRecord.__dataclass_fields__}
+        records.append(EpochRecord(**{"loss": None, "val_acc": None, "seconds": 0.0} | fields))
+    result = epoch_result(configs[0], records)
+    result["training_iteration"] = result["epoch"] = max(r.epoch for r in records)
+    return {k: v for k, v in result.items() if v is not None}
 
 
 class SavedCheckpoint:
@@ -229,17 +261,7 @@ class TuneProgress:
             tune.report(result)
 
     def result(self, records: list[EpochRecord]) -> dict[str, Any]:
-        first = self.configs[0]
-        losses, accuracies = [r.loss for r in records], [r.val_acc for r in records]
-        # `training_iteration` is Tune's count of results unless given: a trial resumed in a new experiment
-        # counts on from its checkpoint, as a scheduler (`time_attr`) and the results files expect
-        result: dict[str, Any] = {"epoch": records[0].epoch, "training_iteration": records[0].epoch,
-                                  "loss": _mean(losses), "val_acc": _mean(accuracies)}  # fmt: skip
-        result[accuracy_name(first.target_angle, validation=True)] = result["val_acc"]
-        if first.gated:
-            result[accuracy_name(first.target_angle, hard=True, validation=True)] = _mean(
-                [r.val_acc_hard for r in records]
-            )
+        result = epoch_result(self.configs[0], records)
         now = time.time()
         result["members_epoch"] = [
             {"trial_key": key, "started_at": self.started_at, "at": now, "pid": os.getpid()} | record.to_dict()

@@ -19,7 +19,7 @@ from ray import tune
 from study.folder.filenames import TUNE_DIR
 from study.folder.storage import FoundationStore, TrialLedger, record_of
 from study.spec.plan import member_config, run_name, table_columns, trial_key
-from study.tune.epoch_reports import EarlierRuns, TuneProgress
+from study.tune.epoch_reports import EarlierRuns, TuneProgress, recorded_last_epoch
 from trainables.config import TrialConfig, accuracy_name
 
 # what a fused group's Tune result says of each member (the ledger holds the rest)
@@ -94,6 +94,12 @@ def train_group(
         progress.forget_earlier()  # finished: no checkpoint of an earlier experiment is needed
     reports = [member_report(keys[i], members[i], configs[i], found[i], i not in todo, base)
                for i in range(len(members))]  # fmt: skip
+    if not todo:  # all answered by the ledger: the epoch metrics a scheduler keeps, as the group last reported them
+        last = recorded_last_epoch(ledger, keys, configs) or {
+            name: sum(r[name] for r in reports) / len(reports)
+            for name in ("val_acc", accuracy_name(configs[0].target_angle, validation=True))
+            if all(name in r for r in reports)
+        }
     return last | {"members": reports, "member_keys": keys, "fused": len(members)}
 
 
@@ -149,7 +155,8 @@ def train_trial(
     trial_config = member_config(base, variant)
     key, ledger = trial_key(trial_config), TrialLedger(Path(study_dir))
     metrics = ledger.finished(key)
-    reused, last = metrics is not None, {}
+    reused = metrics is not None
+    last = recorded_last_epoch(ledger, [key], [trial_config]) if reused else {}
     if metrics is None:
         progress = TuneProgress(ledger, [key], [trial_config], checkpoint_after,
                                 earlier_runs(study_dir, experiment, variant))  # fmt: skip

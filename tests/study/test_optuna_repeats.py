@@ -122,3 +122,33 @@ def test_the_progress_line_counts_the_trials_that_run(repeats):
     # configuration runs both seeds), not the moment between one trial's end and the next one's start
     between = [running for done, total, running, _ in lines if 0 < done < total]
     assert between and max(between) >= 2, lines
+
+
+def test_a_repeat_reports_the_epoch_metrics_a_scheduler_keeps(repeats):
+    """A repeat's Tune trial ends with its configuration's last epoch, read back from the learning curves:
+    a scheduler keeps every trial's final result and reads its epoch metrics when it judges the others
+    (a repeat without them once crashed median stopping with KeyError: 'val_acc')."""
+    from ray.tune.schedulers import MedianStoppingRule
+
+    from study.spec.scheduler_spec import EPOCH_METRICS
+
+    study_dir, _ = repeats
+    finals = [rows[-1] for rows in tune_results(study_dir).values()]
+    first = {tuple(final["member_keys"]): final for final in finals if not any(m["reused"] for m in final["members"])}
+    answered = [final for final in finals if all(m["reused"] for m in final["members"])]
+    assert len(answered) == 2 and len(first) == 2
+    for repeat in answered:
+        original = first[tuple(repeat["member_keys"])]
+        for name in (*EPOCH_METRICS, "val_acc_45", "training_iteration"):
+            assert repeat[name] == pytest.approx(original[name], abs=1e-12), name
+        histories = [json.loads((study_dir / "trials" / key / "history.json").read_text())["epochs"]
+                     for key in repeat["member_keys"]]  # fmt: skip
+        assert repeat["val_acc"] == pytest.approx(sum(h[-1]["val_acc"] for h in histories) / len(histories))
+    # Ray's median stopping rule, given a finished repeat, judges the next trial's epoch on every metric
+    for metric in (*EPOCH_METRICS, "val_acc_45"):
+        mode = "min" if metric == "loss" else "max"
+        rule = MedianStoppingRule(time_attr="training_iteration", metric=metric, mode=mode, grace_period=1,
+                                  min_samples_required=1)  # fmt: skip
+        rule.on_trial_complete(None, "repeat", answered[0])
+        original = next(iter(first.values()))
+        assert rule.on_trial_result(None, "running", original) in ("CONTINUE", "STOP", "PAUSE")
