@@ -95,3 +95,59 @@ print(json.dumps(ray.get(threads.remote())))
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [1, 1]
+
+
+LOCAL_DRIVER = """
+import json, os, time
+import psutil
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from study.cluster.connect import connect, shutdown_local_ray
+
+def workers():
+    # the driver's own Ray: its Python workers, by pid, and whether each has registered (title ray::IDLE)
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            args = child.cmdline()
+        except psutil.Error:
+            continue
+        if any(a.endswith("default_worker.py") for a in args[:2]) or args[:1] == ["ray::IDLE"]:
+            found[child.pid] = args[:1] == ["ray::IDLE"]
+    return found
+
+connect(None)  # a local study's own Ray
+deadline = time.monotonic() + 120
+while not (born := workers()) or not all(born.values()):  # prestarted, preloaded and registered
+    assert time.monotonic() < deadline, born
+    time.sleep(0.2)
+time.sleep(4)  # a driver setting up Tune: longer than Ray's own 1 s of patience with idle workers
+
+@ray.remote(num_cpus=1)
+class Trial:  # as Tune places a trial: an actor in its own placement group
+    def where(self):
+        import sys
+        return os.getpid(), "torch" in sys.modules
+
+groups = [placement_group([{"CPU": 1}]) for _ in born]
+ray.get([group.ready() for group in groups])
+trials = [Trial.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote() for group in groups]
+print(json.dumps({"born": sorted(born), "ran": ray.get([trial.where.remote() for trial in trials])}))
+shutdown_local_ray(None)
+"""
+
+
+def test_a_local_studys_preloaded_workers_wait_for_its_first_trials(tmp_path):
+    """The workers a local study's Ray prestarts as the driver connects, preloaded, are still there when Tune
+    places its first trials seconds later, and run them: with Ray's default (an idle worker beyond the CPU
+    count is ended after 1 s) they were ended and the trials waited for fresh workers to import torch again."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(LOCAL_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_idle_worker_killing_time_threshold_ms")}
+    done = subprocess.run([sys.executable, str(driver)], env=env | {"RAY_AUTH_MODE": "token"}, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {pid for pid, _ in out["ran"]} <= set(out["born"]), out  # no fresh worker: the preloaded ones ran them
+    assert all(loaded for _, loaded in out["ran"])
