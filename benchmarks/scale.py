@@ -312,8 +312,9 @@ def bench_optuna(folder: Path, rounds: int, configurations: int = 40) -> dict[st
     spec["search"]["num_samples"] = configurations
     path = folder / "optuna-40.yaml"
     path.write_text(yaml.safe_dump(spec))
-    samples: dict[str, list[float]] = {"optuna_study_seconds": [], "optuna_warm_study_seconds": [],
-                                       "optuna_loop_seconds": [], "optuna_trials": [], "optuna_warm_trials": []}  # fmt: skip
+    names = ("optuna_study_seconds", "optuna_warm_study_seconds", "optuna_loop_seconds", "optuna_trials",
+             "optuna_warm_trials")  # fmt: skip
+    samples: dict[str, list[float]] = {name: [] for name in names}
     with warm_cluster(folder) as (address, _, _):
         for index in range(rounds):
             study = run_study(path, folder / f"optuna-{index}")
