@@ -8,6 +8,8 @@
 # DEBIAN_MIRROR (default: the one apt uses here), TORCH_INDEX_URL (local base only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=docker/local/debian_mirror.sh
+source docker/local/debian_mirror.sh
 
 STUDY_IMAGE=taugate-study:0.1.0-ray2.60.0
 MLFLOW_IMAGE=taugate-mlflow:3.17.2
@@ -34,7 +36,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 if [ "$LOCAL_BASE" = 1 ]; then
     if ! "$ENGINE" image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
-        mirror="${DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 | awk '{print $2}')}"
+        mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
         root="$scratch/rootfs"
         echo "debootstrap bookworm from ${mirror:-http://deb.debian.org/debian}"
         time debootstrap --variant=minbase bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >/dev/null
