@@ -13,16 +13,28 @@ from study.cluster.warm import PRELOADED, worker_environment
 
 PROBE = """
 import json, sys, threading
-preload = [t for t in threading.enumerate() if t.name == "taugate-preload"]
-for thread in preload:
-    thread.join()
-print(json.dumps({"thread": bool(preload), "loaded": [m for m in sys.argv[1:] if m in sys.modules]}))
+# the script's first line, as Ray's worker code: what is imported already, and no thread still importing
+print(json.dumps({"threads": threading.active_count(), "loaded": [m for m in sys.argv[1:] if m in sys.modules]}))
+"""
+
+# Ray's worker main thread unpickling Tune's trial actor (ImplicitFunc), at the moment a background preload
+# would be inside Ray Tune's own imports: it must find Ray Tune whole.
+ACTOR_CLASS_PROBE = """
+import json, sys, time
+deadline = time.monotonic() + 120
+while "ray.tune" not in sys.modules and time.monotonic() < deadline:
+    time.sleep(0.001)
+try:
+    from ray.tune.trainable import function_trainable
+    print(json.dumps({"imported": function_trainable.__name__}))
+except ImportError as error:
+    print(json.dumps({"error": str(error)}))
 """
 
 
-def probe(folder: Path, name: str, env: dict[str, str]) -> dict:
+def probe(folder: Path, name: str, env: dict[str, str], text: str = PROBE) -> dict:
     script = folder / name
-    script.write_text(PROBE)
+    script.write_text(text)
     done = subprocess.run([sys.executable, str(script), *PRELOADED], env=env, capture_output=True, text=True,
                           timeout=300, check=True)  # fmt: skip
     return json.loads(done.stdout)
@@ -30,14 +42,23 @@ def probe(folder: Path, name: str, env: dict[str, str]) -> dict:
 
 def test_a_ray_worker_process_imports_what_a_trial_needs_as_it_is_born(tmp_path):
     env = os.environ | worker_environment()
-    assert probe(tmp_path, "default_worker.py", env) == {"thread": True, "loaded": list(PRELOADED)}
+    assert probe(tmp_path, "default_worker.py", env) == {"threads": 1, "loaded": list(PRELOADED)}
+
+
+def test_a_worker_unpickling_tunes_trial_actor_finds_ray_tune_whole(tmp_path):
+    """The preload ran on a thread beside Ray's worker code; a worker given Tune's trial actor while that thread
+    was inside Ray Tune's circular imports died ("cannot import name 'Trainable' from partially initialized
+    module"), and a 400-trial study ran on one of its two workers. The imports now finish before Ray's code runs."""
+    env = os.environ | worker_environment()
+    out = probe(tmp_path, "default_worker.py", env, ACTOR_CLASS_PROBE)
+    assert out == {"imported": "ray.tune.trainable.function_trainable"}
 
 
 def test_no_other_process_preloads(tmp_path):
     env = os.environ | worker_environment()
-    assert probe(tmp_path, "agent.py", env) == {"thread": False, "loaded": []}  # Ray's agents, a user's Python
+    assert probe(tmp_path, "agent.py", env) == {"threads": 1, "loaded": []}  # Ray's agents, a user's Python
     without = {k: v for k, v in env.items() if k != "TAUGATE_PRELOAD"}
-    assert probe(tmp_path, "default_worker.py", without) == {"thread": False, "loaded": []}
+    assert probe(tmp_path, "default_worker.py", without) == {"threads": 1, "loaded": []}
 
 
 def test_a_sitecustomize_it_hides_still_runs(tmp_path):
