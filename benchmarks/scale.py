@@ -5,15 +5,16 @@ them, taking turns for `--rounds` rounds (each figure the median, every round ke
 benchmarks/scale_results.json and benchmarks/README.md ("At scale") says what each one means, its goal
 and the latest values.
 
-- warm: configs/paper.yaml on a warm cluster (`taugate cluster start`, then `taugate run
-  --address`), the bare loop (benchmarks/loop.py) and the same study on its own Ray, taking turns.
+- warm: the bare loop (benchmarks/loop.py) and configs/paper.yaml on its own Ray, taking turns with no other
+  Ray running, then the study on a warm cluster (`taugate cluster start`, then `taugate run --address`).
 - s400: a 400-trial TauGate ablation through `taugate run` as shipped (fuse 5, its own Ray), whole
   process, against the bare sequential loop over the same 400 trials, and against its pure compute
   (benchmarks/compute.py: its fused groups in one process on one thread) divided by the cores.
 - s2000: a 2,000-trial study (the default max_trials) and a 25-trial one of the same family: wall,
   trials per minute, and the resident memory of the driver and of every Ray process, sampled.
 - optuna: configs/optuna.yaml with 40 configurations (seeds trained together in each Optuna trial)
-  against the same trials (read from its ledger) one by one in the bare loop.
+  against the same trials (read from its ledger) one by one in the bare loop, taking turns with no other Ray
+  running; then the study on a warm cluster.
 """
 
 from __future__ import annotations
@@ -222,19 +223,22 @@ def warm_cluster(folder: Path):
 
 
 def bench_warm(folder: Path, rounds: int) -> dict[str, Any]:
-    """The paper study on a warm cluster, the bare loop over its trials and the study on its own Ray
-    take turns `rounds` times; each figure is the median (every round kept)."""
+    """The bare loop over the paper study's trials and the study on its own Ray take turns `rounds` times with
+    no other Ray on the machine; then the study on a warm cluster, `rounds` times. Each figure is the median
+    (every round kept). A study on its own Ray is measured as a user runs it, alone: with a warm cluster
+    idling beside it on 2 cores it took 17.1 s instead of 12.5 s (2026-12-04)."""
     configs = trial_configs(PAPER)
     samples: dict[str, list[float]] = {"loop": [], "warm": [], "warm_window": [], "cold": [], "cold_window": []}
+    for index in range(rounds):
+        samples["loop"].append(loop_seconds(configs, folder))
+        cold = run_study(PAPER, folder / f"cold-{index}")
+        samples["cold"].append(cold["wall_seconds"])
+        samples["cold_window"].append(cold["window_seconds"])
     with warm_cluster(folder) as (address, _, start_seconds):
         for index in range(rounds):
-            samples["loop"].append(loop_seconds(configs, folder))
             warm = run_study(PAPER, folder / f"warm-{index}", address=address)
             samples["warm"].append(warm["wall_seconds"])
             samples["warm_window"].append(warm["window_seconds"])
-            cold = run_study(PAPER, folder / f"cold-{index}")
-            samples["cold"].append(cold["wall_seconds"])
-            samples["cold_window"].append(cold["window_seconds"])
     out: dict[str, Any] = {"paper_trials": len(configs), "cluster_start_seconds": start_seconds}
     for name, values in samples.items():
         out[f"paper_{name}_seconds"] = statistics.median(values)
@@ -306,8 +310,9 @@ def bench_2000(folder: Path, rounds: int, trials: int = 2000, small: int = 25) -
 
 
 def bench_optuna(folder: Path, rounds: int, configurations: int = 40) -> dict[str, Any]:
-    """The Optuna study (`configs/optuna.yaml`, `configurations` draws) on its own Ray and on a warm
-    cluster, and the bare loop over the trials the first of them ran, take turns `rounds` times."""
+    """The Optuna study (`configs/optuna.yaml`, `configurations` draws) on its own Ray and the bare loop over
+    the trials it ran take turns `rounds` times, with no other Ray on the machine (as `bench_warm`); then the
+    same study on a warm cluster, `rounds` times."""
     spec = yaml.safe_load(OPTUNA.read_text())
     spec["search"]["num_samples"] = configurations
     path = folder / "optuna-40.yaml"
@@ -315,14 +320,15 @@ def bench_optuna(folder: Path, rounds: int, configurations: int = 40) -> dict[st
     names = ("optuna_study_seconds", "optuna_warm_study_seconds", "optuna_loop_seconds", "optuna_trials",
              "optuna_warm_trials")  # fmt: skip
     samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        study = run_study(path, folder / f"optuna-{index}")
+        records = sorted((folder / f"optuna-{index}" / "trials").glob("*/config.json"))
+        configs = [json.loads(record.read_text())["config"] for record in records]
+        samples["optuna_study_seconds"].append(study["wall_seconds"])
+        samples["optuna_loop_seconds"].append(loop_seconds(configs, folder))
+        samples["optuna_trials"].append(len(configs))
     with warm_cluster(folder) as (address, _, _):
         for index in range(rounds):
-            study = run_study(path, folder / f"optuna-{index}")
-            records = sorted((folder / f"optuna-{index}" / "trials").glob("*/config.json"))
-            configs = [json.loads(record.read_text())["config"] for record in records]
-            samples["optuna_study_seconds"].append(study["wall_seconds"])
-            samples["optuna_loop_seconds"].append(loop_seconds(configs, folder))
-            samples["optuna_trials"].append(len(configs))
             warm = run_study(path, folder / f"optuna-warm-{index}", address=address)
             samples["optuna_warm_study_seconds"].append(warm["wall_seconds"])
             samples["optuna_warm_trials"].append(warm["trials"])
