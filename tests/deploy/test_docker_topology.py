@@ -25,7 +25,7 @@ from analysis.table.load import load_tune
 from tests.support.cli import BIN, taugate
 from tests.support.mlflowserver import ENV as MLFLOW_ENV
 from tests.support.mlflowserver import MlflowServer
-from tests.support.raycluster import NODE_IP, free_port
+from tests.support.raycluster import NODE_IP, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
@@ -52,10 +52,10 @@ class Node:
     own: two nodes on one machine (or another test's) must not share Ray's fixed defaults."""
 
     def __init__(self, folder: Path, name: str, command: list[str], env: dict[str, str]):
-        self.agent = free_port()
+        self.agent, grpc, metrics, runtime_env = free_ports(4)
         ports = [f"--node-ip-address={NODE_IP}", f"--dashboard-agent-listen-port={self.agent}",
-                 f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-                 f"--runtime-env-agent-port={free_port()}"]  # fmt: skip
+                 f"--dashboard-agent-grpc-port={grpc}", f"--metrics-export-port={metrics}",
+                 f"--runtime-env-agent-port={runtime_env}"]  # fmt: skip
         command = [a for a in command if not a.startswith("--dashboard-agent-listen-port=")] + ports
         self.log = (folder / f"{name}.log").open("w")
         self.process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=self.log, stderr=self.log,
@@ -86,7 +86,7 @@ def wait_for(url: str, timeout: float = 180) -> None:
 
 
 def test_compose_services_as_local_processes_run_a_submitted_study(smoke_study, tmp_path):
-    gcs, dashboard = free_port(), free_port()
+    gcs, dashboard, port = free_ports(3)
     ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are capped at 107 bytes
     # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM a node would try for 30 s to drain itself;
     # MLflow's job runner is off (tests/support/mlflowserver.py): TauGate submits no MLflow jobs
@@ -94,7 +94,6 @@ def test_compose_services_as_local_processes_run_a_submitted_study(smoke_study, 
     nodes: list[Node] = []
     # compose's order (MLflow, then the head, then its worker), each started as soon as the one it
     # depends on can take it: MLflow boots meanwhile
-    port = free_port()
     mlflow_service = MlflowServer(None, tmp_path / "mlflow.log", port=port, cwd=tmp_path, command=service_command(
         "mlflow", {"--backend-store-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                    "--artifacts-destination": str(tmp_path / "artifacts"), "--host": "127.0.0.1", "--port": str(port)},

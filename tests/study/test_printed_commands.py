@@ -65,7 +65,9 @@ def study_status(study_dir: Path) -> dict:
 def test_continue_with_resumes_the_interrupted_study_on_its_cluster_and_store(tmp_path, warm_cluster):
     driver_cwd, elsewhere = tmp_path / "driver", tmp_path / "elsewhere"
     driver_cwd.mkdir()
-    (driver_cwd / "spec.yaml").write_text("name: printedresume\nmax_concurrent_trials: 1\n" + TINY
+    # 3 methods x 6 seeds, one at a time: with 3 one-epoch trials, all had finished before the Ctrl-C stopped Tune
+    (driver_cwd / "spec.yaml").write_text("name: printedresume\nmax_concurrent_trials: 1\n"
+                                          + TINY.replace("seeds: [0]", "seeds: [0, 1, 2, 3, 4, 5]")
                                           + "methods: {frozen: {}, bitfit: {}, lora: {lora_rank: [2]}}\n")  # fmt: skip
     # relative paths, as typed in the driver's folder: the printed line must not depend on that folder. (Not
     # `study`: Ray puts the driver's folder on its workers' path, where a folder `study` hides the package.)
@@ -102,12 +104,12 @@ def test_continue_with_resumes_the_interrupted_study_on_its_cluster_and_store(tm
 
     resumed = paste(line, elsewhere)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert study_status(study_dir)["remaining"] == 0 and study_status(study_dir)["finished"] == 3
+    assert study_status(study_dir)["remaining"] == 0 and study_status(study_dir)["finished"] == 18
     assert not list(elsewhere.glob("*.db")), "the resumed study logged to a store in the paste's folder"
     client = mlflow.MlflowClient(store)  # the store the study was started on holds every trial, once
     experiment = client.get_experiment_by_name("printedresume").experiment_id
     trials = client.search_runs([experiment], "tags.`taugate.kind` = 'trial'")
-    assert len(trials) == 3 and {run.info.status for run in trials} == {"FINISHED"}
+    assert len(trials) == 18 and {run.info.status for run in trials} == {"FINISHED"}
 
 
 def test_next_runs_the_calibrated_study_on_the_cluster_from_any_folder(tmp_path, warm_cluster):

@@ -27,15 +27,27 @@ def gcs_port() -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: each socket stays bound until all are chosen, since ports asked
+    for one at a time may repeat (a node given one port for its agent's HTTP and a gRPC server answered
+    its health check in HTTP/2)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class LocalCluster:
     def __init__(self, cpus_per_node: int = 1):
         self.cpus = cpus_per_node
-        self.port, self.dashboard_port = free_port(), free_port()
+        self.port, self.dashboard_port = free_ports(2)
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.processes: list[subprocess.Popen] = []
         self.agent_ports: list[int] = []  # each node's dashboard agent (HTTP), in node order
@@ -54,10 +66,10 @@ class LocalCluster:
 
     def _start(self, *args: str) -> None:
         # every node gets its own agent ports: two nodes on one machine must not share Ray's defaults
-        self.agent_ports.append(free_port())
-        args = (*args, "--dashboard-agent-listen-port", str(self.agent_ports[-1]), "--dashboard-agent-grpc-port",
-                str(free_port()), "--metrics-export-port", str(free_port()),
-                "--runtime-env-agent-port", str(free_port()))  # fmt: skip
+        agent, grpc, metrics, runtime_env = free_ports(4)
+        self.agent_ports.append(agent)
+        args = (*args, "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(grpc),
+                "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env))  # fmt: skip
         log = open(self.temp / f"node-{len(self.processes)}.log", "w")  # noqa: SIM115 - lives as long as the node
         process = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args], stdout=log, stderr=log,
                                    env=self.env, start_new_session=True)  # fmt: skip
