@@ -15,13 +15,14 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.raycluster import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
@@ -36,12 +37,6 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check:
         assert result.returncode == 0, f"podman {' '.join(args)}: {result.stderr[-2000:]}"
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Project:
@@ -91,9 +86,9 @@ class Project:
             source, target = volume.split(":", 1)
             argv += ["--volume", f"{self.name}_{source}:{target}"]
         self.published[container] = {}
-        for port in svc.get("ports", []):
+        ports = svc.get("ports", [])
+        for port, host_port in zip(ports, free_ports(len(ports)), strict=True):  # distinct: chosen together
             host_ip, _, target = self.interpolate(port).rsplit(":", 2)
-            host_port = free_port()
             self.published[container][int(target)] = (host_ip, host_port)
             argv += ["--publish", f"{host_ip}:{host_port}:{target}"]
         if "shm_size" in svc:
